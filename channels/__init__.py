@@ -1,0 +1,1 @@
+"""Delivery channels (email, SMS, web push, WebSocket)."""

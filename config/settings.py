@@ -1,0 +1,185 @@
+"""Every setting of the hub, read once from the environment at start-up.
+
+`load_settings()` either returns a complete, validated `Settings` or raises
+`SettingsError` whose message is one line naming the offending variable; `run.py`
+prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from decimal import Decimal
+from typing import Literal, Mapping
+from urllib.parse import urlsplit
+
+from domain.users import normalize_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _url_with_scheme(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.netloc or parts.path):
+        raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    try:
+        parts.port  # raises on a non-numeric port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value
+
+
+def _split_list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+class Settings(BaseModel):
+    """Field aliases are the environment variable names (see README, CONTRACT §1)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", alias="HUB_HOST", min_length=1)
+    port: int = Field(8888, alias="HUB_PORT", ge=0, le=65535)
+    env: Literal["development", "test", "production"] = Field("development", alias="HUB_ENV")
+
+    mongodb_uri: str | None = Field(None, alias="MONGODB_URI")
+    mongodb_db: str = Field("hub", alias="MONGODB_DB", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_topic_prefix: str = Field("", alias="KAFKA_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
+    kafka_partitions: int = Field(3, alias="HUB_KAFKA_PARTITIONS", ge=1)
+    kafka_replication_factor: int = Field(1, alias="HUB_KAFKA_REPLICATION_FACTOR", ge=1)
+
+    jwt_secret: str | None = Field(None, alias="JWT_SECRET")
+    access_token_ttl_s: int = Field(900, alias="HUB_ACCESS_TOKEN_TTL_S", gt=0)
+    refresh_token_ttl_s: int = Field(30 * 24 * 3600, alias="HUB_REFRESH_TOKEN_TTL_S", gt=0)
+    admin_email: str | None = Field(None, alias="HUB_ADMIN_EMAIL")
+    admin_password: str | None = Field(None, alias="HUB_ADMIN_PASSWORD")
+    service_keys: str | None = Field(None, alias="HUB_SERVICE_KEYS")
+
+    smtp_url: str | None = Field(None, alias="SMTP_URL")
+    smtp_from: str | None = Field(None, alias="SMTP_FROM")
+    twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: str | None = Field(None, alias="TWILIO_AUTH_TOKEN")
+    twilio_from: str | None = Field(None, alias="TWILIO_FROM")
+    twilio_api_base: str = Field("https://api.twilio.com", alias="TWILIO_API_BASE")
+    vapid_private_key: str | None = Field(None, alias="VAPID_PRIVATE_KEY")
+    vapid_public_key: str | None = Field(None, alias="VAPID_PUBLIC_KEY")
+    vapid_subject: str | None = Field(None, alias="VAPID_SUBJECT")
+    stripe_api_key: str | None = Field(None, alias="STRIPE_API_KEY")
+    stripe_webhook_secret: str | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str = Field("https://api.stripe.com", alias="STRIPE_API_BASE")
+
+    order_payment_timeout_s: int = Field(1800, alias="ORDER_PAYMENT_TIMEOUT_S", gt=0)
+    points_per_unit: Decimal = Field(Decimal(1), alias="POINTS_PER_UNIT", ge=0)
+
+    # Operational extras beyond the contract.
+    cors_origins: str | None = Field(None, alias="HUB_CORS_ORIGINS")
+    max_body_bytes: int = Field(1024 * 1024, alias="HUB_MAX_BODY_BYTES", gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="HUB_LOG_LEVEL")
+    auth_rate_per_ip: int = Field(300, alias="HUB_AUTH_RATE_PER_IP", gt=0)
+    auth_rate_per_account: int = Field(30, alias="HUB_AUTH_RATE_PER_ACCOUNT", gt=0)
+
+    @field_validator("admin_email")
+    @classmethod
+    def _admin_email(cls, v: str | None) -> str | None:
+        return v and normalize_email(v)
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _mongo(cls, v: str | None) -> str | None:
+        return v and _url_with_scheme(v, ("mongodb", "mongodb+srv"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        return v and _url_with_scheme(v, ("redis", "rediss", "unix"))
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, v: str | None) -> str | None:
+        return v and _url_with_scheme(v, ("smtp", "smtps"))
+
+    @field_validator("twilio_api_base", "stripe_api_base")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        return _url_with_scheme(v, ("http", "https")).rstrip("/")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _kafka(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        servers = _split_list(v)
+        if not servers or not all(re.fullmatch(r"[^:,\s]+:\d{1,5}", s) for s in servers):
+            raise ValueError("must be a comma-separated list of host:port")
+        return ",".join(servers)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Settings:
+        if bool(self.admin_email) != bool(self.admin_password):
+            missing = "HUB_ADMIN_PASSWORD" if self.admin_email else "HUB_ADMIN_EMAIL"
+            raise ValueError(f"{missing}: must be set together with the other admin variable")
+        if self.admin_password is not None and len(self.admin_password) < 8:
+            raise ValueError("HUB_ADMIN_PASSWORD: must be at least 8 characters")
+        return self
+
+    # Derived views ------------------------------------------------------------
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def service_key_list(self) -> list[str]:
+        return _split_list(self.service_keys)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _split_list(self.cors_origins)
+
+    def topic(self, name: str) -> str:
+        """The Kafka topic name for a CONTRACT §3 topic, with the configured prefix."""
+        return f"{self.kafka_topic_prefix}{name}"
+
+
+# Production must be told where every real service is and every secret it signs with.
+_REQUIRED_IN_PRODUCTION = ("MONGODB_URI", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "JWT_SECRET")
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    values = {k: v for k, v in environ.items() if v != ""}
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+
+    if settings.production:
+        for name in _REQUIRED_IN_PRODUCTION:
+            if name not in values:
+                raise SettingsError(f"{name}: required when HUB_ENV=production (no embedded fallback or default)")
+        if len(settings.jwt_secret or "") < 32:
+            raise SettingsError("JWT_SECRET: must be at least 32 characters when HUB_ENV=production")
+        if any(len(key) < 16 for key in settings.service_key_list):
+            raise SettingsError("HUB_SERVICE_KEYS: every key must be at least 16 characters when HUB_ENV=production")
+        return settings
+
+    if settings.jwt_secret is None:
+        # Random per run: tokens die with the process, which is what development wants.
+        settings = settings.model_copy(update={"jwt_secret": secrets.token_urlsafe(32)})
+    return settings
+
+
+def _one_line(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else ""
+    message = error["msg"].removeprefix("Value error, ")
+    if not name and ":" in message:  # model-level checks name their variable themselves
+        return message
+    value = error.get("input")
+    secret = any(marker in name for marker in ("SECRET", "PASSWORD", "TOKEN", "KEY"))
+    # Values are echoed to help the operator, but never secrets or URL credentials.
+    shown = f" (got {re.sub(r'//[^/@]*@', '//***@', value)!r})" if isinstance(value, str) and not secret else ""
+    return f"{name}: {message}{shown}"

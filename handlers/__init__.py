@@ -1,0 +1,1 @@
+"""Tornado HTTP and WebSocket handlers: parse, authorize, call the domain, answer."""

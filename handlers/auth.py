@@ -1,0 +1,82 @@
+"""POST /api/v1/auth/register, /login and /refresh."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from domain.errors import DomainError
+from domain.users import public_user
+from handlers.base import BaseHandler
+from handlers.schemas import Body, Email, Locale, Name, Password, Phone, Timezone
+from hub.metrics import AUTH_EVENTS
+
+
+class RegisterBody(Body):
+    email: Email
+    password: Password
+    name: Name | None = None
+    phone: Phone | None = None
+    timezone: Timezone | None = None
+    locale: Locale | None = None
+
+
+class LoginBody(Body):
+    email: Email
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshBody(Body):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class AuthHandler(BaseHandler):
+    async def limit(self, account: str | None = None) -> None:
+        """Per-IP and (for sign-in) per-account rate limits, across hub processes."""
+        settings = self.hub.settings
+        await self.hub.rate_limiter.hit(f"auth-ip:{self.request.remote_ip}", settings.auth_rate_per_ip)
+        if account:
+            await self.hub.rate_limiter.hit(f"auth-account:{account}", settings.auth_rate_per_account)
+
+    def send_session(self, session: dict, status: int = 200) -> None:
+        self.send({**session, "user": public_user(session["user"])}, status)
+
+
+class RegisterHandler(AuthHandler):
+    openapi = {"post": {"summary": "Create an account and sign in", "body": RegisterBody, "status": 201, "auth": None}}
+
+    async def post(self) -> None:
+        await self.limit()
+        body = self.parse(RegisterBody)
+        session = await self.hub.accounts.register(**body.model_dump())
+        AUTH_EVENTS.labels("registered").inc()
+        self.send_session(session, 201)
+
+
+class LoginHandler(AuthHandler):
+    openapi = {"post": {"summary": "Sign in with email and password", "body": LoginBody, "auth": None}}
+
+    async def post(self) -> None:
+        body = self.parse(LoginBody)
+        await self.limit(body.email)
+        try:
+            session = await self.hub.accounts.login(body.email, body.password)
+        except DomainError as exc:
+            AUTH_EVENTS.labels(exc.code).inc()
+            raise
+        AUTH_EVENTS.labels("login").inc()
+        self.send_session(session)
+
+
+class RefreshHandler(AuthHandler):
+    openapi = {"post": {"summary": "Trade a refresh token for a new pair (the old one dies)", "body": RefreshBody, "auth": None}}
+
+    async def post(self) -> None:
+        await self.limit()
+        body = self.parse(RefreshBody)
+        try:
+            session = await self.hub.accounts.refresh(body.refresh_token)
+        except DomainError as exc:
+            AUTH_EVENTS.labels(exc.code).inc()
+            raise
+        AUTH_EVENTS.labels("refresh").inc()
+        self.send_session(session)

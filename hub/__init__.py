@@ -1,0 +1,1 @@
+"""Application wiring, lifecycle, connections to MongoDB, Redis and Kafka."""

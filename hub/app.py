@@ -1,0 +1,58 @@
+"""The Tornado application: every route in one table."""
+
+from __future__ import annotations
+
+import logging
+
+import tornado.web
+
+from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
+from handlers.base import NotFoundHandler
+from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHandler
+from handlers.users import MeHandler
+from hub.openapi import build_openapi
+
+access_log = logging.getLogger("hub.access")
+
+API = "/api/v1"
+ROUTES: list[tuple[str, type]] = [
+    (r"/healthz", HealthHandler),
+    (r"/readyz", ReadyHandler),
+    (r"/metrics", MetricsHandler),
+    (rf"{API}/openapi.json", OpenApiHandler),
+    (rf"{API}/auth/register", RegisterHandler),
+    (rf"{API}/auth/login", LoginHandler),
+    (rf"{API}/auth/refresh", RefreshHandler),
+    (rf"{API}/users/me", MeHandler),
+]
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    # The path only: query strings may carry tokens (/ws?token=...).
+    status = handler.get_status()
+    access_log.log(
+        logging.WARNING if status >= 500 else logging.INFO,
+        "request",
+        extra={
+            "method": handler.request.method,
+            "path": handler.request.path,
+            "status": status,
+            "duration_ms": round(handler.request.request_time() * 1000, 2),
+            "request_id": getattr(handler, "request_id", None),
+            "remote_ip": handler.request.remote_ip,
+        },
+    )
+
+
+def make_app(hub) -> tornado.web.Application:
+    app = tornado.web.Application(
+        ROUTES,
+        default_handler_class=NotFoundHandler,
+        hub=hub,
+        openapi=build_openapi(ROUTES),
+        cors_origins=frozenset(hub.settings.cors_origin_list),
+        log_function=_log_request,
+        serve_traceback=False,
+    )
+    app.in_flight = set()  # handlers still answering; shutdown waits for them
+    return app

@@ -1,0 +1,67 @@
+"""The Kafka connection: topic creation, the producer and a health probe.
+
+The bundled broker has no idempotent producer, so we publish with acks=all and rely on
+every consumer deduplicating by CloudEvent id (an event may be delivered twice, never
+with two ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# CONTRACT §3 topics, plus the dead-letter topic.
+TOPICS = ("orders", "payments", "points", "inventory", "notifications", "dlq")
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class Kafka:
+    def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=5,
+            request_timeout_ms=10_000,
+        )
+
+    def topic(self, name: str) -> str:
+        return self.settings.topic(name)
+
+    async def start(self) -> None:
+        await self._create_topics()
+        await self.producer.start()
+
+    async def _create_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            response = await admin.create_topics([
+                NewTopic(self.topic(name), self.settings.kafka_partitions, self.settings.kafka_replication_factor)
+                for name in TOPICS
+            ])
+            for topic, code, message in response.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise KafkaError(f"cannot create topic {topic}: {message} (error {code})")
+        finally:
+            await admin.close()
+
+    async def healthy(self) -> bool:
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout=2)
+            return True
+        except (KafkaError, asyncio.TimeoutError, OSError):
+            return False
+
+    async def stop(self) -> None:
+        await self.producer.stop()

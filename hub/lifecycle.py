@@ -1,0 +1,85 @@
+"""The hub's connections and services: started in order, stopped in reverse.
+
+MongoDB, Redis and Kafka are either the real services named by the settings or the
+embedded stand-ins; nothing above this module knows which.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from config.settings import Settings
+from domain.accounts import Accounts
+from domain.tokens import AccessTokens
+from hub.embedded_broker import EmbeddedBroker
+from hub.kafka import Kafka
+from hub.mongo import connect_mongo, mongo_healthy
+from hub.ratelimit import RateLimiter
+from hub.redis_client import connect_redis, redis_healthy
+from hub.store.refresh_tokens import RefreshTokenStore
+from hub.store.users import UserStore
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker: EmbeddedBroker | None = None
+        self.kafka: Kafka | None = None
+        self.mongo_client = None
+        self.redis = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.mongo_client = connect_mongo(settings)
+        self.db = self.mongo_client[settings.mongodb_db]
+        self.redis = connect_redis(settings)
+        await self.redis.ping()
+
+        self.users = UserStore(self.db)
+        self.refresh_tokens = RefreshTokenStore(self.db)
+        for store in (self.users, self.refresh_tokens):
+            await store.create_indexes()
+
+        bootstrap = settings.kafka_bootstrap_servers
+        if bootstrap is None:
+            self.broker = EmbeddedBroker()
+            bootstrap = await self.broker.start()
+        self.kafka = Kafka(settings, bootstrap)
+        await self.kafka.start()
+
+        self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
+        self.accounts = Accounts(self.users, self.refresh_tokens, self.access_tokens, settings.refresh_token_ttl_s)
+        self.rate_limiter = RateLimiter(self.redis)
+        if settings.admin_email and settings.admin_password:
+            await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
+        self._announce_channels()
+
+    def _announce_channels(self) -> None:
+        s = self.settings
+        for channel, configured, setting in (
+            ("email", s.smtp_url, "SMTP_URL"),
+            ("sms", s.twilio_account_sid and s.twilio_auth_token and s.twilio_from, "TWILIO_*"),
+            ("payments", s.stripe_api_key, "STRIPE_API_KEY"),
+        ):
+            if not configured:
+                log.warning(f"{setting} is unset: {channel} is off", extra={"channel": channel})
+
+    async def health(self) -> dict[str, bool]:
+        return {
+            "mongo": await mongo_healthy(self.db),
+            "redis": await redis_healthy(self.redis),
+            "kafka": await self.kafka.healthy(),
+        }
+
+    async def stop(self) -> None:
+        """Close everything that was opened, in reverse order; safe after a failed start."""
+        if self.kafka is not None:
+            await self.kafka.stop()
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.mongo_client is not None:
+            self.mongo_client.close()

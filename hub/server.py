@@ -1,0 +1,75 @@
+"""The HTTP server around the application, and the orderly shutdown.
+
+On SIGTERM or Ctrl-C: stop accepting connections, let in-flight requests finish, close
+the remaining connections, then stop consumers (committing offsets), the producer and
+the connections, and the embedded broker last. All of it within SHUTDOWN_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from config.settings import Settings
+from hub.app import make_app
+from hub.lifecycle import Hub
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_S = 10
+DRAIN_S = 5  # of which in-flight requests may take this long
+
+
+class HubServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub = Hub(settings)
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        try:
+            await self.hub.start()
+        except BaseException:
+            await self.hub.stop()
+            raise
+        self.app = make_app(self.hub)
+        # Bodies are streamed and size-checked by the handlers (413); this only bounds
+        # what Tornado agrees to read at all.
+        self.http = HTTPServer(self.app, max_body_size=64 * self.settings.max_body_bytes, idle_connection_timeout=60)
+        sockets = bind_sockets(self.settings.port, self.settings.host)
+        self.http.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        log.info("hub listening", extra={"host": self.settings.host, "port": self.port, "env": self.settings.env})
+
+    async def stop(self) -> None:
+        self.http.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_S
+        while self.app.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        try:
+            await asyncio.wait_for(self.http.close_all_connections(), timeout=1)
+        except asyncio.TimeoutError:
+            log.warning("connections still open at shutdown")
+        await self.hub.stop()
+        log.info("hub stopped")
+
+
+async def serve(settings: Settings) -> None:
+    server = HubServer(settings)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down")
+    try:
+        await asyncio.wait_for(server.stop(), timeout=SHUTDOWN_S - 1)
+    except asyncio.TimeoutError:
+        log.error("shutdown took too long; exiting anyway")
+        await server.hub.stop()

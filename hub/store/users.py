@@ -1,0 +1,63 @@
+"""The `users` collection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from domain.errors import Conflict
+
+
+class UserStore:
+    def __init__(self, db) -> None:
+        self.col = db["users"]
+
+    async def create_indexes(self) -> None:
+        # The unique index is what makes two racing registrations give one 201 and one 409.
+        await self.col.create_index("email", unique=True, name="email_unique")
+
+    async def insert(self, user: dict) -> None:
+        try:
+            await self.col.insert_one(user)
+        except DuplicateKeyError:
+            raise Conflict("An account with this email already exists.", code="email_taken") from None
+
+    async def get(self, user_id: str) -> dict | None:
+        return await self.col.find_one({"_id": user_id})
+
+    async def by_email(self, email: str) -> dict | None:
+        return await self.col.find_one({"email": email})
+
+    async def record_failed_login(self, user_id: str, max_failures: int, lock_until: datetime) -> bool:
+        """Count one failure atomically; at `max_failures` in a row, lock. True if this locked."""
+        doc = await self.col.find_one_and_update(
+            {"_id": user_id}, {"$inc": {"failed_logins": 1}}, return_document=ReturnDocument.AFTER
+        )
+        if doc is None or doc["failed_logins"] < max_failures:
+            return False
+        result = await self.col.update_one(
+            {"_id": user_id, "failed_logins": {"$gte": max_failures}},
+            {"$set": {"locked_until": lock_until, "failed_logins": 0}},
+        )
+        return result.modified_count == 1
+
+    async def record_successful_login(self, user_id: str) -> None:
+        await self.col.update_one(
+            {"_id": user_id, "$or": [{"failed_logins": {"$gt": 0}}, {"locked_until": {"$ne": None}}]},
+            {"$set": {"failed_logins": 0, "locked_until": None}},
+        )
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        await self.col.update_one({"_id": user_id}, {"$set": {"password_hash": password_hash}})
+
+    async def update_profile(self, user_id: str, changes: dict) -> dict | None:
+        if not changes:
+            return await self.get(user_id)
+        return await self.col.find_one_and_update(
+            {"_id": user_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
+
+    async def add_role(self, email: str, role: str) -> None:
+        await self.col.update_one({"email": email}, {"$addToSet": {"roles": role}})

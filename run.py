@@ -1,0 +1,8 @@
+"""Start the hub: `python run.py` (settings come from the environment; see README)."""
+
+import sys
+
+from hub.main import main
+
+if __name__ == "__main__":
+    sys.exit(main())
