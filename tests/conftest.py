@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,8 @@ def hub_env(kafka_bootstrap):
     }
     if REDIS_URL:
         env["REDIS_URL"] = REDIS_URL
+        # Rate-limit counters and the like must not leak from one test into the next.
+        redis.Redis.from_url(REDIS_URL).flushdb()
     if MONGODB_URI:
         env["MONGODB_URI"] = MONGODB_URI
     return env
@@ -79,21 +82,11 @@ def hub_env(kafka_bootstrap):
 @pytest.fixture
 def hub_server(io_loop, hub_env):
     server = HubServer(load_settings(hub_env))
-    if REDIS_URL:
-        io_loop.run_sync(_flush_redis)
     io_loop.run_sync(server.start)
     yield server
     if MONGODB_URI:
         io_loop.run_sync(lambda: server.hub.mongo_client.drop_database(hub_env["MONGODB_DB"]))
     io_loop.run_sync(server.stop)
-
-
-async def _flush_redis() -> None:
-    import redis.asyncio as redis
-
-    client = redis.from_url(REDIS_URL)
-    await client.flushdb()
-    await client.aclose()
 
 
 class Api:

@@ -1,0 +1,73 @@
+"""Storage behaviour the auth rules rely on, run against the embedded store or, when
+MONGODB_URI is set, a real MongoDB (see README)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from domain.errors import Conflict
+from hub.mongo import connect_mongo
+from hub.store.refresh_tokens import RefreshTokenStore
+from hub.store.users import UserStore
+from config.settings import load_settings
+
+pytestmark = pytest.mark.gen_test
+NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def db(io_loop, hub_env):
+    client = connect_mongo(load_settings(hub_env))
+    database = client[hub_env["MONGODB_DB"]]
+    yield database
+    io_loop.run_sync(lambda: client.drop_database(hub_env["MONGODB_DB"]))
+    client.close()
+
+
+def a_user(email="u@example.com"):
+    return {"_id": uuid.uuid4().hex, "email": email, "password_hash": "x", "roles": ["customer"],
+            "failed_logins": 0, "locked_until": None, "created_at": NOW}
+
+
+async def test_unique_email_under_concurrent_inserts(db):
+    users = UserStore(db)
+    await users.create_indexes()
+    results = await asyncio.gather(*(users.insert(a_user("same@example.com")) for _ in range(5)), return_exceptions=True)
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, Conflict) and r.code == "email_taken" for r in results if r is not None)
+    assert await db["users"].count_documents({"email": "same@example.com"}) == 1
+
+
+async def test_concurrent_failures_lock_exactly_once(db):
+    users = UserStore(db)
+    user = a_user()
+    await users.insert(user)
+    locks = await asyncio.gather(*(users.record_failed_login(user["_id"], 5, NOW + timedelta(minutes=15)) for _ in range(5)))
+    assert locks.count(True) == 1
+    stored = await users.get(user["_id"])
+    assert stored["failed_logins"] == 0 and stored["locked_until"] is not None
+    await users.record_successful_login(user["_id"])
+    assert (await users.get(user["_id"]))["locked_until"] is None
+
+
+async def test_a_refresh_token_is_consumed_once_even_when_raced(db):
+    tokens = RefreshTokenStore(db)
+    await tokens.create_indexes()
+    await tokens.insert(digest="d1", user_id="u", family="f", created_at=NOW, expires_at=NOW + timedelta(days=1))
+    winners = await asyncio.gather(*(tokens.consume("d1", NOW) for _ in range(5)))
+    assert sum(w is not None for w in winners) == 1
+    assert await tokens.consume("d1", NOW) is None
+
+
+async def test_expired_or_revoked_tokens_are_not_consumed(db):
+    tokens = RefreshTokenStore(db)
+    await tokens.insert(digest="old", user_id="u", family="f1", created_at=NOW, expires_at=NOW - timedelta(seconds=1))
+    await tokens.insert(digest="a", user_id="u", family="f2", created_at=NOW, expires_at=NOW + timedelta(days=1))
+    await tokens.insert(digest="b", user_id="u", family="f2", created_at=NOW, expires_at=NOW + timedelta(days=1))
+    assert await tokens.consume("old", NOW) is None
+    await tokens.revoke_family("f2")
+    assert await tokens.consume("a", NOW) is None and await tokens.consume("b", NOW) is None
