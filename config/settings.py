@@ -179,7 +179,8 @@ def _one_line(exc: ValidationError) -> str:
     if not name and ":" in message:  # model-level checks name their variable themselves
         return message
     value = error.get("input")
-    secret = any(marker in name for marker in ("SECRET", "PASSWORD", "TOKEN", "KEY"))
-    # Values are echoed to help the operator, but never secrets or URL credentials.
-    shown = f" (got {re.sub(r'//[^/@]*@', '//***@', value)!r})" if isinstance(value, str) and not secret else ""
+    # Values are echoed to help the operator, except where they may hold a secret (URLs
+    # carry credentials in many malformed shapes, so they are never echoed either).
+    sensitive = any(marker in name for marker in ("SECRET", "PASSWORD", "TOKEN", "KEY", "SID", "URI", "URL"))
+    shown = f" (got {value!r})" if isinstance(value, str) and not sensitive else ""
     return f"{name}: {message}{shown}"

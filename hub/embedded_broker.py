@@ -75,7 +75,7 @@ class EmbeddedBroker:
             return
         self.process.terminate()
         try:
-            await asyncio.to_thread(self.process.wait, 5)
+            await asyncio.to_thread(self.process.wait, 2)
         except subprocess.TimeoutExpired:
             self.process.kill()
             await asyncio.to_thread(self.process.wait)

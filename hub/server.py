@@ -21,7 +21,7 @@ from hub.lifecycle import Hub
 log = logging.getLogger(__name__)
 
 SHUTDOWN_S = 10
-DRAIN_S = 5  # of which in-flight requests may take this long
+DRAIN_S = 4  # of which in-flight requests may take this long
 
 
 class HubServer:
@@ -60,12 +60,13 @@ class HubServer:
 
 
 async def serve(settings: Settings) -> None:
-    server = HubServer(settings)
-    await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Installed before start-up so that a SIGTERM while connecting still stops in order.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    server = HubServer(settings)
+    await server.start()
     await stopping.wait()
     log.info("shutting down")
     try:

@@ -130,10 +130,10 @@ def test_secrets_are_not_echoed(environ, variable, secret):
     assert secret not in message
 
 
-@pytest.mark.xfail(strict=True, reason="app bug: _one_line's '//user:pass@' redaction misses these URL forms")
 @pytest.mark.parametrize("uri", [
-    "admin:hunter2@db.example.com:27017",        # scheme forgotten: no '//' to anchor the redaction
+    "admin:hunter2@db.example.com:27017",        # scheme forgotten
     "mongodb://user:hun/ter2@db.example.com:27017",  # unencoded '/' in the password
+    "redis://h:xx/0?password=hunter2",
 ])
 def test_credentials_in_malformed_uri_are_not_echoed(uri):
     message = settings_error({"MONGODB_URI": uri})
