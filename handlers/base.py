@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from domain.callers import SERVICE, Caller
 from domain.errors import DomainError, Forbidden, Unauthorized
-from hub.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from hub.metrics import HTTP_LATENCY
 
 log = logging.getLogger("hub.http")
 Model = TypeVar("Model", bound=BaseModel)
@@ -48,13 +48,14 @@ class BaseHandler(tornado.web.RequestHandler):
         return self.application.settings["hub"]
 
     # Request lifecycle -------------------------------------------------------------
-    def prepare(self) -> None:
+    def initialize(self) -> None:
+        # Here rather than in prepare(): an unknown HTTP method is answered without prepare().
         self._started = time.perf_counter()
         self._chunks: list[bytes] = []
         self._size = 0
         self._caller: Caller | None | bool = False  # False: not looked up yet
-        self.request_id = self.request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
-        self.set_header("X-Request-ID", self.request_id)
+
+    def prepare(self) -> None:
         self.application.in_flight.add(self)
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.hub.settings.max_body_bytes:
@@ -73,14 +74,17 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.application.in_flight.discard(self)
-        handler = type(self).__name__
-        HTTP_REQUESTS.labels(handler, self.request.method, str(self.get_status())).inc()
-        HTTP_LATENCY.labels(handler, self.request.method).observe(time.perf_counter() - self._started)
+        HTTP_LATENCY.labels(type(self).__name__, self.request.method, str(self.get_status())).observe(
+            time.perf_counter() - self._started)
 
     def on_connection_close(self) -> None:
         self.application.in_flight.discard(self)
 
     def set_default_headers(self) -> None:
+        # Runs again when an error clears the headers; the id must survive that.
+        if not hasattr(self, "request_id"):
+            self.request_id = self.request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        self.set_header("X-Request-ID", self.request_id)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")

@@ -66,6 +66,7 @@ async def test_unknown_route_and_wrong_method(api):
     assert_error_shape(await api.call("GET", "/api/v1/nothing-here"), 404, "route_not_found")
     assert_error_shape(await api.call("POST", "/nope", {"a": 1}), 404, "route_not_found")
     assert_error_shape(await api.call("DELETE", "/api/v1/auth/login"), 405, "method_not_allowed")
+    assert_error_shape(await api.call("BREW", "/api/v1/auth/login"), 405, "method_not_allowed")
 
 
 async def test_health_ready_and_metrics(api):
@@ -75,8 +76,8 @@ async def test_health_ready_and_metrics(api):
     assert r.status == 200 and r.data == {"mongo": "up", "redis": "up", "kafka": "up"}
     r = await api.call("GET", "/metrics")
     assert r.status == 200
-    assert 'hub_http_requests_total{handler="ReadyHandler",method="GET",status="200"}' in r.data
-    assert "hub_http_request_duration_seconds_bucket" in r.data
+    assert 'hub_http_request_duration_seconds_count{handler="ReadyHandler",method="GET",status="200"}' in r.data
+    assert 'hub_http_request_duration_seconds_bucket{handler="HealthHandler",le="0.002",method="GET",status="200"}' in r.data
 
 
 async def test_readyz_is_503_when_a_dependency_is_down(api, hub_server):
@@ -99,6 +100,8 @@ async def test_request_id_is_echoed_or_made(api):
     assert r.headers["X-Request-ID"] == "abc-123"
     r = await api.call("GET", "/healthz")
     assert len(r.headers["X-Request-ID"]) == 32
+    r = await api.call("GET", "/nope", headers={"X-Request-ID": "err-1"})
+    assert r.status == 404 and r.headers["X-Request-ID"] == "err-1"
 
 
 async def test_openapi_lists_every_route_with_body_schemas(api):
