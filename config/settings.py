@@ -74,6 +74,9 @@ class Settings(BaseModel):
     stripe_api_base: str = Field("https://api.stripe.com", alias="STRIPE_API_BASE")
 
     order_payment_timeout_s: int = Field(1800, alias="ORDER_PAYMENT_TIMEOUT_S", gt=0)
+    currency: str = Field("USD", alias="HUB_CURRENCY", pattern=r"^[A-Z]{3}$")
+    event_source: str = Field("/hub", alias="HUB_EVENT_SOURCE", min_length=1, max_length=200)
+    sweep_interval_s: float = Field(5.0, alias="HUB_SWEEP_INTERVAL_S", gt=0)
     points_per_unit: Decimal = Field(Decimal(1), alias="POINTS_PER_UNIT", ge=0)
 
     # Operational extras beyond the contract.

@@ -121,11 +121,16 @@ class BaseHandler(tornado.web.RequestHandler):
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            details = [
-                {"field": ".".join(str(part) for part in err["loc"]), "message": err["msg"].removeprefix("Value error, ")}
-                for err in exc.errors()
-            ]
-            raise ApiError(422, "validation_failed", "Some fields are invalid.", details) from None
+            raise ApiError(422, "validation_failed", "Some fields are invalid.", _field_errors(exc)) from None
+
+    def parse_query(self, model: type[Model]) -> Model:
+        """The query string as `model` (the last value of a repeated parameter wins; empty
+        values count as absent): 422 naming each bad parameter."""
+        raw = {name: values[-1].decode(errors="replace") for name, values in self.request.query_arguments.items()}
+        try:
+            return model.model_validate({k: v for k, v in raw.items() if v != ""})
+        except ValidationError as exc:
+            raise ApiError(422, "validation_failed", "Some query parameters are invalid.", _field_errors(exc)) from None
 
     def send(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -195,6 +200,13 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, (DomainError, tornado.web.HTTPError)):
             return  # a client's mistake, answered with its status; the access log has it
         log.error("unhandled error", exc_info=(typ, value, tb), extra={"request_id": getattr(self, "request_id", None)})
+
+
+def _field_errors(exc: ValidationError) -> list[dict]:
+    return [
+        {"field": ".".join(str(part) for part in err["loc"]), "message": err["msg"].removeprefix("Value error, ")}
+        for err in exc.errors()
+    ]
 
 
 class NotFoundHandler(BaseHandler):

@@ -8,7 +8,10 @@ import tornado.web
 
 from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
 from handlers.base import NotFoundHandler
+from handlers.events import EventsHandler
 from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHandler
+from handlers.orders import CancelHandler, OrderHandler, OrdersHandler, TransitionHandler
+from handlers.products import ProductHandler, ProductsHandler, StockHandler
 from handlers.users import MeHandler
 from hub.openapi import build_openapi
 
@@ -24,6 +27,14 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/auth/login", LoginHandler),
     (rf"{API}/auth/refresh", RefreshHandler),
     (rf"{API}/users/me", MeHandler),
+    (rf"{API}/products", ProductsHandler),
+    (rf"{API}/products/(?P<product_id>[^/]+)", ProductHandler),
+    (rf"{API}/products/(?P<product_id>[^/]+)/stock", StockHandler),
+    (rf"{API}/orders", OrdersHandler),
+    (rf"{API}/orders/(?P<order_id>[^/]+)", OrderHandler),
+    (rf"{API}/orders/(?P<order_id>[^/]+)/cancel", CancelHandler),
+    (rf"{API}/orders/(?P<order_id>[^/]+)/transitions", TransitionHandler),
+    (rf"{API}/events", EventsHandler),
 ]
 
 

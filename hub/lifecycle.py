@@ -9,38 +9,45 @@ from __future__ import annotations
 import logging
 
 from config.settings import Settings
-from domain.accounts import Accounts
+from domain.accounts import Accounts, utcnow
+from domain.catalog import Catalog
+from domain.ordering import Orders
 from domain.tokens import AccessTokens
+from hub.consumer import EventConsumer
 from hub.embedded_broker import EmbeddedBroker
 from hub.kafka import Kafka
 from hub.mongo import connect_mongo, mongo_healthy
+from hub.outbox import OutboxRelay
 from hub.ratelimit import RateLimiter
 from hub.redis_client import connect_redis, redis_healthy
+from hub.store.orders import OrderStore
+from hub.store.products import ProductStore
 from hub.store.refresh_tokens import RefreshTokenStore
 from hub.store.users import UserStore
+from hub.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
 
 class Hub:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, mongo_client=None) -> None:
+        """`mongo_client` lets a test restart a hub on the same embedded store."""
         self.settings = settings
+        self.mongo_client = mongo_client
         self.broker: EmbeddedBroker | None = None
         self.kafka: Kafka | None = None
-        self.mongo_client = None
         self.redis = None
+        self.relay: OutboxRelay | None = None
+        self.consumers: list[EventConsumer] = []
+        self.sweeper: Sweeper | None = None
 
     async def start(self) -> None:
         settings = self.settings
-        self.mongo_client = connect_mongo(settings)
+        if self.mongo_client is None:
+            self.mongo_client = connect_mongo(settings)
         self.db = self.mongo_client[settings.mongodb_db]
         self.redis = connect_redis(settings)
         await self.redis.ping()
-
-        self.users = UserStore(self.db)
-        self.refresh_tokens = RefreshTokenStore(self.db)
-        for store in (self.users, self.refresh_tokens):
-            await store.create_indexes()
 
         bootstrap = settings.kafka_bootstrap_servers
         if bootstrap is None:
@@ -48,12 +55,33 @@ class Hub:
             bootstrap = await self.broker.start()
         self.kafka = Kafka(settings, bootstrap)
         await self.kafka.start()
+        self.relay = OutboxRelay(self.db, self.kafka, settings.event_source)
+
+        self.users = UserStore(self.db)
+        self.refresh_tokens = RefreshTokenStore(self.db)
+        self.product_store = ProductStore(self.db, self.relay.notify("products"))
+        self.order_store = OrderStore(self.db, self.relay.notify("orders"))
+        for store in (self.users, self.refresh_tokens, self.product_store, self.order_store):
+            await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
         self.accounts = Accounts(self.users, self.refresh_tokens, self.access_tokens, settings.refresh_token_ttl_s)
         self.rate_limiter = RateLimiter(self.redis)
+        self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
+        self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
+                             currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)
         if settings.admin_email and settings.admin_password:
             await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
+
+        self.relay.start()
+        self.consumers = [
+            EventConsumer(self.kafka, group="hub-orders", topics=["orders"], handler=self.orders.apply_external,
+                          source=settings.event_source),
+        ]
+        for consumer in self.consumers:
+            await consumer.start()
+        self.sweeper = Sweeper(self.orders.sweep, settings.sweep_interval_s)
+        self.sweeper.start()
         self._announce_channels()
 
     def _announce_channels(self) -> None:
@@ -75,6 +103,12 @@ class Hub:
 
     async def stop(self) -> None:
         """Close everything that was opened, in reverse order; safe after a failed start."""
+        if self.sweeper is not None:
+            await self.sweeper.stop()
+        for consumer in self.consumers:
+            await consumer.stop()  # commits the offsets of what was handled
+        if self.relay is not None:
+            await self.relay.stop()
         if self.kafka is not None:
             await self.kafka.stop()
         if self.broker is not None:

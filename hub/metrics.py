@@ -1,7 +1,7 @@
 """Prometheus metrics an operator watches. Later modules add theirs here so that one
 place lists everything /metrics exposes."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 # Its _count series is the request count by handler, method and status.
 HTTP_LATENCY = Histogram(
@@ -10,4 +10,13 @@ HTTP_LATENCY = Histogram(
 )
 AUTH_EVENTS = Counter(
     "hub_auth_events_total", "Sign-in outcomes", ["event"]
+)
+OUTBOX_PUBLISHED = Counter(
+    "hub_outbox_events_published_total", "Events published from the outbox", ["topic"]
+)
+EVENTS_CONSUMED = Counter(
+    "hub_events_consumed_total", "Kafka events handled, by consumer group and outcome", ["group", "outcome"]
+)
+CONSUMER_LAG = Gauge(
+    "hub_consumer_lag_messages", "Messages not yet consumed, by consumer group and topic", ["group", "topic"]
 )

@@ -25,9 +25,9 @@ DRAIN_S = 4  # of which in-flight requests may take this long
 
 
 class HubServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, mongo_client=None) -> None:
         self.settings = settings
-        self.hub = Hub(settings)
+        self.hub = Hub(settings, mongo_client)
         self.port: int | None = None
 
     async def start(self) -> None:

@@ -1,0 +1,77 @@
+"""Products: slugs, the public view, and inventory events derived from stock moves.
+
+Every stock change is stored in the product document, atomically with the change, as an
+outbox entry `{id, delta, at, ...}` appended in order. The relay publishes the oldest
+entries first and removes only what it published, so the entries still in the document
+are always the newest ones; hence for the entry at index i, taken from one snapshot,
+`available = stock - sum(delta of later entries)` and `previous = available - delta`.
+That gives exact `available`/`previous` values without reading before writing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+
+from domain.events import cloud_event
+from domain.money import to_decimal_string
+
+DEFAULT_LOW_STOCK_THRESHOLD = 10
+_LOW_NAMESPACE = uuid.UUID("6f1d2b4e-1c55-4d57-9b0e-6a8a1f1f0c01")
+
+
+def slugify(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return slug[:80].rstrip("-") or "product"
+
+
+def public_product(doc: dict) -> dict:
+    return {
+        "id": doc["_id"],
+        "name": doc["name"],
+        "slug": doc["slug"],
+        "description": doc.get("description"),
+        "category": doc.get("category"),
+        "price": to_decimal_string(doc["price_minor"]),
+        "currency": doc["currency"],
+        "stock": doc["stock"],
+        "low_stock_threshold": doc["low_stock_threshold"],
+        "points_price": doc.get("points_price"),
+        "created_at": doc["created_at"].isoformat(),
+        "updated_at": doc["updated_at"].isoformat(),
+    }
+
+
+def stock_entry(delta: int, at, reason: str, order_id: str | None = None) -> dict:
+    return {"id": uuid.uuid4().hex, "topic": "inventory", "delta": delta, "at": at, "reason": reason, "order_id": order_id}
+
+
+def inventory_events(doc: dict, source: str) -> list[tuple[str, dict]]:
+    """The (outbox entry id, CloudEvent) pairs for a product document's pending entries:
+    `inventory.changed` for each, plus `inventory.low` when one crosses below the threshold."""
+    threshold = doc["low_stock_threshold"]
+    entries = doc.get("outbox", [])
+    later = 0
+    computed = []
+    for entry in reversed(entries):
+        available = doc["stock"] - later
+        later += entry["delta"]
+        computed.append((entry, available, available - entry["delta"]))
+    events = []
+    for entry, available, previous in reversed(computed):
+        data = {
+            "product_id": doc["_id"],
+            "available": available,
+            "previous": previous,
+            "low_stock_threshold": threshold,
+            "reason": entry["reason"],
+            "order_id": entry.get("order_id"),
+            "price": to_decimal_string(doc["price_minor"]),
+        }
+        events.append((entry["id"], cloud_event("inventory.changed", source, data, event_id=entry["id"], time=entry["at"])))
+        if available < threshold <= previous:
+            low_id = uuid.uuid5(_LOW_NAMESPACE, entry["id"]).hex  # stable across re-publishing
+            events.append((entry["id"], cloud_event("inventory.low", source, data, event_id=low_id, time=entry["at"])))
+    return events

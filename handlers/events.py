@@ -1,0 +1,32 @@
+"""POST /api/v1/events: a backend service puts a CloudEvent onto its topic."""
+
+from __future__ import annotations
+
+import json
+
+from domain.events import TOPIC_OF_PREFIX, InvalidEvent, check_cloud_event, topic_for
+from handlers.base import ApiError, BaseHandler
+
+
+class EventsHandler(BaseHandler):
+    openapi = {"post": {"summary": "Publish a CloudEvent from a service (X-API-Key); it goes onto its topic",
+                        "status": 202, "auth": "service"}}
+
+    async def post(self) -> None:
+        caller = self.caller
+        if caller is None or not caller.is_service:
+            raise ApiError(401 if caller is None else 403, "service_key_required", "Send a service API key as X-API-Key.")
+        try:
+            event = check_cloud_event(json.loads(self.body() or b"null"))
+        except ValueError as exc:
+            code = 422 if isinstance(exc, InvalidEvent) else 400
+            raise ApiError(code, "invalid_event" if code == 422 else "malformed_json", f"Not a usable CloudEvent: {exc}.") from None
+        prefix = event["type"].split(".", 1)[0]
+        if prefix not in TOPIC_OF_PREFIX:
+            raise ApiError(422, "unknown_event_type", f"No topic takes events of type {event['type']!r}.",
+                           {"known_prefixes": sorted(TOPIC_OF_PREFIX)})
+        data = event["data"]
+        key = data.get("order_id") or data.get("product_id") or data.get("user_id") or event.get("subject") or event["id"]
+        await self.hub.kafka.producer.send_and_wait(
+            self.hub.kafka.topic(topic_for(event["type"])), json.dumps(event).encode(), key=str(key).encode())
+        self.send({"id": event["id"], "topic": topic_for(event["type"])}, 202)

@@ -1,0 +1,96 @@
+"""Order endpoints: /api/v1/orders[/{id}[/cancel|/transitions]]."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StrictInt
+
+from domain.orders import MAX_LINES, MAX_QUANTITY, public_order
+from handlers.base import ApiError, BaseHandler
+from handlers.schemas import Body
+
+ProductId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class OrderLine(Body):
+    product_id: ProductId
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
+
+
+class OrderBody(Body):
+    items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
+    shipping_address: dict[str, Any] | Annotated[str, Field(max_length=1000)] | None = None
+    note: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class CancelBody(Body):
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class TransitionBody(Body):
+    status: Annotated[str, Field(min_length=1, max_length=32)]
+    note: Annotated[str, Field(max_length=500)] | None = None
+
+
+class ListQuery(BaseModel):
+    status: Annotated[str, Field(max_length=32)] | None = None
+    user_id: Annotated[str, Field(max_length=64)] | None = None
+    page: Annotated[int, Field(ge=1, le=100_000)] = 1
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+class OrdersHandler(BaseHandler):
+    openapi = {
+        "post": {"summary": "Place an order (optional Idempotency-Key header)", "body": OrderBody, "status": 201, "auth": "user"},
+        "get": {"summary": "Own orders, newest first (admins: all; status, user_id, page, limit)", "auth": "user"},
+    }
+
+    async def post(self) -> None:
+        caller = self.require_user()
+        body = self.parse(OrderBody)
+        key = self.request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ApiError(422, "validation_failed", "Idempotency-Key must be 1 to 255 characters.",
+                           [{"field": "Idempotency-Key", "message": "1 to 255 characters"}])
+        order, created = await self.hub.orders.place(
+            caller.id, [(line.product_id, line.quantity) for line in body.items],
+            shipping_address=body.shipping_address, note=body.note, idempotency_key=key)
+        if not created:
+            self.set_header("Idempotent-Replayed", "true")
+        self.send(public_order(order), 201)
+
+    async def get(self) -> None:
+        caller = self.caller or self.require_user()
+        query = self.parse_query(ListQuery)
+        items, total = await self.hub.orders.list_for(
+            caller, user_id=query.user_id, status=query.status, skip=(query.page - 1) * query.limit, limit=query.limit)
+        self.send({"items": [public_order(o) for o in items], "page": query.page, "limit": query.limit, "total": total})
+
+
+class OrderHandler(BaseHandler):
+    openapi = {"get": {"summary": "One order (owner or admin; otherwise 404)", "auth": "user"}}
+
+    async def get(self, order_id: str) -> None:
+        caller = self.caller or self.require_user()
+        self.send(public_order(await self.hub.orders.visible(order_id, caller)))
+
+
+class CancelHandler(BaseHandler):
+    openapi = {"post": {"summary": "Cancel (owner while pending/confirmed; admin per the table); stock comes back",
+                        "body": CancelBody, "auth": "user"}}
+
+    async def post(self, order_id: str) -> None:
+        caller = self.caller or self.require_user()
+        body = self.parse(CancelBody) if self.body() else CancelBody()
+        self.send(public_order(await self.hub.orders.cancel(order_id, caller, body.reason)))
+
+
+class TransitionHandler(BaseHandler):
+    openapi = {"post": {"summary": "Move an order to another status (admin)", "body": TransitionBody, "auth": "admin"}}
+
+    async def post(self, order_id: str) -> None:
+        caller = self.require_admin()
+        body = self.parse(TransitionBody)
+        order = await self.hub.orders.visible(order_id, caller)
+        self.send(public_order(await self.hub.orders.transition(order, body.status, note=body.note, actor=caller.id)))

@@ -1,0 +1,116 @@
+"""A Kafka consumer group that hands each CloudEvent to a handler.
+
+- Offsets are committed manually, per partition, only after every event before them was
+  handled (or dead-lettered): a crash means redelivery, never a skipped event.
+- A message that is not a valid CloudEvent, or that the handler rejects, goes to the
+  `dlq` topic with the reason, and the consumer goes on.
+- A failure of our own (store down) is retried with backoff, without committing.
+- The hub's own events (same `source`) are skipped unless `own_events` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer
+
+from domain.events import InvalidEvent, Rejected, check_cloud_event
+from hub.metrics import CONSUMER_LAG, EVENTS_CONSUMED
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict], Awaitable[None]]
+
+
+class EventConsumer:
+    def __init__(self, kafka, *, group: str, topics: list[str], handler: Handler, source: str,
+                 own_events: bool = False) -> None:
+        self.kafka = kafka
+        self.group = group
+        self.topics = [kafka.topic(t) for t in topics]
+        self.handler = handler
+        self.source = source
+        self.own_events = own_events
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.kafka.bootstrap_servers,
+            group_id=self.kafka.topic(self.group),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # events published before the group first joined count too
+            max_poll_records=200,
+        )
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit its offsets, leave the group."""
+        self._stopping = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=3)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+        await self.consumer.stop()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                batches = await self.consumer.getmany(timeout_ms=200)
+                for tp, messages in batches.items():
+                    for message in messages:
+                        await self._handle(message)
+                    await self.consumer.commit({tp: messages[-1].offset + 1})
+                    CONSUMER_LAG.labels(self.group, tp.topic).set(
+                        max(0, (self.consumer.highwater(tp) or 0) - messages[-1].offset - 1))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer loop failed; resuming", extra={"group": self.group})
+                await asyncio.sleep(1)
+
+    async def _handle(self, message) -> None:
+        try:
+            event = check_cloud_event(json.loads(message.value))
+        except (ValueError, InvalidEvent) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            await self._dead_letter(message, f"invalid CloudEvent: {exc}")
+            return
+        if event["source"] == self.source and not self.own_events:
+            EVENTS_CONSUMED.labels(self.group, "own").inc()
+            return
+        delay = 0.1
+        while True:
+            try:
+                await self.handler(event)
+                EVENTS_CONSUMED.labels(self.group, "handled").inc()
+                return
+            except Rejected as exc:
+                await self._dead_letter(message, str(exc))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Ours, not the event's: retry the same event; never skip it.
+                log.exception("event handling failed; retrying", extra={"group": self.group, "event_id": event["id"]})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _dead_letter(self, message, reason: str) -> None:
+        EVENTS_CONSUMED.labels(self.group, "dead_lettered").inc()
+        log.warning("event dead-lettered", extra={"group": self.group, "topic": message.topic, "reason": reason})
+        record = {
+            "reason": reason,
+            "group": self.group,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "key": message.key.decode(errors="replace") if message.key else None,
+            "value": message.value.decode(errors="replace") if message.value else None,
+        }
+        await self.kafka.producer.send_and_wait(self.kafka.topic("dlq"), json.dumps(record).encode(), key=message.key)

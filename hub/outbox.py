@@ -1,0 +1,133 @@
+"""The outbox relay: publishes the events stored in order and product documents to Kafka,
+then removes them from the document.
+
+Writers call `notify(collection)(doc_id)` after a change, so events normally go out within
+milliseconds. A scan every RECOVERY_S seconds (and one at start) finds what a process that
+died left unpublished. An event can therefore be published twice (crash after the publish,
+before the removal), always with the same id; consumers deduplicate by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from domain.products import inventory_events
+from hub.metrics import OUTBOX_PUBLISHED
+
+log = logging.getLogger(__name__)
+
+RECOVERY_S = 5.0
+CONCURRENCY = 64
+_PENDING = {"outbox.0": {"$exists": True}}
+
+
+def _order_events(doc: dict, source: str) -> list[tuple[str, dict]]:
+    return [(entry["id"], entry["event"]) for entry in doc.get("outbox", [])]
+
+
+# How each collection's outbox entries become CloudEvents (topic, key by aggregate id).
+_RENDERERS = {
+    "orders": ("orders", _order_events),
+    "products": ("inventory", inventory_events),
+}
+
+
+class OutboxRelay:
+    def __init__(self, db, kafka, source: str) -> None:
+        self.db = db
+        self.kafka = kafka
+        self.source = source
+        self._pending: set[tuple[str, str]] = set()
+        self._busy: set[tuple[str, str]] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+
+    def notify(self, collection: str):
+        def mark(doc_id: str) -> None:
+            self._pending.add((collection, doc_id))
+            self._wake.set()
+        return mark
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Publish what is pending (bounded), then stop."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+        try:
+            await asyncio.wait_for(self._drain(), timeout=2)
+        except Exception:  # noqa: BLE001 - whatever is left goes out after the next start
+            log.warning("outbox not fully drained at shutdown; it will be published at the next start")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_scan = 0.0
+        while True:
+            try:
+                if loop.time() >= next_scan:
+                    await self._scan()
+                    next_scan = loop.time() + RECOVERY_S
+                await self._drain()
+                self._wake.clear()
+                if not self._pending:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_scan - loop.time()))
+                    except asyncio.TimeoutError:
+                        pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                await asyncio.sleep(1)
+
+    async def _scan(self) -> None:
+        for collection in _RENDERERS:
+            async for doc in self.db[collection].find(_PENDING, {"_id": 1}):
+                self._pending.add((collection, doc["_id"]))
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending - self._busy
+            self._pending -= batch
+            if not batch:
+                await asyncio.sleep(0.001)
+                continue
+            results = await asyncio.gather(*(self.publish(collection, doc_id) for collection, doc_id in batch),
+                                           return_exceptions=True)
+            failed = [item for item, result in zip(batch, results) if isinstance(result, Exception)]
+            if failed:
+                self._pending.update(failed)
+                log.warning("outbox publish failed; will retry", extra={"error": repr(results[0])})
+                raise RuntimeError("outbox publish failed")
+
+    async def publish(self, collection: str, doc_id: str) -> list[str]:
+        """Publish one document's pending events, then remove them; the entry ids published."""
+        key = (collection, doc_id)
+        self._busy.add(key)
+        try:
+            async with self._slots:
+                doc = await self.db[collection].find_one({"_id": doc_id})
+                if not doc or not doc.get("outbox"):
+                    return []
+                topic, render = _RENDERERS[collection]
+                events = render(doc, self.source)
+                sends = [await self.kafka.producer.send(self.kafka.topic(topic), json.dumps(event, default=str).encode(),
+                                                        key=doc_id.encode())
+                         for _, event in events]
+                await asyncio.gather(*sends)
+                published = list(dict.fromkeys(entry_id for entry_id, _ in events))
+                await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": {"id": {"$in": published}}}})
+                OUTBOX_PUBLISHED.labels(topic).inc(len(events))
+                return published
+        finally:
+            self._busy.discard(key)

@@ -1,0 +1,102 @@
+"""The `orders` collection. Each order document carries its own outbox: events are
+appended in the same update as the change they describe."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from domain.orders import ABORTED, PLACING
+
+HIDDEN = {"$nin": [PLACING, ABORTED]}
+_NO_OUTBOX = {"outbox": 0}
+
+
+class OrderStore:
+    def __init__(self, db, on_outbox) -> None:
+        self.col = db["orders"]
+        self.counters = db["counters"]
+        self.on_outbox = on_outbox  # called with an order id after its outbox grew
+
+    async def create_indexes(self) -> None:
+        await self.col.create_index("number", unique=True, name="number_unique")
+        await self.col.create_index([("user_id", 1), ("created_at", DESCENDING)], name="user_newest")
+        await self.col.create_index([("status", 1), ("created_at", 1)], name="status_age")
+        await self.col.create_index("outbox.id", name="outbox_pending",
+                                    partialFilterExpression={"outbox.0": {"$exists": True}})
+
+    async def next_number(self) -> int:
+        """A unique, increasing sequence from one atomic $inc (no read-max-then-increment)."""
+        doc = await self.counters.find_one_and_update(
+            {"_id": "order_number"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return doc["seq"]
+
+    async def insert(self, order: dict) -> bool:
+        """False if an order with this id exists (the id derives from the idempotency key)."""
+        try:
+            await self.col.insert_one(order)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def get(self, order_id: str, *, include_hidden: bool = False) -> dict | None:
+        query = {"_id": order_id} if include_hidden else {"_id": order_id, "status": HIDDEN}
+        return await self.col.find_one(query, _NO_OUTBOX)
+
+    async def list(self, *, user_id: str | None, status: str | None, skip: int, limit: int) -> tuple[list[dict], int]:
+        query: dict = {"status": status or HIDDEN}
+        if user_id is not None:
+            query["user_id"] = user_id
+        total = await self.col.count_documents(query)
+        cursor = self.col.find(query, _NO_OUTBOX).sort([("created_at", DESCENDING), ("_id", 1)]).skip(skip).limit(limit)
+        return await cursor.to_list(limit), total
+
+    async def move(self, order_id: str, from_status: str, to_status: str, *, history: dict, event: dict | None,
+                   now: datetime, extra: dict | None = None, event_id: str | None = None) -> dict | None:
+        """Compare-and-set the status; appends the history entry and the event in the same
+        update. `event_id` (an applied external event) is remembered so a redelivery is a no-op."""
+        query: dict = {"_id": order_id, "status": from_status}
+        update: dict = {"$set": {"status": to_status, "updated_at": now, **(extra or {})},
+                        "$push": {"status_history": history}}
+        if event is not None:
+            update["$push"]["outbox"] = {"id": event["id"], "topic": "orders", "key": order_id, "event": event}
+        if event_id is not None:
+            query["applied_events"] = {"$ne": event_id}
+            update["$push"]["applied_events"] = {"$each": [event_id], "$slice": -100}
+        doc = await self.col.find_one_and_update(query, update, _NO_OUTBOX, return_document=ReturnDocument.AFTER)
+        if doc is not None and event is not None:
+            self.on_outbox(order_id)
+        return doc
+
+    async def has_applied(self, order_id: str, event_id: str) -> bool:
+        return await self.col.count_documents({"_id": order_id, "applied_events": event_id}) > 0
+
+    async def abort_placing(self, order_id: str) -> bool:
+        """Claim a stalled placement for clean-up (compare-and-set: one claimant wins)."""
+        result = await self.col.update_one({"_id": order_id, "status": PLACING}, {"$set": {"status": ABORTED}})
+        return result.modified_count == 1
+
+    async def delete_placing(self, order_id: str) -> None:
+        await self.col.delete_one({"_id": order_id, "status": {"$in": [PLACING, ABORTED]}})
+
+    async def mark_restocked(self, order_id: str, product_id: str) -> None:
+        await self.col.update_one({"_id": order_id}, {"$addToSet": {"restocked": product_id}})
+
+    async def finish_restock(self, order_id: str) -> None:
+        await self.col.update_one({"_id": order_id}, {"$set": {"restock_pending": False}})
+
+    # For the sweeper ---------------------------------------------------------------
+    async def stale_placing(self, before: datetime, limit: int = 200) -> list[dict]:
+        cursor = self.col.find({"status": PLACING, "placing_expires_at": {"$lt": before}}, _NO_OUTBOX).limit(limit)
+        return await cursor.to_list(limit)
+
+    async def unpaid(self, created_before: datetime, limit: int = 200) -> list[dict]:
+        cursor = self.col.find({"status": "pending", "created_at": {"$lt": created_before}}, _NO_OUTBOX).limit(limit)
+        return await cursor.to_list(limit)
+
+    async def restock_unfinished(self, updated_before: datetime, limit: int = 200) -> list[dict]:
+        cursor = self.col.find({"restock_pending": True, "updated_at": {"$lt": updated_before}}, _NO_OUTBOX).limit(limit)
+        return await cursor.to_list(limit)
