@@ -24,6 +24,8 @@ from hub.embedded_broker import EmbeddedBroker  # noqa: E402
 from hub.server import HubServer  # noqa: E402
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
+SERVICE_KEY = "service-key-for-tests-0001"
+ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin-password-1"
 
 
 def _redis_reachable() -> bool:
@@ -67,7 +69,9 @@ def hub_env(kafka_bootstrap):
         "KAFKA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
         "MONGODB_DB": f"hub_test_{uuid.uuid4().hex[:12]}",
         "JWT_SECRET": "test-secret-" + "x" * 32,
-        "HUB_SERVICE_KEYS": "service-key-for-tests-0001",
+        "HUB_SERVICE_KEYS": SERVICE_KEY,
+        "HUB_ADMIN_EMAIL": ADMIN_EMAIL,
+        "HUB_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "HUB_LOG_LEVEL": "WARNING",
     }
     if REDIS_URL:
@@ -116,6 +120,17 @@ class Api:
             data = response.body.decode(errors="replace")
         return Response(response.code, data, response.headers)
 
+    async def admin_token(self) -> str:
+        response = await self.call("POST", "/api/v1/auth/login", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        assert response.status == 200, response.data
+        return response.data["access_token"]
+
+    async def product(self, admin_token: str, **fields) -> dict:
+        body = {"name": f"Product {uuid.uuid4().hex[:6]}", "price": "10.00", "stock": 100, **fields}
+        response = await self.call("POST", "/api/v1/products", body, token=admin_token)
+        assert response.status == 201, response.data
+        return response.data
+
     async def register(self, email: str | None = None, password: str = "correct-horse", **extra):
         email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
         response = await self.call("POST", "/api/v1/auth/register", {"email": email, "password": password, **extra})
@@ -138,3 +153,39 @@ class Response:
 @pytest.fixture
 def api(hub_server):
     return Api(f"http://127.0.0.1:{hub_server.port}")
+
+
+class KafkaTopics:
+    """Reads what the hub under test put on its (prefixed) topics, from the beginning."""
+
+    def __init__(self, server: HubServer) -> None:
+        self.kafka = server.hub.kafka
+
+    async def read(self, topic: str, *, until=lambda events: False, timeout: float = 10.0) -> list[dict]:
+        """All events on `topic`, waiting up to `timeout` s for `until(events)` to hold."""
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(self.kafka.topic(topic), bootstrap_servers=self.kafka.bootstrap_servers,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        events: list[dict] = []
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while asyncio.get_running_loop().time() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                for messages in batch.values():
+                    events.extend(json.loads(m.value) for m in messages)
+                if until(events):
+                    break
+        finally:
+            await consumer.stop()
+        return events
+
+    async def send(self, topic: str, value, key: str = "k") -> None:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        await self.kafka.producer.send_and_wait(self.kafka.topic(topic), raw, key=key.encode())
+
+
+@pytest.fixture
+def topics(hub_server):
+    return KafkaTopics(hub_server)

@@ -9,7 +9,7 @@ import pytest
 
 from config.settings import load_settings
 from hub.server import HubServer
-from tests.conftest import Api
+from tests.conftest import SERVICE_KEY, Api
 
 pytestmark = pytest.mark.gen_test
 
@@ -153,14 +153,14 @@ async def test_token_signed_with_another_secret_or_expired_is_refused(api, hub_s
 
 
 async def test_service_key_is_a_caller_but_not_a_user(api):
-    r = await api.call("GET", "/api/v1/users/me", headers={"X-API-Key": "service-key-for-tests-0001"})
+    r = await api.call("GET", "/api/v1/users/me", headers={"X-API-Key": SERVICE_KEY})
     assert r.status == 401 and r.error_code == "authentication_required"
     bad = await api.call("GET", "/api/v1/users/me", headers={"X-API-Key": "wrong"})
     assert bad.status == 401 and bad.error_code == "invalid_api_key"
 
 
 async def test_bootstrap_admin_is_created_once_and_signs_in(io_loop, hub_env):
-    hub_env.update({"HUB_ADMIN_EMAIL": "Root@Example.com", "HUB_ADMIN_PASSWORD": "admin-password-1"})
+    hub_env.update({"HUB_ADMIN_EMAIL": "Root@Example.com", "HUB_ADMIN_PASSWORD": "admin-password-1"})  # overrides the default
     first = HubServer(load_settings(hub_env))
     await first.start()
     try:
