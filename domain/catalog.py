@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Callable
 
 from domain.errors import Conflict, NotFound
-from domain.products import DEFAULT_LOW_STOCK_THRESHOLD, slugify, stock_entry
+from domain.products import DEFAULT_LOW_STOCK_THRESHOLD, search_text, slugify, stock_entry
 
 
 class Catalog:
@@ -26,13 +26,14 @@ class Catalog:
             "price_minor": price_minor, "currency": self.currency, "stock": stock,
             "low_stock_threshold": DEFAULT_LOW_STOCK_THRESHOLD if low_stock_threshold is None else low_stock_threshold,
             "points_price": points_price, "deleted": False, "created_at": now, "updated_at": now,
+            "search_text": search_text(name, description, category),
             "holds": [], "outbox": [stock_entry(stock, now, "created")] if stock else [],
         }
         base = slugify(name)
         for attempt in range(5):  # the unique index decides; a suffix separates namesakes
             doc["slug"] = base if attempt == 0 else f"{base}-{secrets.token_hex(3)}"
             if await self.products.insert(doc):
-                return {k: v for k, v in doc.items() if k not in ("outbox", "holds")}
+                return {k: v for k, v in doc.items() if k not in ("outbox", "holds", "search_text")}
         raise Conflict("Could not find a free slug for this name.", code="slug_taken")
 
     async def search(self, **filters) -> tuple[list[dict], int]:
@@ -46,7 +47,14 @@ class Catalog:
         return product
 
     async def update(self, product_id: str, changes: dict) -> dict:
-        product = await self.products.update_fields(product_id, changes, self.clock()) if changes else await self.get(product_id)
+        current = await self.products.get(product_id)
+        if current is None:
+            raise NotFound("No such product.", code="product_not_found")
+        if not changes:
+            return current
+        merged = {**current, **changes}
+        changes["search_text"] = search_text(merged["name"], merged.get("description"), merged.get("category"))
+        product = await self.products.update_fields(product_id, changes, self.clock())
         if product is None:
             raise NotFound("No such product.", code="product_not_found")
         return product

@@ -29,14 +29,19 @@ def topic_for(event_type: str) -> str:
     return TOPIC_OF_PREFIX[event_type.split(".", 1)[0]]
 
 
+def event_time(at: datetime) -> str:
+    """RFC 3339 in UTC, as CloudEvents' `time`."""
+    return at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def cloud_event(event_type: str, source: str, data: dict, *, subject: str | None = None,
-                event_id: str | None = None, time: datetime | None = None) -> dict:
+                event_id: str | None = None, time: datetime | str | None = None) -> dict:
     event = {
         "specversion": "1.0",
         "id": event_id or uuid.uuid4().hex,
         "source": source,
         "type": event_type,
-        "time": (time or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z"),
+        "time": time if isinstance(time, str) else event_time(time or datetime.now(timezone.utc)),
         "datacontenttype": "application/json",
         "data": data,
     }

@@ -67,6 +67,11 @@ class Orders:
         if unknown:
             raise Invalid("Some products do not exist.", code="unknown_product",
                           details=[{"field": "items", "product_id": pid, "message": "no such product"} for pid in unknown])
+        short = [pid for pid, qty in quantities.items() if products[pid]["stock"] < qty]
+        if short:  # already visible without writing anything (a sold-out rush is mostly this)
+            raise Conflict("Not enough stock for this order; nothing was reserved.", code="out_of_stock",
+                           details=[{"product_id": pid, "requested": quantities[pid], "available": products[pid]["stock"]}
+                                    for pid in short])
         lines, total = price_lines(quantities, products)
         now = self.clock()
         expires = now + PLACING_TTL

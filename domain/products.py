@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
+from datetime import datetime
 
-from domain.events import cloud_event
+from domain.events import cloud_event, event_time
 from domain.money import to_decimal_string
 
 DEFAULT_LOW_STOCK_THRESHOLD = 10
@@ -25,6 +26,12 @@ def slugify(name: str) -> str:
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
     return slug[:80].rstrip("-") or "product"
+
+
+def search_text(name: str, description: str | None, category: str | None) -> str:
+    """What catalog search matches, lower-cased once at write time so a search is one
+    substring test per product instead of three case-insensitive ones."""
+    return " ".join(part for part in (name, description, category) if part).lower()
 
 
 def public_product(doc: dict) -> dict:
@@ -44,8 +51,10 @@ def public_product(doc: dict) -> dict:
     }
 
 
-def stock_entry(delta: int, at, reason: str, order_id: str | None = None) -> dict:
-    return {"id": uuid.uuid4().hex, "topic": "inventory", "delta": delta, "at": at, "reason": reason, "order_id": order_id}
+def stock_entry(delta: int, at: datetime, reason: str, order_id: str | None = None) -> dict:
+    # `at` is kept as text: the store deep-copies a document on every update, and a busy
+    # product carries dozens of pending entries, where timezone-aware datetimes copy slowly.
+    return {"id": uuid.uuid4().hex, "delta": delta, "at": event_time(at), "reason": reason, "order_id": order_id}
 
 
 def inventory_events(doc: dict, source: str) -> list[tuple[str, dict]]:

@@ -31,7 +31,7 @@ class Kafka:
             bootstrap_servers=bootstrap_servers,
             acks="all",
             enable_idempotence=False,
-            linger_ms=5,
+            linger_ms=1,
             request_timeout_ms=10_000,
         )
 

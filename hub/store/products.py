@@ -26,6 +26,7 @@ _SORTS = {
 }
 SORTS = tuple(_SORTS)
 LIVE = {"deleted": False}
+_PUBLIC = {"outbox": 0, "holds": 0, "search_text": 0}
 
 
 class ProductStore:
@@ -52,10 +53,10 @@ class ProductStore:
         return True
 
     async def get(self, product_id: str) -> dict | None:
-        return await self.col.find_one({"_id": product_id, **LIVE}, {"outbox": 0, "holds": 0})
+        return await self.col.find_one({"_id": product_id, **LIVE}, _PUBLIC)
 
     async def get_by_slug(self, slug: str) -> dict | None:
-        return await self.col.find_one({"slug": slug, **LIVE}, {"outbox": 0, "holds": 0})
+        return await self.col.find_one({"slug": slug, **LIVE}, _PUBLIC)
 
     async def get_many(self, product_ids: list[str]) -> dict[str, dict]:
         found = {}
@@ -69,22 +70,23 @@ class ProductStore:
                      in_stock: bool | None, sort: str, skip: int, limit: int) -> tuple[list[dict], int]:
         query: dict = dict(LIVE)
         if q:
-            pattern = {"$regex": re.escape(q), "$options": "i"}
-            query["$or"] = [{"name": pattern}, {"description": pattern}, {"category": pattern}]
+            query["search_text"] = {"$regex": re.escape(q.lower())}
         if category:
             query["category"] = category
         if min_price is not None or max_price is not None:
             query["price_minor"] = {k: v for k, v in (("$gte", min_price), ("$lte", max_price)) if v is not None}
         if in_stock is not None:
             query["stock"] = {"$gt": 0} if in_stock else 0
-        total = await self.col.count_documents(query)
-        cursor = self.col.find(query, {"outbox": 0, "holds": 0}).sort(_SORTS[sort]).skip(skip).limit(limit)
-        return await cursor.to_list(limit), total
+        cursor = self.col.find(query, _PUBLIC).sort(_SORTS[sort]).skip(skip).limit(limit)
+        items = await cursor.to_list(limit)
+        # A first page that is not full is the whole result: no need to count.
+        total = len(items) if skip == 0 and len(items) < limit else await self.col.count_documents(query)
+        return items, total
 
     async def update_fields(self, product_id: str, changes: dict, now: datetime) -> dict | None:
         return await self.col.find_one_and_update(
             {"_id": product_id, **LIVE}, {"$set": {**changes, "updated_at": now}},
-            {"outbox": 0, "holds": 0}, return_document=ReturnDocument.AFTER,
+            _PUBLIC, return_document=ReturnDocument.AFTER,
         )
 
     async def soft_delete(self, product_id: str, now: datetime) -> bool:
@@ -93,7 +95,7 @@ class ProductStore:
 
     # Stock -------------------------------------------------------------------------
     async def _move(self, query: dict, update: dict, product_id: str) -> dict | None:
-        doc = await self.col.find_one_and_update(query, update, {"outbox": 0, "holds": 0},
+        doc = await self.col.find_one_and_update(query, update, _PUBLIC,
                                                  return_document=ReturnDocument.AFTER)
         if doc is not None:
             self.on_outbox(product_id)

@@ -1,0 +1,137 @@
+"""Orders per second through HTTP, and catalog search requests per second.
+
+Starts `python run.py` as a child (embedded defaults, or the real services named by
+MONGODB_URI / REDIS_URL / KAFKA_BOOTSTRAP_SERVERS), creates the catalog and users, then
+runs each scenario with `-c` concurrent clients and prints throughput, latency
+percentiles and the oversell check (stock taken must equal the orders that succeeded).
+
+Usage: `.venv/bin/python bench/orders.py [-n 5000] [-c 50]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = ("bench-admin@example.com", "bench-admin-password")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_hub(port: int) -> subprocess.Popen:
+    env = dict(os.environ, HUB_PORT=str(port), HUB_LOG_LEVEL="ERROR", HUB_ADMIN_EMAIL=ADMIN[0],
+               HUB_ADMIN_PASSWORD=ADMIN[1], HUB_AUTH_RATE_PER_IP="1000000")
+    proc = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=env)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("hub did not start")
+
+
+class Client:
+    def __init__(self, base: str, concurrency: int) -> None:
+        self.base = base
+        self.http = AsyncHTTPClient(force_instance=True, max_clients=concurrency)
+
+    async def call(self, method: str, path: str, body=None, token: str | None = None):
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        response = await self.http.fetch(HTTPRequest(
+            self.base + path, method=method, headers=headers,
+            body=json.dumps(body) if body is not None else None, request_timeout=60), raise_error=False)
+        return response.code, json.loads(response.body) if response.body else None
+
+
+async def measure(name: str, total: int, concurrency: int, request) -> list[int]:
+    """Runs `request(i)` `total` times over `concurrency` workers; prints and returns statuses."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    jobs = iter(range(total))
+
+    async def worker() -> None:
+        for i in jobs:
+            t0 = time.perf_counter()
+            statuses.append(await request(i))
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100)
+    counts = {code: statuses.count(code) for code in sorted(set(statuses))}
+    print(f"{name:<34} n={total:<6} c={concurrency:<3} {total / elapsed:8.1f} req/s   "
+          f"p50 {q[49] * 1000:6.1f} ms   p99 {q[98] * 1000:6.1f} ms   statuses {counts}")
+    return statuses
+
+
+async def main(args) -> None:
+    port = free_port()
+    proc = start_hub(port)
+    client = Client(f"http://127.0.0.1:{port}", args.concurrency)
+    try:
+        _, session = await client.call("POST", "/api/v1/auth/login", {"email": ADMIN[0], "password": ADMIN[1]})
+        admin = session["access_token"]
+        words = ["mug", "lamp", "chair", "desk", "pen", "book", "cup", "plate", "bowl", "rug"]
+        products = []
+        for i in range(1000):
+            _, p = await client.call("POST", "/api/v1/products", {
+                "name": f"{random.choice(words).title()} {i}", "price": f"{random.randint(100, 9999) / 100:.2f}",
+                "stock": 1_000_000, "category": random.choice(words), "description": "bench product"}, admin)
+            products.append(p["id"])
+        hot_stock = args.n // 2  # half the orders must fail: oversell shows up as more successes
+        _, hot = await client.call("POST", "/api/v1/products", {"name": "Hot item", "price": "5.00", "stock": hot_stock}, admin)
+        tokens = []
+        for i in range(args.concurrency):
+            _, s = await client.call("POST", "/api/v1/auth/register", {"email": f"bench{i}@example.com", "password": "correct-horse"})
+            tokens.append(s["access_token"])
+
+        async def order(product_id: str, i: int) -> int:
+            code, _ = await client.call("POST", "/api/v1/orders", {"items": [{"product_id": product_id, "quantity": 1}]},
+                                        tokens[i % len(tokens)])
+            return code
+
+        statuses = await measure("POST /orders, one hot product", args.n, args.concurrency, lambda i: order(hot["id"], i))
+        _, after = await client.call("GET", f"/api/v1/products/{hot['id']}")
+        succeeded = statuses.count(201)
+        print(f"  oversell check: stock {hot_stock} → {after['stock']}, orders accepted {succeeded}: "
+              f"{'OK' if hot_stock - after['stock'] == succeeded and after['stock'] >= 0 else 'OVERSOLD'}")
+        await measure("POST /orders, 1000 products", args.n, args.concurrency, lambda i: order(random.choice(products), i))
+
+        async def search(i: int) -> int:
+            code, _ = await client.call("GET", f"/api/v1/products?q={random.choice(words)}&sort=-price&limit=20")
+            return code
+
+        await measure("GET /products?q=... (1001 products)", args.n // 5, args.concurrency, search)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=5000, help="orders per scenario")
+    parser.add_argument("-c", "--concurrency", type=int, default=50)
+    asyncio.run(main(parser.parse_args()))
