@@ -48,6 +48,7 @@ class Settings(BaseModel):
     mongodb_uri: str | None = Field(None, alias="MONGODB_URI")
     mongodb_db: str = Field("hub", alias="MONGODB_DB", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    redis_prefix: str = Field("hub:", alias="HUB_REDIS_PREFIX", max_length=64)
     kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka_topic_prefix: str = Field("", alias="KAFKA_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
     kafka_partitions: int = Field(3, alias="HUB_KAFKA_PARTITIONS", ge=1)

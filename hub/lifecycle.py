@@ -66,7 +66,7 @@ class Hub:
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
         self.accounts = Accounts(self.users, self.refresh_tokens, self.access_tokens, settings.refresh_token_ttl_s)
-        self.rate_limiter = RateLimiter(self.redis)
+        self.rate_limiter = RateLimiter(self.redis, settings.redis_prefix)
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
                              currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)

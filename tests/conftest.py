@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +75,8 @@ def hub_env(kafka_bootstrap):
     }
     if REDIS_URL:
         env["REDIS_URL"] = REDIS_URL
-        # Rate-limit counters and the like must not leak from one test into the next.
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        # Rate-limit counters and the like must not leak from one test (or run) into another.
+        env["HUB_REDIS_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}:"
     if MONGODB_URI:
         env["MONGODB_URI"] = MONGODB_URI
     return env

@@ -543,6 +543,25 @@ async def test_an_impossible_external_event_leaves_the_order_unchanged(api, hub_
     assert after["updated_at"] == order["updated_at"]
 
 
+@pytest.mark.xfail(strict=True, reason="app bug: hub/consumer.py _handle lets json.loads(None) raise TypeError; "
+                                      "_run then skips the rest of the fetched batch (position already advanced)")
+async def test_a_message_without_a_value_is_dead_lettered_and_the_next_event_still_applies(api, hub_server):
+    kafka = hub_server.hub.kafka
+    admin = await api.admin_token()
+    token = (await api.register())["access_token"]
+    product = await api.product(admin, stock=5)
+    order_id = (await place(api, token, [(product["id"], 1)])).data["id"]
+    confirmed = cloud_event("order.confirmed", {"order_id": order_id}, source="/payments")
+    # A tombstone (null value) and a valid event right behind it, on one partition.
+    tombstone = await kafka.producer.send(kafka.topic("orders"), None, key=order_id.encode())
+    valid = await kafka.producer.send(kafka.topic("orders"), json.dumps(confirmed).encode(), key=order_id.encode())
+    await asyncio.gather(tombstone, valid)
+    order = await poll_order(api, token, order_id, lambda o: o["status"] == "confirmed")
+    assert order["status"] == "confirmed", "the event after the tombstone was skipped"
+    dlq = await read_records(kafka, "dlq", until=lambda rs: [r for r in rs if r.key == order_id], timeout=5)
+    assert [r for r in dlq if r.key == order_id and r.value["value"] is None and r.value["reason"]]
+
+
 # 7. POST /api/v1/events -------------------------------------------------------------
 
 async def test_events_endpoint_needs_a_service_key_and_a_cloud_event(api, hub_server):
@@ -562,9 +581,9 @@ async def test_events_endpoint_needs_a_service_key_and_a_cloud_event(api, hub_se
     r = await api.call("POST", "/api/v1/events", body=b'{"specversion": "1.0", ', headers=service)
     assert r.status == 400 and r.error_code == "malformed_json", r
     r = await api.call("POST", "/api/v1/events", {"hello": "world"}, headers=service)
-    assert r.status == 422, r
+    assert r.status == 422 and r.error_code == "invalid_event", r
     r = await api.call("POST", "/api/v1/events", {**event, "data": "not an object"}, headers=service)
-    assert r.status == 422, r
+    assert r.status == 422 and r.error_code == "invalid_event", r
     foo = cloud_event("foo.bar", {"user_id": user_id}, source="/marketing")
     r = await api.call("POST", "/api/v1/events", foo, headers=service)
     assert r.status == 422 and r.error_code == "unknown_event_type", r
@@ -572,16 +591,19 @@ async def test_events_endpoint_needs_a_service_key_and_a_cloud_event(api, hub_se
     r = await api.call("POST", "/api/v1/events", event, headers=service)
     assert r.status == 202, r
     assert r.data["id"] == event["id"] and r.data["topic"] == "points"
-    points = await read_records(kafka, "points", until=lambda rs: [x for x in rs if x.value["id"] == event["id"]],
-                                linger=0.5)
-    [record] = [x for x in points if x.value["id"] == event["id"]]
+    def published(records):
+        return [x for x in records if isinstance(x.value, dict) and x.value.get("id") == event["id"]]
+
+    points = await read_records(kafka, "points", until=published, linger=0.5)
+    [record] = published(points)
     assert record.value == event
     assert record.key == user_id
     # None of the refused ones went anywhere.
     assert len(points) == 1
     for topic in ("orders", "inventory", "notifications"):
         others = await read_records(kafka, topic, timeout=0.5)
-        assert not [x for x in others if x.value.get("id") == foo["id"] or x.value.get("source") == "/marketing"]
+        assert not [x for x in others if isinstance(x.value, dict)
+                    and (x.value.get("id") == foo["id"] or x.value.get("source") == "/marketing")]
 
 
 # 8. Two hub processes, one MongoDB -----------------------------------------------------

@@ -7,6 +7,7 @@ join), so related cases share one hub and loop over a table, naming the case on 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -50,6 +51,34 @@ def hub_env(hub_env):
     """No background sweep in these tests (they run the sweep themselves, or start their own hub)."""
     hub_env["HUB_SWEEP_INTERVAL_S"] = "3600"
     return hub_env
+
+
+class _Yielding:
+    """A collection whose every call first yields to the event loop, as a networked database
+    does; the embedded store's calls never yield, so concurrent requests would not interleave."""
+
+    def __init__(self, collection) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name):
+        attr = getattr(self._collection, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def call(*args, **kwargs):
+            await asyncio.sleep(0)
+            result = await attr(*args, **kwargs)
+            await asyncio.sleep(0)
+            return result
+        return call
+
+
+@pytest.fixture
+def interleaved(hub_server, monkeypatch):
+    hub = hub_server.hub
+    for store, names in ((hub.product_store, ["col"]), (hub.order_store, ["col", "counters"])):
+        for name in names:
+            monkeypatch.setattr(store, name, _Yielding(getattr(store, name)))
 
 
 async def stock(api, product_id: str) -> int:
@@ -137,13 +166,39 @@ async def test_out_of_stock_reserves_nothing(api):
     assert (await stock(api, plenty["id"]), await stock(api, scarce)) == (0, 0)
 
 
-async def test_concurrent_orders_never_oversell(api):
-    admin, user, product = await setup(api, stock=5)
+async def test_concurrent_orders_never_oversell_and_give_back_partial_reservations(api, hub_server, interleaved):
+    admin, user, plenty = await setup(api, stock=100)
+    scarce = (await api.product(admin, stock=3))["id"]
     token = user["access_token"]
-    results = await asyncio.gather(*(place(api, token, (product["id"], 1)) for _ in range(12)))
-    assert sorted(r.status for r in results) == [201] * 5 + [409] * 7
-    assert await stock(api, product["id"]) == 0
-    assert (await api.call("GET", O, token=token)).data["total"] == 5
+    results = await asyncio.gather(*(place(api, token, (plenty["id"], 2), (scarce, 1)) for _ in range(10)))
+    assert sorted(r.status for r in results) == [201] * 3 + [409] * 7, results
+    assert {r.error_code for r in results if r.status == 409} == {"out_of_stock"}
+    assert (await stock(api, plenty["id"]), await stock(api, scarce)) == (94, 0)
+    assert (await api.call("GET", O, token=token)).data["total"] == 3
+    for pid in (plenty["id"], scarce):  # every reservation marker was settled or undone
+        assert (await hub_server.hub.db["products"].find_one({"_id": pid}))["holds"] == []
+
+
+async def test_stock_gone_while_reserving_gives_back_what_was_taken(api, hub_server, monkeypatch):
+    """The last units go to another order between the availability check and the reservation."""
+    admin, user, plenty = await setup(api, stock=10)
+    scarce = (await api.product(admin, stock=2))["id"]
+    store = hub_server.hub.product_store
+    real_take = store.take
+
+    async def take(product_id, qty, *args, **kwargs):
+        if product_id == scarce:
+            assert await store.adjust_stock(scarce, -2, datetime.now(timezone.utc), "rival order")
+        return await real_take(product_id, qty, *args, **kwargs)
+
+    monkeypatch.setattr(store, "take", take)
+    r = await place(api, user["access_token"], (plenty["id"], 3), (scarce, 1))
+    assert r.status == 409 and r.error_code == "out_of_stock", r
+    assert {"product_id": scarce, "requested": 1, "available": 0} in r.data["error"]["details"], r
+    assert (await stock(api, plenty["id"]), await stock(api, scarce)) == (10, 0)
+    assert (await api.call("GET", O, token=user["access_token"])).data["total"] == 0
+    assert (await hub_server.hub.db["products"].find_one({"_id": plenty["id"]}))["holds"] == []
+    assert await hub_server.hub.db["orders"].count_documents({}) == 0
 
 
 async def test_bad_order_input_is_refused_and_changes_nothing(api):
@@ -232,7 +287,7 @@ async def test_idempotency_key(api):
     assert await stock(api, pid) == 4
 
 
-async def test_concurrent_requests_with_one_idempotency_key_make_one_order(api):
+async def test_concurrent_requests_with_one_idempotency_key_make_one_order(api, interleaved):
     admin, user, product = await setup(api, stock=10)
     token = user["access_token"]
     results = await asyncio.gather(*(place(api, token, (product["id"], 3), key="same") for _ in range(5)))
@@ -363,7 +418,7 @@ async def test_cancel_gives_stock_back_exactly_once(api):
     assert await stock(api, pid) == 19
 
 
-async def test_concurrent_cancels_give_stock_back_once(api):
+async def test_concurrent_cancels_give_stock_back_once(api, interleaved):
     admin, user, product = await setup(api, stock=10)
     token = user["access_token"]
     for callers in ([token, token], [token, admin, token, admin, token]):
