@@ -53,6 +53,7 @@ class Settings(BaseModel):
     kafka_topic_prefix: str = Field("", alias="KAFKA_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
     kafka_partitions: int = Field(3, alias="HUB_KAFKA_PARTITIONS", ge=1)
     kafka_replication_factor: int = Field(1, alias="HUB_KAFKA_REPLICATION_FACTOR", ge=1)
+    kafka_session_timeout_ms: int | None = Field(None, alias="HUB_KAFKA_SESSION_TIMEOUT_MS", ge=1000, le=300_000)
 
     jwt_secret: str | None = Field(None, alias="JWT_SECRET")
     access_token_ttl_s: int = Field(900, alias="HUB_ACCESS_TOKEN_TTL_S", gt=0)

@@ -38,6 +38,8 @@ class EventConsumer:
         self._stopping = False
 
     async def start(self) -> None:
+        """Joins the group in the background: the hub serves requests meanwhile, and events
+        published before the group is in place are read from the committed offsets."""
         self.consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=self.kafka.bootstrap_servers,
@@ -45,39 +47,56 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # events published before the group first joined count too
             max_poll_records=200,
+            **self.kafka.consumer_options,
         )
-        await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, commit its offsets, leave the group."""
+        """Finish the event in hand, commit what was handled, leave the group."""
         self._stopping = True
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=3)
             except asyncio.TimeoutError:
-                self._task.cancel()
+                pass  # wait_for cancelled it; the uncommitted rest is redelivered
         await self.consumer.stop()
 
     async def _run(self) -> None:
+        await self.consumer.start()
         while not self._stopping:
             try:
                 batches = await self.consumer.getmany(timeout_ms=200)
-                for tp, messages in batches.items():
-                    for message in messages:
-                        await self._handle(message)
-                    await self.consumer.commit({tp: messages[-1].offset + 1})
-                    CONSUMER_LAG.labels(self.group, tp.topic).set(
-                        max(0, (self.consumer.highwater(tp) or 0) - messages[-1].offset - 1))
-            except asyncio.CancelledError:
-                raise
             except Exception:
-                log.exception("consumer loop failed; resuming", extra={"group": self.group})
+                log.exception("consumer fetch failed; retrying", extra={"group": self.group})
                 await asyncio.sleep(1)
+                continue
+            for tp, messages in batches.items():
+                try:
+                    await self._handle_partition(tp, messages)
+                except Exception:  # e.g. the dead-letter topic unreachable: the rest is fetched again
+                    log.exception("consumer batch failed; resuming", extra={"group": self.group})
+                    await asyncio.sleep(1)
+
+    async def _handle_partition(self, tp, messages) -> None:
+        handled = None
+        try:
+            for message in messages:
+                if self._stopping:
+                    break
+                await self._handle(message)
+                handled = message.offset
+        finally:
+            if handled is not None:
+                await self.consumer.commit({tp: handled + 1})
+                CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - handled - 1))
+            if handled != messages[-1].offset:
+                # Stopped or failed part-way: fetch the rest again rather than skip it.
+                self.consumer.seek(tp, messages[0].offset if handled is None else handled + 1)
 
     async def _handle(self, message) -> None:
+        """Handles one message or dead-letters it; retries failures of our own until they pass."""
         try:
-            event = check_cloud_event(json.loads(message.value))
+            event = check_cloud_event(json.loads(message.value or b""))
         except (ValueError, InvalidEvent) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             await self._dead_letter(message, f"invalid CloudEvent: {exc}")
             return
@@ -93,11 +112,11 @@ class EventConsumer:
             except Rejected as exc:
                 await self._dead_letter(message, str(exc))
                 return
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 # Ours, not the event's: retry the same event; never skip it.
                 log.exception("event handling failed; retrying", extra={"group": self.group, "event_id": event["id"]})
+                if self._stopping:
+                    raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 

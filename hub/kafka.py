@@ -24,9 +24,14 @@ _TOPIC_ALREADY_EXISTS = 36
 
 
 class Kafka:
-    def __init__(self, settings: Settings, bootstrap_servers: str) -> None:
+    def __init__(self, settings: Settings, bootstrap_servers: str, *, embedded: bool = False) -> None:
         self.settings = settings
         self.bootstrap_servers = bootstrap_servers
+        # The bundled broker makes a joining member wait half its session timeout, and a
+        # restarted process wait out its predecessor's: keep both short on one machine.
+        # Real brokers refuse sessions under 6 s by default; they get aiokafka's 10 s.
+        session_ms = settings.kafka_session_timeout_ms or (2000 if embedded else 10_000)
+        self.consumer_options = {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(300, session_ms // 4)}
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",

@@ -34,6 +34,7 @@ class Hub:
         """`mongo_client` lets a test restart a hub on the same embedded store."""
         self.settings = settings
         self.mongo_client = mongo_client
+        self._owns_mongo_client = mongo_client is None
         self.broker: EmbeddedBroker | None = None
         self.kafka: Kafka | None = None
         self.redis = None
@@ -53,7 +54,7 @@ class Hub:
         if bootstrap is None:
             self.broker = EmbeddedBroker()
             bootstrap = await self.broker.start()
-        self.kafka = Kafka(settings, bootstrap)
+        self.kafka = Kafka(settings, bootstrap, embedded=self.broker is not None)
         await self.kafka.start()
         self.relay = OutboxRelay(self.db, self.kafka, settings.event_source)
 
@@ -115,5 +116,5 @@ class Hub:
             await self.broker.stop()
         if self.redis is not None:
             await self.redis.aclose()
-        if self.mongo_client is not None:
+        if self.mongo_client is not None and self._owns_mongo_client:
             self.mongo_client.close()
