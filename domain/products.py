@@ -1,7 +1,8 @@
 """Products: slugs, the public view, and inventory events derived from stock moves.
 
 Every stock change is stored in the product document, atomically with the change, as an
-outbox entry `{id, delta, at, ...}` appended in order. The relay publishes the oldest
+outbox entry `{id, delta, at, ...}` (JSON text: a busy product carries dozens of pending
+entries, and the store copies the document on every update) appended in order. The relay publishes the oldest
 entries first and removes only what it published, so the entries still in the document
 are always the newest ones; hence for the entry at index i, taken from one snapshot,
 `available = stock - sum(delta of later entries)` and `previous = available - delta`.
@@ -10,6 +11,7 @@ That gives exact `available`/`previous` values without reading before writing.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 import uuid
@@ -51,17 +53,15 @@ def public_product(doc: dict) -> dict:
     }
 
 
-def stock_entry(delta: int, at: datetime, reason: str, order_id: str | None = None) -> dict:
-    # `at` is kept as text: the store deep-copies a document on every update, and a busy
-    # product carries dozens of pending entries, where timezone-aware datetimes copy slowly.
-    return {"id": uuid.uuid4().hex, "delta": delta, "at": event_time(at), "reason": reason, "order_id": order_id}
+def stock_entry(delta: int, at: datetime, reason: str, order_id: str | None = None) -> str:
+    return json.dumps({"id": uuid.uuid4().hex, "delta": delta, "at": event_time(at), "reason": reason, "order_id": order_id})
 
 
-def inventory_events(doc: dict, source: str) -> list[tuple[str, dict]]:
-    """The (outbox entry id, CloudEvent) pairs for a product document's pending entries:
-    `inventory.changed` for each, plus `inventory.low` when one crosses below the threshold."""
+def inventory_events(doc: dict, source: str) -> list[dict]:
+    """The CloudEvents for a product document's pending outbox entries: `inventory.changed`
+    for each, plus `inventory.low` when one crosses below the threshold."""
     threshold = doc["low_stock_threshold"]
-    entries = doc.get("outbox", [])
+    entries = [json.loads(text) for text in doc.get("outbox", [])]
     later = 0
     computed = []
     for entry in reversed(entries):
@@ -79,8 +79,8 @@ def inventory_events(doc: dict, source: str) -> list[tuple[str, dict]]:
             "order_id": entry.get("order_id"),
             "price": to_decimal_string(doc["price_minor"]),
         }
-        events.append((entry["id"], cloud_event("inventory.changed", source, data, event_id=entry["id"], time=entry["at"])))
+        events.append(cloud_event("inventory.changed", source, data, event_id=entry["id"], time=entry["at"]))
         if available < threshold <= previous:
             low_id = uuid.uuid5(_LOW_NAMESPACE, entry["id"]).hex  # stable across re-publishing
-            events.append((entry["id"], cloud_event("inventory.low", source, data, event_id=low_id, time=entry["at"])))
+            events.append(cloud_event("inventory.low", source, data, event_id=low_id, time=entry["at"]))
     return events

@@ -23,14 +23,15 @@ CONCURRENCY = 64
 _PENDING = {"outbox.0": {"$exists": True}}
 
 
-def _order_events(doc: dict, source: str) -> list[tuple[str, dict]]:
-    return [(entry["id"], entry["event"]) for entry in doc.get("outbox", [])]
+def _order_events(doc: dict, source: str) -> list[dict]:
+    return [entry["event"] for entry in doc.get("outbox", [])]
 
 
-# How each collection's outbox entries become CloudEvents (topic, key by aggregate id).
+# How each collection's outbox entries become CloudEvents (keyed by the aggregate id) for
+# one topic, and how to remove the `entries` that were published.
 _RENDERERS = {
-    "orders": ("orders", _order_events),
-    "products": ("inventory", inventory_events),
+    "orders": ("orders", _order_events, lambda entries: {"id": {"$in": [e["id"] for e in entries]}}),
+    "products": ("inventory", inventory_events, lambda entries: {"$in": entries}),
 }
 
 
@@ -110,8 +111,8 @@ class OutboxRelay:
                 log.warning("outbox publish failed; will retry", extra={"error": repr(results[0])})
                 raise RuntimeError("outbox publish failed")
 
-    async def publish(self, collection: str, doc_id: str) -> list[str]:
-        """Publish one document's pending events, then remove them; the entry ids published."""
+    async def publish(self, collection: str, doc_id: str) -> list[dict]:
+        """Publish one document's pending events, then remove them from it; the events."""
         key = (collection, doc_id)
         self._busy.add(key)
         try:
@@ -119,15 +120,14 @@ class OutboxRelay:
                 doc = await self.db[collection].find_one({"_id": doc_id})
                 if not doc or not doc.get("outbox"):
                     return []
-                topic, render = _RENDERERS[collection]
+                topic, render, published = _RENDERERS[collection]
                 events = render(doc, self.source)
-                sends = [await self.kafka.producer.send(self.kafka.topic(topic), json.dumps(event, default=str).encode(),
+                sends = [await self.kafka.producer.send(self.kafka.topic(topic), json.dumps(event).encode(),
                                                         key=doc_id.encode())
-                         for _, event in events]
+                         for event in events]
                 await asyncio.gather(*sends)
-                published = list(dict.fromkeys(entry_id for entry_id, _ in events))
-                await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": {"id": {"$in": published}}}})
+                await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": published(doc["outbox"])}})
                 OUTBOX_PUBLISHED.labels(topic).inc(len(events))
-                return published
+                return events
         finally:
             self._busy.discard(key)
