@@ -27,7 +27,9 @@ LOCKOUT = timedelta(minutes=15)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    """Now, to the millisecond: what MongoDB stores, so a response and a later read agree."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class Accounts:

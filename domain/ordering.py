@@ -150,15 +150,18 @@ class Orders:
     # Moving ------------------------------------------------------------------------
     async def cancel(self, order_id: str, caller: Caller, reason: str | None) -> dict:
         order = await self.visible(order_id, caller)
-        if not (caller.is_admin or caller.is_service) and order["status"] not in OWNER_CANCELLABLE:
-            raise Conflict(f"A {order['status']} order can no longer be cancelled by its owner.", code="invalid_transition",
-                           details={"from": order["status"], "to": "cancelled"})
-        return await self.transition(order, "cancelled", note=reason, actor=caller.id)
+        only_from = None if caller.is_admin or caller.is_service else OWNER_CANCELLABLE
+        return await self.transition(order, "cancelled", note=reason, actor=caller.id, only_from=only_from)
 
     async def transition(self, order: dict, target: str, *, note: str | None, actor: str,
-                         event_id: str | None = None) -> dict:
-        """Move `order` to `target` per the table, once, with its event and history entry."""
+                         event_id: str | None = None, only_from: frozenset[str] | None = None) -> dict:
+        """Move `order` to `target` per the table, once, with its event and history entry.
+        `only_from` narrows the table for this caller (an owner's cancel, the payment timeout)
+        and holds even when the order moves concurrently."""
         while True:
+            if only_from is not None and order["status"] not in only_from:
+                raise Conflict(f"A {order['status']} order cannot be moved to {target} here.", code="invalid_transition",
+                               details={"from": order["status"], "to": target, "allowed_from": sorted(only_from)})
             check_transition(order["status"], target)
             now = self.clock()
             event = cloud_event(f"order.{target}", self.source, event_data({**order, "status": target}),
@@ -222,21 +225,27 @@ class Orders:
             if kind == "restock":  # the stock went back; record that, then settle
                 await self.orders.mark_restocked(order_id, product_id)
                 await self.products.settle(product_id, marker)
-            elif order is None or order["status"] in (PLACING, ABORTED):
-                if order is not None:
-                    await self.orders.abort_placing(order_id)
+            elif order is None:
                 await self.products.undo_take(product_id, marker, now, order_id, "order_abandoned")
+            elif order["status"] in (PLACING, ABORTED):
+                await self._clean_up_placement(order)
             else:
                 await self.products.settle(product_id, marker)
         for order in await self.orders.stale_placing(now):
-            if await self.orders.abort_placing(order["_id"]):
-                log.warning("abandoned order placement cleaned up", extra={"order_id": order["_id"]})
-                await self._abandon(order["_id"], [line["product_id"] for line in order["items"]],
-                                    f"{order['_id']}:take", "order_abandoned")
+            await self._clean_up_placement(order)
         for order in await self.orders.restock_unfinished(now - PLACING_TTL):
             await self.restock(order)
         for order in await self.orders.unpaid(now - self.payment_timeout):
             try:
-                await self.transition(order, "cancelled", note="payment timeout", actor="system")
+                await self.transition(order, "cancelled", note="payment timeout", actor="system",
+                                      only_from=frozenset({"pending"}))
             except Conflict:
                 pass  # paid or cancelled meanwhile
+
+    async def _clean_up_placement(self, order: dict) -> None:
+        """A placement whose process died (or stalled past PLACING_TTL): claim it, give back
+        what it took, and delete it, so that a retry with the same Idempotency-Key starts afresh."""
+        if await self.orders.abort_placing(order["_id"]):
+            log.warning("abandoned order placement cleaned up", extra={"order_id": order["_id"]})
+        await self._abandon(order["_id"], [line["product_id"] for line in order["items"]],
+                            f"{order['_id']}:take", "order_abandoned")

@@ -33,7 +33,8 @@ def slugify(name: str) -> str:
 def search_text(name: str, description: str | None, category: str | None) -> str:
     """What catalog search matches, lower-cased once at write time so a search is one
     substring test per product instead of three case-insensitive ones."""
-    return " ".join(part for part in (name, description, category) if part).lower()
+    # Joined by a character no query contains, so a query never matches across two fields.
+    return "\x00".join(part for part in (name, description, category) if part).lower()
 
 
 def public_product(doc: dict) -> dict:

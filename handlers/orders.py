@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt
 
-from domain.orders import MAX_LINES, MAX_QUANTITY, public_order
+from domain.orders import MAX_LINES, MAX_QUANTITY, STATUSES, public_order
 from handlers.base import ApiError, BaseHandler
 from handlers.schemas import Body
 
@@ -34,7 +34,7 @@ class TransitionBody(Body):
 
 
 class ListQuery(BaseModel):
-    status: Annotated[str, Field(max_length=32)] | None = None
+    status: Literal[tuple(sorted(STATUSES))] | None = None  # type: ignore[valid-type]
     user_id: Annotated[str, Field(max_length=64)] | None = None
     page: Annotated[int, Field(ge=1, le=100_000)] = 1
     limit: Annotated[int, Field(ge=1, le=100)] = 20

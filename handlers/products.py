@@ -48,7 +48,7 @@ class StockBody(Body):
 
 
 class ProductQuery(BaseModel):
-    q: Annotated[str, Field(max_length=200)] | None = None
+    q: Annotated[str, Field(max_length=200, pattern=r"^[^\x00]*$")] | None = None
     category: Annotated[str, Field(max_length=100)] | None = None
     min_price: Price | None = None
     max_price: Price | None = None

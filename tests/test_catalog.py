@@ -191,6 +191,13 @@ async def test_list_filters_sorts_and_counts_the_filtered_set(api):
     assert await names(api, "sort=name&page=3&limit=2") == (["Red Kettle"], 5)
     assert await names(api, "sort=name&page=4&limit=2") == ([], 5)
     assert await names(api, "in_stock=true&sort=price&limit=1") == (["Notebook"], 4)  # total is not the page size
+    # Search follows a PATCH of the searched fields.
+    pot = (await api.call("GET", f"{P}?q=plant+pot")).data["items"][0]
+    await api.call("PATCH", f"{P}/{pot['id']}", {"description": "With a Drainage hole", "category": "patio"}, token=admin)
+    assert await names(api, "q=drainage") == (["Plant Pot"], 1)
+    assert await names(api, "q=PATIO") == (["Plant Pot"], 1)
+    assert await names(api, "q=terracotta") == ([], 0)
+    assert await names(api, "category=garden") == (["Garden Hose"], 1)
     default = await api.call("GET", P)
     assert (default.data["page"], default.data["limit"]) == (1, 20)
     assert {"id", "name", "slug", "price", "currency", "stock", "category", "low_stock_threshold",
@@ -247,3 +254,10 @@ async def test_unknown_or_deleted_product_is_404_everywhere(api):
                                    ("POST", f"{P}/{pid}/stock", {"delta": 1}), ("POST", f"{P}/{pid}/stock", {"set": 1})]:
             r = await api.call(method, path, body, token=admin)
             assert r.status == 404 and r.error_code == "product_not_found", (method, path, body, r)
+
+
+async def test_search_does_not_match_across_fields(api):
+    admin = await api.admin_token()
+    await api.product(admin, name="Blue Mug", description="Ceramic", category="kitchen")
+    assert await names(api, "q=mug+ceramic") == ([], 0)
+    assert await names(api, "q=ceramic+kitchen") == ([], 0)

@@ -91,7 +91,8 @@ class OrderStore:
 
     # For the sweeper ---------------------------------------------------------------
     async def stale_placing(self, before: datetime, limit: int = 200) -> list[dict]:
-        cursor = self.col.find({"status": PLACING, "placing_expires_at": {"$lt": before}}, _NO_OUTBOX).limit(limit)
+        cursor = self.col.find({"status": {"$in": [PLACING, ABORTED]}, "placing_expires_at": {"$lt": before}},
+                               _NO_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
     async def unpaid(self, created_before: datetime, limit: int = 200) -> list[dict]:
