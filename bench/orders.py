@@ -101,8 +101,10 @@ async def main(args) -> None:
                 "name": f"{random.choice(words).title()} {i}", "price": f"{random.randint(100, 9999) / 100:.2f}",
                 "stock": 1_000_000, "category": random.choice(words), "description": "bench product"}, admin)
             products.append(p["id"])
-        hot_stock = args.n // 2  # half the orders must fail: oversell shows up as more successes
-        _, hot = await client.call("POST", "/api/v1/products", {"name": "Hot item", "price": "5.00", "stock": hot_stock}, admin)
+        _, hot = await client.call("POST", "/api/v1/products", {"name": "Hot item", "price": "5.00", "stock": args.n}, admin)
+        sellout_stock = args.n // 2  # half the orders must fail: oversell would show as more successes
+        _, sellout = await client.call("POST", "/api/v1/products", {"name": "Sell-out item", "price": "5.00",
+                                                                    "stock": sellout_stock}, admin)
         tokens = []
         for i in range(args.concurrency):
             _, s = await client.call("POST", "/api/v1/auth/register", {"email": f"bench{i}@example.com", "password": "correct-horse"})
@@ -113,11 +115,13 @@ async def main(args) -> None:
                                         tokens[i % len(tokens)])
             return code
 
-        statuses = await measure("POST /orders, one hot product", args.n, args.concurrency, lambda i: order(hot["id"], i))
-        _, after = await client.call("GET", f"/api/v1/products/{hot['id']}")
+        await measure("POST /orders, one hot product", args.n, args.concurrency, lambda i: order(hot["id"], i))
+        statuses = await measure("POST /orders, hot product sells out", args.n, args.concurrency,
+                                 lambda i: order(sellout["id"], i))
+        _, after = await client.call("GET", f"/api/v1/products/{sellout['id']}")
         succeeded = statuses.count(201)
-        print(f"  oversell check: stock {hot_stock} → {after['stock']}, orders accepted {succeeded}: "
-              f"{'OK' if hot_stock - after['stock'] == succeeded and after['stock'] >= 0 else 'OVERSOLD'}")
+        print(f"  oversell check: stock {sellout_stock} → {after['stock']}, orders accepted {succeeded}: "
+              f"{'OK' if sellout_stock - after['stock'] == succeeded and after['stock'] >= 0 else 'OVERSOLD'}")
         await measure("POST /orders, 1000 products", args.n, args.concurrency, lambda i: order(random.choice(products), i))
 
         async def search(i: int) -> int:

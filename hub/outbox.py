@@ -18,7 +18,7 @@ from hub.metrics import OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
 
-RECOVERY_S = 5.0
+RECOVERY_S = 60.0
 CONCURRENCY = 64
 _PENDING = {"outbox.0": {"$exists": True}}
 
