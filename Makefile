@@ -26,6 +26,7 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/auth_bench.py
+	$(PY) bench/orders.py
 
 clean:
 	rm -rf $(VENV)

@@ -10,39 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_hub(port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")}
-    env.update(HUB_PORT=str(port), HUB_LOG_LEVEL="ERROR", HUB_AUTH_RATE_PER_IP="1000000", HUB_AUTH_RATE_PER_ACCOUNT="1000000")
-    proc = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("hub did not start")
+from hub_process import free_port, start_hub
 
 
 async def run(name: str, make_request, total: int, concurrency: int) -> None:
@@ -69,7 +43,7 @@ async def run(name: str, make_request, total: int, concurrency: int) -> None:
 
 async def main(args) -> None:
     port = free_port()
-    proc = start_hub(port)
+    proc = start_hub(port, HUB_AUTH_RATE_PER_IP="1000000", HUB_AUTH_RATE_PER_ACCOUNT="1000000")
     base = f"http://127.0.0.1:{port}"
     try:
         def post(path, body):

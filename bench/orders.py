@@ -13,41 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-ROOT = Path(__file__).resolve().parent.parent
+from hub_process import free_port, start_hub
+
 ADMIN = ("bench-admin@example.com", "bench-admin-password")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_hub(port: int) -> subprocess.Popen:
-    env = dict(os.environ, HUB_PORT=str(port), HUB_LOG_LEVEL="ERROR", HUB_ADMIN_EMAIL=ADMIN[0],
-               HUB_ADMIN_PASSWORD=ADMIN[1], HUB_AUTH_RATE_PER_IP="1000000")
-    proc = subprocess.Popen([sys.executable, "run.py"], cwd=ROOT, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("hub did not start")
 
 
 class Client:
@@ -89,7 +63,7 @@ async def measure(name: str, total: int, concurrency: int, request) -> list[int]
 
 async def main(args) -> None:
     port = free_port()
-    proc = start_hub(port)
+    proc = start_hub(port, HUB_ADMIN_EMAIL=ADMIN[0], HUB_ADMIN_PASSWORD=ADMIN[1], HUB_AUTH_RATE_PER_IP="1000000")
     client = Client(f"http://127.0.0.1:{port}", args.concurrency)
     try:
         _, session = await client.call("POST", "/api/v1/auth/login", {"email": ADMIN[0], "password": ADMIN[1]})
