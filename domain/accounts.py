@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from domain.clock import utcnow
 from domain.errors import Conflict, Locked, NotFound, Unauthorized
 from domain.tokens import AccessTokens, new_refresh_token, refresh_token_digest
 from domain.users import DEFAULT_LOCALE, DEFAULT_TIMEZONE
@@ -24,12 +25,6 @@ log = logging.getLogger(__name__)
 
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
-
-
-def utcnow() -> datetime:
-    """Now, to the millisecond: what MongoDB stores, so a response and a later read agree."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class Accounts:

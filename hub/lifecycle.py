@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 
 from config.settings import Settings
-from domain.accounts import Accounts, utcnow
+from domain.accounts import Accounts
+from domain.clock import utcnow
 from domain.catalog import Catalog
 from domain.ordering import Orders
 from domain.tokens import AccessTokens

@@ -41,7 +41,6 @@ class OutboxRelay:
         self.kafka = kafka
         self.source = source
         self._pending: set[tuple[str, str]] = set()
-        self._busy: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._slots = asyncio.Semaphore(CONCURRENCY)
@@ -97,37 +96,30 @@ class OutboxRelay:
                 self._pending.add((collection, doc["_id"]))
 
     async def _drain(self) -> None:
+        # A document notified again while its batch is in flight waits for the next round,
+        # so one document is never published by two tasks at once.
         while self._pending:
-            batch = self._pending - self._busy
-            self._pending -= batch
-            if not batch:
-                await asyncio.sleep(0.001)
-                continue
+            batch = self._pending
+            self._pending = set()
             results = await asyncio.gather(*(self.publish(collection, doc_id) for collection, doc_id in batch),
                                            return_exceptions=True)
-            failed = [item for item, result in zip(batch, results) if isinstance(result, Exception)]
+            failed = {item: result for item, result in zip(batch, results) if isinstance(result, Exception)}
             if failed:
                 self._pending.update(failed)
-                log.warning("outbox publish failed; will retry", extra={"error": repr(results[0])})
-                raise RuntimeError("outbox publish failed")
+                raise RuntimeError(f"outbox publish failed: {next(iter(failed.values()))!r}")
 
     async def publish(self, collection: str, doc_id: str) -> list[dict]:
         """Publish one document's pending events, then remove them from it; the events."""
-        key = (collection, doc_id)
-        self._busy.add(key)
-        try:
-            async with self._slots:
-                doc = await self.db[collection].find_one({"_id": doc_id})
-                if not doc or not doc.get("outbox"):
-                    return []
-                topic, render, published = _RENDERERS[collection]
-                events = render(doc, self.source)
-                sends = [await self.kafka.producer.send(self.kafka.topic(topic), json.dumps(event).encode(),
-                                                        key=doc_id.encode())
-                         for event in events]
-                await asyncio.gather(*sends)
-                await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": published(doc["outbox"])}})
-                OUTBOX_PUBLISHED.labels(topic).inc(len(events))
-                return events
-        finally:
-            self._busy.discard(key)
+        async with self._slots:
+            doc = await self.db[collection].find_one({"_id": doc_id})
+            if not doc or not doc.get("outbox"):
+                return []
+            topic, render, published = _RENDERERS[collection]
+            events = render(doc, self.source)
+            sends = [await self.kafka.producer.send(self.kafka.topic(topic), json.dumps(event).encode(),
+                                                    key=doc_id.encode())
+                     for event in events]
+            await asyncio.gather(*sends)
+            await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": published(doc["outbox"])}})
+            OUTBOX_PUBLISHED.labels(topic).inc(len(events))
+            return events
