@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, StrictInt, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
-from domain.money import to_minor
 from domain.products import public_product
 from handlers.base import BaseHandler
-from handlers.schemas import Body
+from handlers.schemas import Body, Price
 from hub.store.products import SORTS
 
-Price = Annotated[int, BeforeValidator(to_minor), Field(description="decimal string or number, 2 places")]
 Count = Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from domain.money import to_minor
 
 from domain.users import PASSWORD_MAX, PASSWORD_MIN, check_locale, check_timezone, normalize_email, normalize_phone
 
@@ -21,3 +23,4 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 Phone = Annotated[str, Field(max_length=32), AfterValidator(normalize_phone)]
 Timezone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
 Locale = Annotated[str, Field(max_length=35), AfterValidator(check_locale)]
+Price = Annotated[int, BeforeValidator(to_minor), Field(description="decimal string or number, 2 places")]

@@ -11,6 +11,7 @@ from handlers.base import NotFoundHandler
 from handlers.events import EventsHandler
 from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHandler
 from handlers.orders import CancelHandler, OrderHandler, OrdersHandler, TransitionHandler
+from handlers.payments import OrderPaymentsHandler, PaymentIntentHandler, StripeWebhookHandler
 from handlers.products import ProductHandler, ProductsHandler, StockHandler
 from handlers.users import MeHandler
 from hub.openapi import build_openapi
@@ -34,6 +35,9 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/orders/(?P<order_id>[^/]+)", OrderHandler),
     (rf"{API}/orders/(?P<order_id>[^/]+)/cancel", CancelHandler),
     (rf"{API}/orders/(?P<order_id>[^/]+)/transitions", TransitionHandler),
+    (rf"{API}/orders/(?P<order_id>[^/]+)/payment-intent", PaymentIntentHandler),
+    (rf"{API}/orders/(?P<order_id>[^/]+)/payments", OrderPaymentsHandler),
+    (rf"{API}/webhooks/stripe", StripeWebhookHandler),
     (rf"{API}/events", EventsHandler),
 ]
 

@@ -13,6 +13,7 @@ from domain.accounts import Accounts
 from domain.clock import utcnow
 from domain.catalog import Catalog
 from domain.ordering import Orders
+from domain.payments import Payments
 from domain.tokens import AccessTokens
 from hub.consumer import EventConsumer
 from hub.embedded_broker import EmbeddedBroker
@@ -22,9 +23,11 @@ from hub.outbox import OutboxRelay
 from hub.ratelimit import RateLimiter
 from hub.redis_client import connect_redis, redis_healthy
 from hub.store.orders import OrderStore
+from hub.store.payments import PaymentStore
 from hub.store.products import ProductStore
 from hub.store.refresh_tokens import RefreshTokenStore
 from hub.store.users import UserStore
+from hub.stripe_gateway import StripeGateway
 from hub.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ class Hub:
         self.refresh_tokens = RefreshTokenStore(self.db)
         self.product_store = ProductStore(self.db, self.relay.notify("products"))
         self.order_store = OrderStore(self.db, self.relay.notify("orders"))
-        for store in (self.users, self.refresh_tokens, self.product_store, self.order_store):
+        self.payment_store = PaymentStore(self.db, self.relay.notify("payments"))
+        for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
@@ -72,12 +76,17 @@ class Hub:
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
                              currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)
+        gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
+        self.payments = Payments(self.payment_store, self.orders, self.order_store, gateway,
+                                 source=settings.event_source, clock=utcnow)
         if settings.admin_email and settings.admin_password:
             await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
 
         self.relay.start()
         self.consumers = [
             EventConsumer(self.kafka, group="hub-orders", topics=["orders"], handler=self.orders.apply_external,
+                          source=settings.event_source),
+            EventConsumer(self.kafka, group="hub-payments", topics=["payments"], handler=self.payments.apply_external,
                           source=settings.event_source),
         ]
         for consumer in self.consumers:

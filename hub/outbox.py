@@ -23,15 +23,24 @@ CONCURRENCY = 64
 _PENDING = {"outbox.0": {"$exists": True}}
 
 
-def _order_events(doc: dict, source: str) -> list[dict]:
-    return [entry["event"] for entry in doc.get("outbox", [])]
+def _stored_events(doc: dict, source: str) -> list[tuple[str, dict]]:
+    return [(entry["key"], entry["event"]) for entry in doc.get("outbox", [])]
 
 
-# How each collection's outbox entries become CloudEvents (keyed by the aggregate id) for
-# one topic, and how to remove the `entries` that were published.
+def _inventory_events(doc: dict, source: str) -> list[tuple[str, dict]]:
+    return [(doc["_id"], event) for event in inventory_events(doc, source)]
+
+
+def _by_id(entries: list[dict]) -> dict:
+    return {"id": {"$in": [entry["id"] for entry in entries]}}
+
+
+# How each collection's outbox entries become (Kafka key, CloudEvent) pairs for one topic,
+# and how to remove the entries that were published. Keys are aggregate ids.
 _RENDERERS = {
-    "orders": ("orders", _order_events, lambda entries: {"id": {"$in": [e["id"] for e in entries]}}),
-    "products": ("inventory", inventory_events, lambda entries: {"$in": entries}),
+    "orders": ("orders", _stored_events, _by_id),
+    "payments": ("payments", _stored_events, _by_id),
+    "products": ("inventory", _inventory_events, lambda entries: {"$in": entries}),
 }
 
 
@@ -116,10 +125,9 @@ class OutboxRelay:
                 return []
             topic, render, published = _RENDERERS[collection]
             events = render(doc, self.source)
-            sends = [await self.kafka.producer.send(self.kafka.topic(topic), json.dumps(event).encode(),
-                                                    key=doc_id.encode())
-                     for event in events]
+            sends = [await self.kafka.producer.send(self.kafka.topic(topic), json.dumps(event).encode(), key=key.encode())
+                     for key, event in events]
             await asyncio.gather(*sends)
             await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": published(doc["outbox"])}})
             OUTBOX_PUBLISHED.labels(topic).inc(len(events))
-            return events
+            return [event for _, event in events]

@@ -72,6 +72,11 @@ class OrderStore:
             self.on_outbox(order_id)
         return doc
 
+    async def set_payment_intent(self, order_id: str, intent: dict) -> dict:
+        """Keep the first intent stored for the order; the one stored is returned."""
+        await self.col.update_one({"_id": order_id, "payment_intent": None}, {"$set": {"payment_intent": intent}})
+        return (await self.col.find_one({"_id": order_id}, {"payment_intent": 1}))["payment_intent"]
+
     async def has_applied(self, order_id: str, event_id: str) -> bool:
         return await self.col.count_documents({"_id": order_id, "applied_events": event_id}) > 0
 

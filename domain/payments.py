@@ -1,0 +1,221 @@
+"""Payments: intents, provider events (Stripe webhooks, other services' payment events,
+offline payments) and what they do to orders.
+
+Every entry point ends in the same three idempotent steps, so a duplicate, a replay or a
+retry after a crash has no second effect:
+1. record the payment change, guarded by the causing event's id, with its `payment.*` event;
+2. reconcile the order with the payment (confirm a pending order; flag a payment that
+   cannot apply: wrong amount, order cancelled, order already paid);
+3. (refunds) a full refund of a delivered or returned order moves it to refunded.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Callable
+
+from domain.callers import Caller
+from domain.errors import Conflict, DomainError
+from domain.events import Rejected, cloud_event
+from domain.money import to_decimal_string, to_minor
+
+log = logging.getLogger(__name__)
+
+AMOUNT_MISMATCH, REFUND_REQUIRED = "amount_mismatch", "refund_required"
+
+
+class PaymentsUnavailable(DomainError):
+    status, code = 503, "payments_unavailable"
+
+
+def payment_key(provider: str, payment_id: str) -> str:
+    return f"{provider}:{payment_id}"
+
+
+def public_payment(doc: dict) -> dict:
+    return {
+        "id": doc["_id"],
+        "order_id": doc["order_id"],
+        "provider": doc["provider"],
+        "payment_id": doc["payment_id"],
+        "amount": to_decimal_string(doc["amount_minor"]),
+        "currency": doc["currency"],
+        "status": doc["status"],
+        "refunded": to_decimal_string(doc.get("refunded_minor", 0)),
+        "flags": doc.get("flags", []),
+        "failures": [{"reason": f["reason"], "at": f["at"].isoformat()} for f in doc.get("failures", [])],
+        "created_at": doc["created_at"].isoformat(),
+    }
+
+
+class Payments:
+    def __init__(self, store, orders, order_store, gateway, *, source: str, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.orders = orders  # domain.ordering.Orders: the status table and its events
+        self.order_store = order_store
+        self.gateway = gateway  # hub.stripe_gateway.StripeGateway, or None without STRIPE_API_KEY
+        self.source = source
+        self.clock = clock
+
+    # Intents -------------------------------------------------------------------------
+    async def payment_intent(self, order_id: str, caller: Caller) -> dict:
+        order = await self.orders.visible(order_id, caller)
+        if order["status"] != "pending":
+            raise Conflict(f"A {order['status']} order cannot be paid.", code="order_not_payable")
+        intent = order.get("payment_intent")
+        if intent is None:
+            if self.gateway is None:
+                raise PaymentsUnavailable("Card payments are not configured (STRIPE_API_KEY).")
+            # Our own idempotency key per order: a retry, or two racing requests, get one intent.
+            intent = await self.gateway.create_payment_intent(
+                amount_minor=order["total_minor"], currency=order["currency"], order_id=order["_id"],
+                user_id=order["user_id"], idempotency_key=f"hub-order-{order['_id']}")
+            intent = await self.order_store.set_payment_intent(order["_id"], intent)
+        return {"payment_intent_id": intent["id"], "client_secret": intent["client_secret"],
+                "amount": to_decimal_string(order["total_minor"]), "currency": order["currency"]}
+
+    async def for_order(self, order_id: str, caller: Caller) -> list[dict]:
+        await self.orders.visible(order_id, caller)
+        return await self.store.for_order(order_id)
+
+    # Stripe --------------------------------------------------------------------------
+    async def stripe_event(self, event: dict) -> bool:
+        """Apply a verified Stripe event; False if its id was handled before (a replay).
+        The id is stored after the effects, which are idempotent: a crash in between
+        means Stripe's retry redoes them harmlessly instead of losing them."""
+        if await self.store.was_seen(event["id"]):
+            return False
+        obj = event["data"]["object"]
+        kind = event["type"]
+        if kind in ("payment_intent.succeeded", "payment_intent.payment_failed"):
+            order_id = (obj.get("metadata") or {}).get("order_id")
+            amount = obj.get("amount_received") or obj.get("amount") or 0
+            if kind == "payment_intent.succeeded":
+                await self.succeeded(order_id, "stripe", obj["id"], amount, obj["currency"].upper(), event["id"])
+            else:
+                reason = (obj.get("last_payment_error") or {}).get("message") or "payment failed"
+                await self.failed(order_id, "stripe", obj["id"], amount, obj["currency"].upper(), reason, event["id"])
+        elif kind == "charge.refunded" and obj.get("payment_intent"):
+            await self.refunded_total(payment_key("stripe", obj["payment_intent"]), obj["amount_refunded"], event["id"])
+        await self.store.mark_seen(event["id"], kind, self.clock())
+        return True
+
+    # Effects -------------------------------------------------------------------------
+    def _event(self, kind: str, order: dict, provider: str, payment_id: str, amount_minor: int, currency: str,
+               **extra) -> dict:
+        data = {"order_id": order["_id"], "user_id": order["user_id"], "amount": to_decimal_string(amount_minor),
+                "currency": currency, "provider": provider, "payment_id": payment_id, **extra}
+        return cloud_event(f"payment.{kind}", self.source, data, subject=order["user_id"])
+
+    def _base(self, order: dict, provider: str, payment_id: str, currency: str, now: datetime) -> dict:
+        return {"order_id": order["_id"], "user_id": order["user_id"], "provider": provider, "payment_id": payment_id,
+                "currency": currency, "refunded_minor": 0, "created_at": now}
+
+    async def succeeded(self, order_id: str | None, provider: str, payment_id: str, amount_minor: int, currency: str,
+                        event_id: str) -> dict | None:
+        order = await self.order_store.get(order_id) if order_id else None
+        if order is None:
+            log.warning("payment for an unknown order ignored", extra={"order_id": order_id, "payment_id": payment_id})
+            return None
+        now = self.clock()
+        key = payment_key(provider, payment_id)
+        flags = [AMOUNT_MISMATCH] if (amount_minor, currency) != (order["total_minor"], order["currency"]) else []
+        event = self._event("succeeded", order, provider, payment_id, amount_minor, currency)
+        payment = await self.store.succeed(key, self._base(order, provider, payment_id, currency, now), amount_minor,
+                                           flags, event_id, event, now) or await self.store.get(key)
+        await self._reconcile(order, payment)
+        return await self.store.get(key)
+
+    async def _reconcile(self, order: dict, payment: dict) -> None:
+        """Confirm the order a correct payment pays; flag the payment when it cannot."""
+        if AMOUNT_MISMATCH in payment.get("flags", []):
+            log.warning("payment amount does not match its order", extra={"payment": payment["_id"]})
+            return
+        if order["status"] == "pending":
+            try:
+                await self.orders.transition(order, "confirmed", note=f"paid ({payment['provider']})",
+                                             actor=payment["provider"], only_from=frozenset({"pending"}))
+                return
+            except Conflict:
+                order = await self.order_store.get(order["_id"])  # moved meanwhile: judge again below
+        if order["status"] == "cancelled" or await self.store.succeeded_count(order["_id"]) > 1:
+            # Never resurrect a cancelled order; a second payment for one order is money to give back.
+            await self.store.add_flag(payment["_id"], REFUND_REQUIRED)
+            log.warning("payment needs a refund", extra={"payment": payment["_id"], "order_status": order["status"]})
+
+    async def failed(self, order_id: str | None, provider: str, payment_id: str, amount_minor: int, currency: str,
+                     reason: str, event_id: str) -> None:
+        order = await self.order_store.get(order_id) if order_id else None
+        if order is None:
+            log.warning("payment failure for an unknown order ignored", extra={"order_id": order_id})
+            return
+        now = self.clock()
+        event = self._event("failed", order, provider, payment_id, amount_minor, currency, reason=reason)
+        await self.store.fail(payment_key(provider, payment_id), self._base(order, provider, payment_id, currency, now),
+                              amount_minor, reason, event_id, event, now)
+
+    async def refunded_total(self, key: str, refunded_total: int, event_id: str) -> None:
+        """The provider says `refunded_total` has been refunded so far (Stripe's cumulative
+        amount_refunded); publish only what is new, whatever the order of arrival."""
+        while True:
+            payment = await self.store.get(key)
+            if payment is None:
+                log.warning("refund for an unknown payment ignored", extra={"payment": key})
+                return
+            previous = payment.get("refunded_minor", 0)
+            if refunded_total <= previous or event_id in payment.get("applied_events", []):
+                return
+            order = await self.order_store.get(payment["order_id"])
+            event = self._event("refunded", order, payment["provider"], payment["payment_id"],
+                                refunded_total - previous, payment["currency"],
+                                refunded_total=to_decimal_string(refunded_total))
+            if await self.store.refund_to(key, previous, refunded_total, event_id, event, self.clock()):
+                break
+        if refunded_total >= payment["amount_minor"]:
+            await self._refund_order(order)
+
+    async def _refund_order(self, order: dict) -> None:
+        """A full refund ends a delivered or returned order as refunded. The table allows
+        only returned → refunded, so a delivered order is first marked returned."""
+        for source, target in (("delivered", "returned"), ("returned", "refunded")):
+            if order["status"] == source:
+                try:
+                    order = await self.orders.transition(order, target, note="refunded in full", actor="payments",
+                                                         only_from=frozenset({source}))
+                except Conflict:
+                    return
+
+    async def offline(self, order_id: str, caller: Caller, amount_minor: int, reference: str | None) -> dict:
+        """An admin records money taken elsewhere: the same effects as a card payment."""
+        order = await self.orders.visible(order_id, caller)
+        payment_id = reference or f"offline-{order['_id']}"
+        return await self.succeeded(order["_id"], "offline", payment_id, amount_minor, order["currency"],
+                                    f"offline:{payment_id}")
+
+    # Other services ------------------------------------------------------------------
+    async def apply_external(self, event: dict) -> None:
+        """`payment.succeeded|failed|refunded` from another service: the same effects."""
+        data = event["data"]
+        kind = event["type"].removeprefix("payment.")
+        if kind not in ("succeeded", "failed", "refunded"):
+            raise Rejected(f"event type {event['type']} is not a payment outcome")
+        try:
+            order_id, provider, payment_id = (str(data[k]) for k in ("order_id", "provider", "payment_id"))
+            amount_minor = to_minor(data["amount"])
+            currency = str(data.get("currency", "")).upper()
+        except (KeyError, ValueError) as exc:
+            raise Rejected(f"invalid payment data: {exc}") from None
+        if await self.order_store.get(order_id) is None:
+            raise Rejected(f"unknown order {order_id}")
+        if kind == "succeeded":
+            await self.succeeded(order_id, provider, payment_id, amount_minor, currency, event["id"])
+        elif kind == "failed":
+            await self.failed(order_id, provider, payment_id, amount_minor, currency,
+                              str(data.get("reason") or "payment failed"), event["id"])
+        else:
+            key = payment_key(provider, payment_id)
+            payment = await self.store.get(key)
+            if payment is None:
+                raise Rejected(f"refund for unknown payment {key}")
+            await self.refunded_total(key, payment.get("refunded_minor", 0) + amount_minor, event["id"])
