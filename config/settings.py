@@ -80,6 +80,7 @@ class Settings(BaseModel):
     event_source: str = Field("/hub", alias="HUB_EVENT_SOURCE", min_length=1, max_length=200)
     sweep_interval_s: float = Field(5.0, alias="HUB_SWEEP_INTERVAL_S", gt=0)
     points_per_unit: Decimal = Field(Decimal(1), alias="POINTS_PER_UNIT", ge=0)
+    points_ttl_days: int = Field(365, alias="POINTS_TTL_DAYS", gt=0)
 
     # Operational extras beyond the contract.
     cors_origins: str | None = Field(None, alias="HUB_CORS_ORIGINS")

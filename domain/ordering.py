@@ -154,10 +154,11 @@ class Orders:
         return await self.transition(order, "cancelled", note=reason, actor=caller.id, only_from=only_from)
 
     async def transition(self, order: dict, target: str, *, note: str | None, actor: str,
-                         event_id: str | None = None, only_from: frozenset[str] | None = None) -> dict:
+                         event_id: str | None = None, only_from: frozenset[str] | None = None,
+                         record: dict | None = None) -> dict:
         """Move `order` to `target` per the table, once, with its event and history entry.
         `only_from` narrows the table for this caller (an owner's cancel, the payment timeout)
-        and holds even when the order moves concurrently."""
+        and holds even when the order moves concurrently. `record` is stored with the move."""
         while True:
             if only_from is not None and order["status"] not in only_from:
                 raise Conflict(f"A {order['status']} order cannot be moved to {target} here.", code="invalid_transition",
@@ -170,7 +171,8 @@ class Orders:
                 event["causationid"] = event_id  # CloudEvents extension: the external event applied
             moved = await self.orders.move(
                 order["_id"], order["status"], target, history=history_entry(target, now, note, actor), event=event,
-                now=now, extra={"restock_pending": True} if target == "cancelled" else None, event_id=event_id)
+                now=now, extra={**(record or {}), **({"restock_pending": True} if target == "cancelled" else {})},
+                event_id=event_id)
             if moved is not None:
                 break
             # Someone moved it first: judge the request against what it is now.
@@ -221,6 +223,8 @@ class Orders:
         now = self.clock()
         for product_id, marker in await self.products.expired_holds(now):
             order_id, kind = marker.rsplit(":", 1)
+            if kind not in ("take", "restock"):
+                continue  # another owner's marker (points redemptions)
             order = await self.orders.get(order_id, include_hidden=True)
             if kind == "restock":  # the stock went back; record that, then settle
                 await self.orders.mark_restocked(order_id, product_id)

@@ -50,11 +50,13 @@ def public_payment(doc: dict) -> dict:
 
 
 class Payments:
-    def __init__(self, store, orders, order_store, gateway, *, source: str, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store, orders, order_store, gateway, points, *, source: str,
+                 clock: Callable[[], datetime]) -> None:
         self.store = store
         self.orders = orders  # domain.ordering.Orders: the status table and its events
         self.order_store = order_store
         self.gateway = gateway  # hub.stripe_gateway.StripeGateway, or None without STRIPE_API_KEY
+        self.points = points  # domain.points.Points
         self.source = source
         self.clock = clock
 
@@ -128,18 +130,24 @@ class Payments:
         return await self.store.get(key)
 
     async def _reconcile(self, order: dict, payment: dict) -> None:
-        """Confirm the order a correct payment pays; flag the payment when it cannot."""
+        """Confirm the order a correct payment pays and award its points; flag the payment
+        when it cannot pay the order (a replay after a crash finishes what was left)."""
         if AMOUNT_MISMATCH in payment.get("flags", []):
             log.warning("payment amount does not match its order", extra={"payment": payment["_id"]})
             return
         if order["status"] == "pending":
             try:
-                await self.orders.transition(order, "confirmed", note=f"paid ({payment['provider']})",
-                                             actor=payment["provider"], only_from=frozenset({"pending"}))
-                return
+                order = await self.orders.transition(order, "confirmed", note=f"paid ({payment['provider']})",
+                                                     actor=payment["provider"], only_from=frozenset({"pending"}),
+                                                     record={"paid_by": payment["_id"]})
             except Conflict:
-                order = await self.order_store.get(order["_id"])  # moved meanwhile: judge again below
-        if order["status"] == "cancelled" or await self.store.succeeded_count(order["_id"]) > 1:
+                order = await self.order_store.get(order["_id"])  # moved meanwhile: judge again
+        if order.get("paid_by") is None and order["status"] not in ("cancelled", "refunded") \
+                and await self.order_store.claim_payment(order["_id"], payment["_id"]):
+            order["paid_by"] = payment["_id"]  # an order an admin moved along before the money came
+        if order.get("paid_by") == payment["_id"]:
+            await self.points.award_for_order(order)
+        else:
             # Never resurrect a cancelled order; a second payment for one order is money to give back.
             await self.store.add_flag(payment["_id"], REFUND_REQUIRED)
             log.warning("payment needs a refund", extra={"payment": payment["_id"], "order_status": order["status"]})
@@ -172,6 +180,9 @@ class Payments:
                                 refunded_total=to_decimal_string(refunded_total))
             if await self.store.refund_to(key, previous, refunded_total, event_id, event, self.clock()):
                 break
+        if order.get("paid_by") != key:
+            return  # money given back for a payment that never paid the order: nothing else to undo
+        await self.points.reverse_for_order(order, refunded_total, payment["amount_minor"])
         if refunded_total >= payment["amount_minor"]:
             await self._refund_order(order)
 
@@ -189,7 +200,8 @@ class Payments:
     async def offline(self, order_id: str, caller: Caller, amount_minor: int, reference: str | None) -> dict:
         """An admin records money taken elsewhere: the same effects as a card payment."""
         order = await self.orders.visible(order_id, caller)
-        payment_id = reference or f"offline-{order['_id']}"
+        # Scoped to the order: a till reference may repeat across orders.
+        payment_id = f"{order['_id']}:{reference}" if reference else order["_id"]
         return await self.succeeded(order["_id"], "offline", payment_id, amount_minor, order["currency"],
                                     f"offline:{payment_id}")
 

@@ -12,6 +12,7 @@ from handlers.events import EventsHandler
 from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHandler
 from handlers.orders import CancelHandler, OrderHandler, OrdersHandler, TransitionHandler
 from handlers.payments import OrderPaymentsHandler, PaymentIntentHandler, StripeWebhookHandler
+from handlers.points import PointsHandler, RedemptionsHandler
 from handlers.products import ProductHandler, ProductsHandler, StockHandler
 from handlers.users import MeHandler
 from hub.openapi import build_openapi
@@ -28,6 +29,8 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/auth/login", LoginHandler),
     (rf"{API}/auth/refresh", RefreshHandler),
     (rf"{API}/users/me", MeHandler),
+    (rf"{API}/users/me/points", PointsHandler),
+    (rf"{API}/points/redemptions", RedemptionsHandler),
     (rf"{API}/products", ProductsHandler),
     (rf"{API}/products/(?P<product_id>[^/]+)", ProductHandler),
     (rf"{API}/products/(?P<product_id>[^/]+)/stock", StockHandler),

@@ -14,6 +14,7 @@ from domain.clock import utcnow
 from domain.catalog import Catalog
 from domain.ordering import Orders
 from domain.payments import Payments
+from domain.points import Points
 from domain.tokens import AccessTokens
 from hub.consumer import EventConsumer
 from hub.embedded_broker import EmbeddedBroker
@@ -24,6 +25,7 @@ from hub.ratelimit import RateLimiter
 from hub.redis_client import connect_redis, redis_healthy
 from hub.store.orders import OrderStore
 from hub.store.payments import PaymentStore
+from hub.store.points import PointsStore
 from hub.store.products import ProductStore
 from hub.store.refresh_tokens import RefreshTokenStore
 from hub.store.users import UserStore
@@ -45,6 +47,7 @@ class Hub:
         self.relay: OutboxRelay | None = None
         self.consumers: list[EventConsumer] = []
         self.sweeper: Sweeper | None = None
+        self.stripe: StripeGateway | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -67,7 +70,9 @@ class Hub:
         self.product_store = ProductStore(self.db, self.relay.notify("products"))
         self.order_store = OrderStore(self.db, self.relay.notify("orders"))
         self.payment_store = PaymentStore(self.db, self.relay.notify("payments"))
-        for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store):
+        self.points_store = PointsStore(self.db, self.relay.notify("points_accounts"))
+        for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
+                      self.points_store):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
@@ -76,8 +81,10 @@ class Hub:
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
                              currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)
-        gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
-        self.payments = Payments(self.payment_store, self.orders, self.order_store, gateway,
+        self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
+        self.points = Points(self.points_store, self.product_store, source=settings.event_source,
+                             per_unit=settings.points_per_unit, ttl_days=settings.points_ttl_days, clock=utcnow)
+        self.payments = Payments(self.payment_store, self.orders, self.order_store, self.stripe, self.points,
                                  source=settings.event_source, clock=utcnow)
         if settings.admin_email and settings.admin_password:
             await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
@@ -88,10 +95,12 @@ class Hub:
                           source=settings.event_source),
             EventConsumer(self.kafka, group="hub-payments", topics=["payments"], handler=self.payments.apply_external,
                           source=settings.event_source),
+            EventConsumer(self.kafka, group="hub-points", topics=["points"], handler=self.points.apply_external,
+                          source=settings.event_source),
         ]
         for consumer in self.consumers:
             await consumer.start()
-        self.sweeper = Sweeper(self.orders.sweep, settings.sweep_interval_s)
+        self.sweeper = Sweeper([self.orders.sweep, self.points.sweep], settings.sweep_interval_s)
         self.sweeper.start()
         self._announce_channels()
 
@@ -120,6 +129,8 @@ class Hub:
             await consumer.stop()  # commits the offsets of what was handled
         if self.relay is not None:
             await self.relay.stop()
+        if self.stripe is not None:
+            await self.stripe.close()
         if self.kafka is not None:
             await self.kafka.stop()
         if self.broker is not None:

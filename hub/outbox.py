@@ -40,6 +40,7 @@ def _by_id(entries: list[dict]) -> dict:
 _RENDERERS = {
     "orders": ("orders", _stored_events, _by_id),
     "payments": ("payments", _stored_events, _by_id),
+    "points_accounts": ("points", _stored_events, _by_id),
     "products": ("inventory", _inventory_events, lambda entries: {"$in": entries}),
 }
 

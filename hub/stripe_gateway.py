@@ -14,12 +14,16 @@ class PaymentProviderError(DomainError):
 
 class StripeGateway:
     def __init__(self, api_key: str, api_base: str) -> None:
+        self.http = stripe.AIOHTTPClient(timeout=15)
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
-            http_client=stripe.AIOHTTPClient(timeout=15),
+            http_client=self.http,
             max_network_retries=2,  # safe: every call carries an idempotency key
         )
+
+    async def close(self) -> None:
+        await self.http.close_async()
 
     async def create_payment_intent(self, *, amount_minor: int, currency: str, order_id: str, user_id: str,
                                     idempotency_key: str) -> dict:

@@ -1,6 +1,7 @@
-"""Runs the order clean-up every few seconds (expired reservations, stalled placements,
-unfinished restocks, unpaid orders). Every step is a compare-and-set, so all hub
-processes may run it at once; jitter keeps them from doing so in lockstep."""
+"""Runs the clean-ups every few seconds (orders: expired reservations, stalled placements,
+unfinished restocks, unpaid orders; points: interrupted redemptions). Every step is a
+compare-and-set, so all hub processes may run them at once; jitter keeps them from doing
+so in lockstep."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    def __init__(self, sweep, interval_s: float) -> None:
-        self.sweep = sweep
+    def __init__(self, sweeps, interval_s: float) -> None:
+        self.sweeps = sweeps
         self.interval_s = interval_s
         self._task: asyncio.Task | None = None
 
@@ -31,9 +32,10 @@ class Sweeper:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s * random.uniform(0.8, 1.2))
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sweep failed; will try again")
+            for sweep in self.sweeps:
+                try:
+                    await sweep()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("sweep failed; will try again", extra={"sweep": sweep.__qualname__})

@@ -77,6 +77,7 @@ class StripeFake:
         self.intents: dict[str, dict] = {}
         self._idempotent: dict[str, _Stored] = {}
         self._errors: list[tuple[int, dict]] = []
+        self._outage: tuple[int, dict] | None = None
         self._server: HTTPServer | None = None
         self.port: int | None = None
 
@@ -109,6 +110,11 @@ class StripeFake:
     def fail_next(self, status: int = 500, error: dict | None = None) -> None:
         """The next API request (after authentication) gets this error instead."""
         self._errors.append((status, {"error": error or {"type": "api_error", "message": "Something went wrong."}}))
+
+    def outage(self, status: int | None = 500, error: dict | None = None) -> None:
+        """Every API request (after authentication) gets this error until `outage(None)`."""
+        self._outage = None if status is None else (
+            status, {"error": error or {"type": "api_error", "message": "Something went wrong."}})
 
     def created(self) -> list[Recorded]:
         """The successful `POST /v1/payment_intents` requests."""
@@ -224,8 +230,8 @@ class _Base(RequestHandler):
             self.set_header("WWW-Authenticate", 'Basic realm="Stripe"')
             self.respond(401, {"error": {"type": "invalid_request_error", "message": error}})
             return False
-        if self.fake._errors:
-            status, body = self.fake._errors.pop(0)
+        if self.fake._errors or self.fake._outage:
+            status, body = self.fake._errors.pop(0) if self.fake._errors else self.fake._outage
             self.respond(status, body)
             return False
         return True

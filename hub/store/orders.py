@@ -77,6 +77,12 @@ class OrderStore:
         await self.col.update_one({"_id": order_id, "payment_intent": None}, {"$set": {"payment_intent": intent}})
         return (await self.col.find_one({"_id": order_id}, {"payment_intent": 1}))["payment_intent"]
 
+    async def claim_payment(self, order_id: str, payment_key: str) -> bool:
+        """Record which payment pays the order, if none does yet."""
+        result = await self.col.update_one({"_id": order_id, "paid_by": None, "status": {"$nin": ["cancelled", "refunded"]}},
+                                           {"$set": {"paid_by": payment_key}})
+        return result.modified_count == 1
+
     async def has_applied(self, order_id: str, event_id: str) -> bool:
         return await self.col.count_documents({"_id": order_id, "applied_events": event_id}) > 0
 

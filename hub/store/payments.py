@@ -97,6 +97,3 @@ class PaymentStore:
 
     async def add_flag(self, key: str, flag: str) -> None:
         await self.col.update_one({"_id": key}, {"$addToSet": {"flags": flag}})
-
-    async def succeeded_count(self, order_id: str) -> int:
-        return await self.col.count_documents({"order_id": order_id, "status": "succeeded"})

@@ -1,0 +1,166 @@
+"""Loyalty points: earned when an order is paid, taken back on refund, spent in the
+points mall, credited by other services. Every entry has an id derived from what caused
+it (`award:<order>`, `reverse:<order>:<refunded total>`, `redeem:<redemption>`,
+`event:<event id>`), so each happens once whatever the number of duplicates.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Callable
+
+from domain.errors import Conflict, Invalid, NotFound
+from domain.events import Rejected, cloud_event, event_time
+
+REDEEM_TTL = timedelta(seconds=30)
+
+
+def public_entry(entry: dict) -> dict:
+    return {
+        "id": entry["id"], "delta": entry["delta"], "reason": entry["reason"], "order_id": entry.get("order_id"),
+        "at": entry["at"].isoformat(), "expires_at": entry["expires_at"].isoformat() if entry.get("expires_at") else None,
+        "shortfall": entry.get("shortfall", 0),
+    }
+
+
+def public_redemption(doc: dict) -> dict:
+    return {"id": doc["_id"], "product_id": doc["product_id"], "quantity": doc["quantity"], "points": doc["points"],
+            "status": doc["status"], "created_at": doc["created_at"].isoformat()}
+
+
+class Points:
+    def __init__(self, store, products, *, source: str, per_unit: Decimal, ttl_days: int,
+                 clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.products = products
+        self.source = source
+        self.per_unit = per_unit
+        self.ttl = timedelta(days=ttl_days)
+        self.clock = clock
+
+    async def summary(self, user_id: str) -> dict:
+        account = await self.store.account(user_id)
+        return {"balance": account["balance"], "entries": [public_entry(e) for e in reversed(account["entries"])]}
+
+    async def _apply(self, user_id: str, kind: str, delta: int, reason: str, entry_id: str, *,
+                     order_id: str | None = None, expires_at: datetime | None = None, shortfall: int = 0,
+                     expected_balance: int | None = None) -> bool:
+        """Append one entry and move the balance, as a compare-and-set on the balance (so the
+        event can carry the exact balance after it). True once applied; False if the entry
+        exists already, a debit is not covered, or `expected_balance` no longer holds."""
+        while True:
+            account = await self.store.account(user_id)
+            balance = account["balance"]
+            if any(e["id"] == entry_id for e in account["entries"]) or balance + delta < 0:
+                return False
+            if expected_balance is not None and balance != expected_balance:
+                return False
+            now = self.clock()
+            entry = {"id": entry_id, "delta": delta, "reason": reason, "order_id": order_id, "at": now,
+                     "expires_at": expires_at, "shortfall": shortfall}
+            event = cloud_event(f"points.{kind}", self.source, {
+                "user_id": user_id, "delta": delta, "balance": balance + delta, "reason": reason,
+                "order_id": order_id, "entry_id": entry_id}, subject=user_id, time=event_time(now))
+            if await self.store.apply(user_id, entry, event, expected_balance=balance):
+                return True
+            if expected_balance is not None:
+                return False
+
+    # Earning and reversing -----------------------------------------------------------
+    async def award_for_order(self, order: dict) -> None:
+        points = math.floor(Decimal(order["total_minor"]) / 100 * self.per_unit)
+        if points <= 0:
+            return
+        await self._apply(order["user_id"], "awarded", points, "order_paid", f"award:{order['_id']}",
+                          order_id=order["_id"], expires_at=self.clock() + self.ttl)
+
+    async def reverse_for_order(self, order: dict, refunded_minor: int, paid_minor: int) -> None:
+        """Take back the points of a refunded order, proportionally to what was refunded
+        so far; what was already spent is recorded as a shortfall (never a negative balance)."""
+        user_id = order["user_id"]
+        entry_id = f"reverse:{order['_id']}:{refunded_minor}"
+        while True:
+            account = await self.store.account(user_id)
+            entries = account["entries"]
+            awarded = sum(e["delta"] for e in entries if e["id"] == f"award:{order['_id']}")
+            if not awarded or any(e["id"] == entry_id for e in entries):
+                return
+            target = awarded if refunded_minor >= paid_minor else awarded * refunded_minor // paid_minor
+            already = sum(-e["delta"] + e.get("shortfall", 0) for e in entries
+                          if e["reason"] == "order_refunded" and e.get("order_id") == order["_id"])
+            wanted = target - already
+            if wanted <= 0:
+                return
+            take = min(wanted, account["balance"])
+            if await self._apply(user_id, "reversed", -take, "order_refunded", entry_id, order_id=order["_id"],
+                                 shortfall=wanted - take, expected_balance=account["balance"]):
+                return
+
+    async def apply_external(self, event: dict) -> None:
+        """`points.awarded` from another service (a marketing bonus): credited once."""
+        if event["type"] != "points.awarded":
+            raise Rejected(f"{event['type']} from other services is not applied; only points.awarded")
+        data = event["data"]
+        user_id, delta = data.get("user_id"), data.get("delta")
+        if not isinstance(user_id, str) or not user_id:
+            raise Rejected("data.user_id is missing")
+        if not isinstance(delta, int) or isinstance(delta, bool) or delta <= 0:
+            raise Rejected("data.delta must be a positive integer")
+        reason = str(data.get("reason") or f"awarded by {event['source']}")[:200]
+        await self._apply(user_id, "awarded", delta, reason, f"event:{event['id']}", expires_at=self.clock() + self.ttl)
+
+    # The points mall -----------------------------------------------------------------
+    async def redeem(self, user_id: str, product_id: str, quantity: int) -> tuple[dict, int]:
+        """Stock first (one conditional update), then points (one guarded update); if the
+        points are short the stock goes back. A crash in between leaves a marker that
+        `sweep` resolves: points spent → keep, else give the stock back."""
+        product = await self.products.get(product_id)
+        if product is None:
+            raise NotFound("No such product.", code="product_not_found")
+        if not product.get("points_price"):
+            raise Invalid("This product cannot be bought with points.", code="not_redeemable")
+        cost = product["points_price"] * quantity
+        now = self.clock()
+        redemption = {"_id": uuid.uuid4().hex, "user_id": user_id, "product_id": product_id, "quantity": quantity,
+                      "points": cost, "status": "pending", "created_at": now}
+        await self.store.insert_redemption(redemption)
+        marker = f"{redemption['_id']}:redeem"
+        if not await self.products.take(product_id, quantity, marker, now + REDEEM_TTL, now, None):
+            await self.store.set_redemption_status(redemption["_id"], "failed")
+            current = await self.products.get(product_id)
+            raise Conflict("Not enough stock.", code="out_of_stock", details=[
+                {"product_id": product_id, "requested": quantity, "available": current["stock"] if current else 0}])
+        if not await self._apply(user_id, "redeemed", -cost, "redeemed", f"redeem:{redemption['_id']}"):
+            await self.products.undo_take(product_id, marker, self.clock(), None, "redemption_failed")
+            await self.store.set_redemption_status(redemption["_id"], "failed")
+            account = await self.store.account(user_id)
+            raise Conflict("Not enough points.", code="insufficient_points",
+                           details={"required": cost, "balance": account["balance"]})
+        await self.store.set_redemption_status(redemption["_id"], "completed")
+        await self.products.settle(product_id, marker)
+        redemption["status"] = "completed"
+        return redemption, (await self.store.account(user_id))["balance"]
+
+    async def redemptions(self, user_id: str) -> list[dict]:
+        return await self.store.user_redemptions(user_id)
+
+    async def sweep(self) -> None:
+        """Finish redemptions whose process died between taking stock and spending points
+        (safe on several processes: settling and undoing are once-only by marker)."""
+        now = self.clock()
+        for product_id, marker in await self.products.expired_holds(now):
+            redemption_id, kind = marker.rsplit(":", 1)
+            if kind != "redeem":
+                continue
+            redemption = await self.store.redemption(redemption_id)
+            spent = redemption is not None and await self.store.has_entry(redemption["user_id"], f"redeem:{redemption_id}")
+            if spent:
+                await self.store.set_redemption_status(redemption_id, "completed")
+                await self.products.settle(product_id, marker)
+            else:
+                await self.products.undo_take(product_id, marker, now, None, "redemption_failed")
+                if redemption is not None:
+                    await self.store.set_redemption_status(redemption_id, "failed")

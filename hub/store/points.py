@@ -1,0 +1,61 @@
+"""The `points_accounts` collection: one document per user holding the balance and the
+append-only ledger of entries that produced it.
+
+Balance and entry change in one update, guarded by the entry id (so a repeated award,
+reversal or redemption is a no-op) and by the balance itself (so it never goes negative
+and no update is lost), with the `points.*` event in the same update's outbox.
+"""
+
+from __future__ import annotations
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+
+class PointsStore:
+    def __init__(self, db, on_outbox) -> None:
+        self.col = db["points_accounts"]
+        self.redemptions = db["redemptions"]
+        self.on_outbox = on_outbox
+
+    async def create_indexes(self) -> None:
+        await self.col.create_index("updated_at", name="outbox_pending",
+                                    partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.redemptions.create_index([("user_id", 1), ("created_at", -1)], name="user_newest")
+
+    async def account(self, user_id: str) -> dict:
+        doc = await self.col.find_one({"_id": user_id}, {"outbox": 0})
+        return doc or {"_id": user_id, "balance": 0, "entries": []}
+
+    async def apply(self, user_id: str, entry: dict, event: dict, *, expected_balance: int) -> bool:
+        """Append `entry` and add its delta to the balance if the balance is still
+        `expected_balance` and the entry is new; False otherwise (nothing changed)."""
+        query: dict = {"_id": user_id, "entries.id": {"$ne": entry["id"]}, "balance": expected_balance}
+        update = {"$inc": {"balance": entry["delta"]}, "$set": {"updated_at": entry["at"]},
+                  "$push": {"entries": entry, "outbox": {"id": event["id"], "key": user_id, "event": event}}}
+        try:
+            # A first credit creates the account; for an existing one the upsert collides on _id.
+            doc = await self.col.find_one_and_update(query, update, {"_id": 1}, upsert=expected_balance == 0,
+                                                     return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # the account exists and the guard failed: a repeat
+            return False
+        if doc is None:
+            return False
+        self.on_outbox(user_id)
+        return True
+
+    async def has_entry(self, user_id: str, entry_id: str) -> bool:
+        return await self.col.count_documents({"_id": user_id, "entries.id": entry_id}) > 0
+
+    # Redemptions ---------------------------------------------------------------------
+    async def redemption(self, redemption_id: str) -> dict | None:
+        return await self.redemptions.find_one({"_id": redemption_id})
+
+    async def insert_redemption(self, redemption: dict) -> None:
+        await self.redemptions.insert_one(redemption)
+
+    async def set_redemption_status(self, redemption_id: str, status: str) -> None:
+        await self.redemptions.update_one({"_id": redemption_id}, {"$set": {"status": status}})
+
+    async def user_redemptions(self, user_id: str) -> list[dict]:
+        return await self.redemptions.find({"user_id": user_id, "status": "completed"}).sort("created_at", -1).to_list(100)
