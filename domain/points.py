@@ -16,6 +16,28 @@ from domain.errors import Conflict, Invalid, NotFound
 from domain.events import Rejected, cloud_event, event_time
 
 REDEEM_TTL = timedelta(seconds=30)
+_EXPIRE = "expire:"
+
+
+def expiring(entries: list[dict], now: datetime) -> tuple[list[tuple[str, int]], datetime | None]:
+    """First in, first out: spending uses the oldest earned points first. Returns the
+    (credit entry id, points left) of credits due to expire and not yet expired, and the
+    next time one will be due."""
+    credits = []  # [entry id, points left, expires_at]
+    expired = {e["id"][len(_EXPIRE):] for e in entries if e["id"].startswith(_EXPIRE)}
+    for entry in entries:
+        if entry["delta"] > 0:
+            credits.append([entry["id"], entry["delta"], entry.get("expires_at")])
+        elif not entry["id"].startswith(_EXPIRE):
+            spend = -entry["delta"]
+            for credit in credits:
+                used = min(credit[1], spend)
+                credit[1] -= used
+                spend -= used
+    live = [c for c in credits if c[2] is not None and c[1] > 0 and c[0] not in expired]
+    due = [(c[0], c[1]) for c in live if c[2] <= now]
+    later = [c[2] for c in live if c[2] > now]
+    return due, min(later, default=None)
 
 
 def public_entry(entry: dict) -> dict:
@@ -146,6 +168,23 @@ class Points:
 
     async def redemptions(self, user_id: str) -> list[dict]:
         return await self.store.user_redemptions(user_id)
+
+    async def expire(self) -> None:
+        """Record `points.expired` for earned points past POINTS_TTL_DAYS (any number of
+        hub processes may run this: each expiry entry's id is its credit's)."""
+        now = self.clock()
+        for user_id in await self.store.due_for_expiry(now):
+            while True:
+                account = await self.store.account(user_id)
+                due, next_expiry = expiring(account["entries"], now)
+                if not due:
+                    if await self.store.set_next_expiry(user_id, len(account["entries"]), next_expiry):
+                        break
+                    continue
+                credit_id, left = due[0]
+                take = min(left, account["balance"])
+                await self._apply(user_id, "expired", -take, "expired", f"{_EXPIRE}{credit_id}",
+                                  shortfall=left - take, expected_balance=account["balance"])
 
     async def sweep(self) -> None:
         """Finish redemptions whose process died between taking stock and spending points

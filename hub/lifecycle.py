@@ -100,7 +100,7 @@ class Hub:
         ]
         for consumer in self.consumers:
             await consumer.start()
-        self.sweeper = Sweeper([self.orders.sweep, self.points.sweep], settings.sweep_interval_s)
+        self.sweeper = Sweeper([self.orders.sweep, self.points.sweep, self.points.expire], settings.sweep_interval_s)
         self.sweeper.start()
         self._announce_channels()
 

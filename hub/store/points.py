@@ -21,6 +21,7 @@ class PointsStore:
     async def create_indexes(self) -> None:
         await self.col.create_index("updated_at", name="outbox_pending",
                                     partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.col.create_index("next_expiry", name="next_expiry", sparse=True)
         await self.redemptions.create_index([("user_id", 1), ("created_at", -1)], name="user_newest")
 
     async def account(self, user_id: str) -> dict:
@@ -33,6 +34,8 @@ class PointsStore:
         query: dict = {"_id": user_id, "entries.id": {"$ne": entry["id"]}, "balance": expected_balance}
         update = {"$inc": {"balance": entry["delta"]}, "$set": {"updated_at": entry["at"]},
                   "$push": {"entries": entry, "outbox": {"id": event["id"], "key": user_id, "event": event}}}
+        if entry.get("expires_at"):
+            update["$min"] = {"next_expiry": entry["expires_at"]}
         try:
             # A first credit creates the account; for an existing one the upsert collides on _id.
             doc = await self.col.find_one_and_update(query, update, {"_id": 1}, upsert=expected_balance == 0,
@@ -46,6 +49,16 @@ class PointsStore:
 
     async def has_entry(self, user_id: str, entry_id: str) -> bool:
         return await self.col.count_documents({"_id": user_id, "entries.id": entry_id}) > 0
+
+    async def due_for_expiry(self, now, limit: int = 200) -> list[str]:
+        cursor = self.col.find({"next_expiry": {"$lte": now}}, {"_id": 1}).limit(limit)
+        return [doc["_id"] async for doc in cursor]
+
+    async def set_next_expiry(self, user_id: str, entry_count: int, next_expiry) -> bool:
+        """Compare-and-set on the ledger's length: an entry added meanwhile means look again."""
+        result = await self.col.update_one({"_id": user_id, "entries": {"$size": entry_count}},
+                                           {"$set": {"next_expiry": next_expiry}})
+        return result.matched_count == 1
 
     # Redemptions ---------------------------------------------------------------------
     async def redemption(self, redemption_id: str) -> dict | None:
