@@ -90,15 +90,19 @@ class Payments:
             return False
         obj = event["data"]["object"]
         kind = event["type"]
-        if kind in ("payment_intent.succeeded", "payment_intent.payment_failed"):
+        amount = obj.get("amount_received") or obj.get("amount") or 0
+        currency = str(obj.get("currency") or "").upper()
+        if not isinstance(amount, int) or not isinstance(obj.get("id"), str):
+            log.warning("Stripe event without usable amount or id ignored", extra={"event_id": event["id"], "type": kind})
+        elif kind in ("payment_intent.succeeded", "payment_intent.payment_failed"):
             order_id = (obj.get("metadata") or {}).get("order_id")
-            amount = obj.get("amount_received") or obj.get("amount") or 0
             if kind == "payment_intent.succeeded":
-                await self.succeeded(order_id, "stripe", obj["id"], amount, obj["currency"].upper(), event["id"])
+                await self.succeeded(order_id, "stripe", obj["id"], amount, currency, event["id"])
             else:
                 reason = (obj.get("last_payment_error") or {}).get("message") or "payment failed"
-                await self.failed(order_id, "stripe", obj["id"], amount, obj["currency"].upper(), reason, event["id"])
-        elif kind == "charge.refunded" and obj.get("payment_intent"):
+                await self.failed(order_id, "stripe", obj["id"], amount, currency, reason, event["id"])
+        elif kind == "charge.refunded" and isinstance(obj.get("payment_intent"), str) \
+                and isinstance(obj.get("amount_refunded"), int):
             await self.refunded_total(payment_key("stripe", obj["payment_intent"]), obj["amount_refunded"], event["id"])
         await self.store.mark_seen(event["id"], kind, self.clock())
         return True

@@ -60,8 +60,10 @@ class StripeWebhookHandler(BaseHandler):
             stripe.WebhookSignature.verify_header(payload.decode("utf-8"), self.request.headers.get("Stripe-Signature"),
                                                   secret, STRIPE_TOLERANCE_S)
             event = json.loads(payload)
-            event["id"], event["type"], event["data"]["object"]  # noqa: B018 - the shape we rely on
-        except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        except (stripe.SignatureVerificationError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise ApiError(400, "invalid_signature", f"The webhook could not be verified: {exc}.") from None
+        if not (isinstance(event, dict) and isinstance(event.get("id"), str) and isinstance(event.get("type"), str)
+                and isinstance(event.get("data"), dict) and isinstance(event["data"].get("object"), dict)):
+            raise ApiError(400, "invalid_event", "The webhook is not a Stripe event.")
         applied = await self.hub.payments.stripe_event(event)
         self.send({"received": True, "duplicate": not applied})
