@@ -29,6 +29,16 @@ class PaymentsUnavailable(DomainError):
     status, code = 503, "payments_unavailable"
 
 
+class NotYet(DomainError):
+    """The event refers to something that has not arrived yet: the sender should retry."""
+    status, code = 503, "retry_later"
+
+
+# Stripe does not order its webhooks: a refund may come before the success it refunds.
+# Refusing it makes Stripe retry; after this long we stop waiting for the success.
+REFUND_WAIT_S = 3600
+
+
 def payment_key(provider: str, payment_id: str) -> str:
     return f"{provider}:{payment_id}"
 
@@ -103,7 +113,11 @@ class Payments:
                 await self.failed(order_id, "stripe", obj["id"], amount, currency, reason, event["id"])
         elif kind == "charge.refunded" and isinstance(obj.get("payment_intent"), str) \
                 and isinstance(obj.get("amount_refunded"), int):
-            await self.refunded_total(payment_key("stripe", obj["payment_intent"]), obj["amount_refunded"], event["id"])
+            key = payment_key("stripe", obj["payment_intent"])
+            created = event.get("created") if isinstance(event.get("created"), int) else 0
+            if await self.store.get(key) is None and self.clock().timestamp() - created < REFUND_WAIT_S:
+                raise NotYet("This refund's payment has not arrived yet; retry later.", details={"retry_after": 60})
+            await self.refunded_total(key, obj["amount_refunded"], event["id"])
         await self.store.mark_seen(event["id"], kind, self.clock())
         return True
 
