@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo.errors import PyMongoError
@@ -33,6 +34,7 @@ def _index_id_lookups() -> None:
     from mongomock import DuplicateKeyError, helpers
     from mongomock.collection import Collection
     from mongomock.filtering import filter_applies
+    from mongomock.store import CollectionStore
 
     scan = Collection._iter_documents
     if getattr(scan, "indexed_by_id", False):
@@ -85,6 +87,18 @@ def _index_id_lookups() -> None:
     iter_documents.indexed_by_id = True
     Collection._iter_documents = iter_documents
     Collection._ensure_uniques = check_uniques
+
+    # mongomock also scans a collection with a TTL index for expired documents on every
+    # access; MongoDB does it about once a minute. Once a second is plenty.
+    expire = CollectionStore._remove_expired_documents
+
+    def remove_expired_documents(self):
+        now = time.monotonic()
+        if now - self.__dict__.get("expired_at", 0.0) >= 1.0:
+            self.__dict__["expired_at"] = now
+            expire(self)
+
+    CollectionStore._remove_expired_documents = remove_expired_documents
 
 
 async def mongo_healthy(db: AsyncIOMotorDatabase) -> bool:

@@ -4,9 +4,16 @@ append-only ledger of entries that produced it.
 Balance and entry change in one update, guarded by the entry id (so a repeated award,
 reversal or redemption is a no-op) and by the balance itself (so it never goes negative
 and no update is lost), with the `points.*` event in the same update's outbox.
+
+Entries are stored as JSON text, their ids beside them in `entry_ids` for the guard: the
+embedded store copies the whole document on every update, and a long ledger of
+sub-documents with dates made each award cost milliseconds.
 """
 
 from __future__ import annotations
+
+import json
+from datetime import datetime
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -25,15 +32,19 @@ class PointsStore:
         await self.redemptions.create_index([("user_id", 1), ("created_at", -1)], name="user_newest")
 
     async def account(self, user_id: str) -> dict:
-        doc = await self.col.find_one({"_id": user_id}, {"outbox": 0})
-        return doc or {"_id": user_id, "balance": 0, "entries": []}
+        doc = await self.col.find_one({"_id": user_id}, {"outbox": 0, "entry_ids": 0})
+        if doc is None:
+            return {"_id": user_id, "balance": 0, "entries": []}
+        doc["entries"] = [_decode(text) for text in doc["entries"]]
+        return doc
 
     async def apply(self, user_id: str, entry: dict, event: dict, *, expected_balance: int) -> bool:
         """Append `entry` and add its delta to the balance if the balance is still
         `expected_balance` and the entry is new; False otherwise (nothing changed)."""
-        query: dict = {"_id": user_id, "entries.id": {"$ne": entry["id"]}, "balance": expected_balance}
+        query: dict = {"_id": user_id, "entry_ids": {"$ne": entry["id"]}, "balance": expected_balance}
         update = {"$inc": {"balance": entry["delta"]}, "$set": {"updated_at": entry["at"]},
-                  "$push": {"entries": entry, "outbox": {"id": event["id"], "key": user_id, "event": event}}}
+                  "$push": {"entries": _encode(entry), "entry_ids": entry["id"],
+                            "outbox": {"id": event["id"], "key": user_id, "event": event}}}
         if entry.get("expires_at"):
             update["$min"] = {"next_expiry": entry["expires_at"]}
         try:
@@ -48,7 +59,7 @@ class PointsStore:
         return True
 
     async def has_entry(self, user_id: str, entry_id: str) -> bool:
-        return await self.col.count_documents({"_id": user_id, "entries.id": entry_id}) > 0
+        return await self.col.count_documents({"_id": user_id, "entry_ids": entry_id}) > 0
 
     async def due_for_expiry(self, now, limit: int = 200) -> list[str]:
         cursor = self.col.find({"next_expiry": {"$lte": now}}, {"_id": 1}).limit(limit)
@@ -56,7 +67,7 @@ class PointsStore:
 
     async def set_next_expiry(self, user_id: str, entry_count: int, next_expiry) -> bool:
         """Compare-and-set on the ledger's length: an entry added meanwhile means look again."""
-        result = await self.col.update_one({"_id": user_id, "entries": {"$size": entry_count}},
+        result = await self.col.update_one({"_id": user_id, "entry_ids": {"$size": entry_count}},
                                            {"$set": {"next_expiry": next_expiry}})
         return result.matched_count == 1
 
@@ -72,3 +83,18 @@ class PointsStore:
 
     async def user_redemptions(self, user_id: str) -> list[dict]:
         return await self.redemptions.find({"user_id": user_id, "status": "completed"}).sort("created_at", -1).to_list(100)
+
+
+_DATES = ("at", "expires_at")
+
+
+def _encode(entry: dict) -> str:
+    return json.dumps({k: v.isoformat() if k in _DATES and v else v for k, v in entry.items()})
+
+
+def _decode(text: str) -> dict:
+    entry = json.loads(text)
+    for k in _DATES:
+        if entry.get(k):
+            entry[k] = datetime.fromisoformat(entry[k])
+    return entry
