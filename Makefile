@@ -27,6 +27,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(PY) bench/auth_bench.py
 	$(PY) bench/orders.py
+	$(PY) bench/webhooks.py
 
 clean:
 	rm -rf $(VENV)
