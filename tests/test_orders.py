@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import re
 import uuid
@@ -55,34 +54,6 @@ def hub_env(hub_env):
     """No background sweep in these tests (they run the sweep themselves, or start their own hub)."""
     hub_env["HUB_SWEEP_INTERVAL_S"] = "3600"
     return hub_env
-
-
-class _Yielding:
-    """A collection whose every call first yields to the event loop, as a networked database
-    does; the embedded store's calls never yield, so concurrent requests would not interleave."""
-
-    def __init__(self, collection) -> None:
-        self._collection = collection
-
-    def __getattr__(self, name):
-        attr = getattr(self._collection, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
-
-        async def call(*args, **kwargs):
-            await asyncio.sleep(0)
-            result = await attr(*args, **kwargs)
-            await asyncio.sleep(0)
-            return result
-        return call
-
-
-@pytest.fixture
-def interleaved(hub_server, monkeypatch):
-    hub = hub_server.hub
-    for store, names in ((hub.product_store, ["col"]), (hub.order_store, ["col", "counters"])):
-        for name in names:
-            monkeypatch.setattr(store, name, _Yielding(getattr(store, name)))
 
 
 async def stock(api, product_id: str) -> int:

@@ -7,7 +7,6 @@ Every hub start costs a few seconds, so related cases share one hub."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
 import uuid
@@ -51,38 +50,6 @@ def hub_env(hub_env, stripe):
         "HUB_SWEEP_INTERVAL_S": "3600",  # no unpaid-order sweep during a test
     })
     return hub_env
-
-
-class _Yielding:
-    """A collection whose every call first yields to the event loop, as a networked database
-    does (the embedded store's calls never yield, so concurrent requests would not interleave)."""
-
-    def __init__(self, collection) -> None:
-        self._collection = collection
-
-    def __getattr__(self, name):
-        attr = getattr(self._collection, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
-
-        async def call(*args, **kwargs):
-            await asyncio.sleep(0)
-            result = await attr(*args, **kwargs)
-            await asyncio.sleep(0)
-            return result
-        return call
-
-
-@pytest.fixture
-def interleaved(hub_server, monkeypatch):
-    """Every collection held by any of the hub's stores yields around each call."""
-    hub = hub_server.hub
-    for name, store in list(vars(hub).items()):
-        if not name.endswith("_store"):
-            continue
-        for attr, value in list(vars(store).items()):
-            if hasattr(value, "find_one_and_update") and hasattr(value, "insert_one"):
-                monkeypatch.setattr(store, attr, _Yielding(value))
 
 
 # Helpers ---------------------------------------------------------------------------------

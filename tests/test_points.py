@@ -8,7 +8,6 @@ Every hub start costs a few seconds, so related cases share one hub."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import math
 import time
@@ -42,45 +41,6 @@ def hub_env(hub_env):
         "HUB_SWEEP_INTERVAL_S": "3600",  # the tests run the sweeps themselves
     })
     return hub_env
-
-
-class _Yielding:
-    """A collection whose every call yields to the event loop before and after, as a
-    networked database does (the embedded store's calls never yield, so concurrent
-    requests would otherwise run one after the other and never interleave)."""
-
-    def __init__(self, collection) -> None:
-        self._collection = collection
-        self.calls = 0
-
-    def __getattr__(self, name):
-        attr = getattr(self._collection, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
-
-        async def call(*args, **kwargs):
-            self.calls += 1
-            await asyncio.sleep(0)
-            result = await attr(*args, **kwargs)
-            await asyncio.sleep(0)
-            return result
-        return call
-
-
-@pytest.fixture
-def interleaved(hub_server, monkeypatch):
-    """Every collection of every store of the hub (points, products, orders, payments) yields."""
-    hub = hub_server.hub
-    wrapped = {}
-    for name, store in list(vars(hub).items()):
-        if not name.endswith("_store"):
-            continue
-        for attr, value in list(vars(store).items()):
-            if hasattr(value, "find_one_and_update") and hasattr(value, "insert_one"):
-                wrapped[f"{name}.{attr}"] = _Yielding(value)
-                monkeypatch.setattr(store, attr, wrapped[f"{name}.{attr}"])
-    assert {"points_store.col", "points_store.redemptions", "product_store.col"} <= set(wrapped), wrapped
-    return wrapped
 
 
 # Helpers ---------------------------------------------------------------------------------
