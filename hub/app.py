@@ -13,6 +13,7 @@ from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHan
 from handlers.orders import CancelHandler, OrderHandler, OrdersHandler, TransitionHandler
 from handlers.payments import OrderPaymentsHandler, PaymentIntentHandler, StripeWebhookHandler
 from handlers.points import PointsHandler, RedemptionsHandler
+from handlers.preferences import PreferencesHandler
 from handlers.products import ProductHandler, ProductsHandler, StockHandler
 from handlers.users import MeHandler
 from hub.openapi import build_openapi
@@ -30,6 +31,7 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/auth/refresh", RefreshHandler),
     (rf"{API}/users/me", MeHandler),
     (rf"{API}/users/me/points", PointsHandler),
+    (rf"{API}/users/me/preferences", PreferencesHandler),
     (rf"{API}/points/redemptions", RedemptionsHandler),
     (rf"{API}/products", ProductsHandler),
     (rf"{API}/products/(?P<product_id>[^/]+)", ProductHandler),
