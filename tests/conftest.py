@@ -229,3 +229,16 @@ def interleaved(hub_server, monkeypatch):
                 monkeypatch.setattr(store, attr, wrapped[f"{name}.{attr}"])
     assert {"points_store.col", "points_store.redemptions", "product_store.col"} <= set(wrapped), wrapped
     return wrapped
+
+
+async def placed(api: Api, token: str, product_id: str, quantity: int = 1) -> dict:
+    """A customer's order of one product line, placed over HTTP."""
+    r = await api.call("POST", "/api/v1/orders", {"items": [{"product_id": product_id, "quantity": quantity}]}, token=token)
+    assert r.status == 201, r
+    return r.data
+
+
+async def get_order(api: Api, token: str, order_id: str) -> dict:
+    r = await api.call("GET", f"/api/v1/orders/{order_id}", token=token)
+    assert r.status == 200, r
+    return r.data

@@ -18,7 +18,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from config.settings import load_settings
 from hub.server import HubServer
-from tests.conftest import Api
+from tests.conftest import Api, get_order, placed
 from tests.stripe_fake import (
     StripeFake, event, failed_intent, refunded_charge, sign, succeeded_intent,
 )
@@ -59,18 +59,6 @@ async def setup(api, price: str = "12.50"):
     admin = await api.admin_token()
     user = await api.register()
     return admin, user, await api.product(admin, price=price, stock=100)
-
-
-async def placed(api, token: str, product_id: str, quantity: int = 1) -> dict:
-    r = await api.call("POST", O, {"items": [{"product_id": product_id, "quantity": quantity}]}, token=token)
-    assert r.status == 201, r
-    return r.data
-
-
-async def get_order(api, token: str, order_id: str) -> dict:
-    r = await api.call("GET", f"{O}/{order_id}", token=token)
-    assert r.status == 200, r
-    return r.data
 
 
 def statuses(order: dict) -> list[str]:

@@ -21,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient
 from config.settings import load_settings
 from domain.clock import utcnow
 from hub.server import HubServer
-from tests.conftest import Api
+from tests.conftest import Api, get_order, placed
 from tests.stripe_fake import event, refunded_charge, sign, succeeded_intent
 
 pytestmark = pytest.mark.gen_test
@@ -44,18 +44,6 @@ def hub_env(hub_env):
 
 
 # Helpers ---------------------------------------------------------------------------------
-
-async def placed(api, token: str, product_id: str, quantity: int = 1) -> dict:
-    r = await api.call("POST", O, {"items": [{"product_id": product_id, "quantity": quantity}]}, token=token)
-    assert r.status == 201, r
-    return r.data
-
-
-async def get_order(api, token: str, order_id: str) -> dict:
-    r = await api.call("GET", f"{O}/{order_id}", token=token)
-    assert r.status == 200, r
-    return r.data
-
 
 async def webhook(api, payload: dict):
     body = json.dumps(payload).encode()
