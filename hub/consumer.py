@@ -57,10 +57,18 @@ class EventConsumer:
                 await asyncio.wait_for(self._task, timeout=3)
             except asyncio.TimeoutError:
                 pass  # wait_for cancelled it; the uncommitted rest is redelivered
+            except Exception:
+                log.exception("consumer ended with an error", extra={"group": self.group})
         await self.consumer.stop()
 
     async def _run(self) -> None:
-        await self.consumer.start()
+        while not self._stopping:
+            try:
+                await self.consumer.start()
+                break
+            except Exception:
+                log.exception("consumer could not join its group; retrying", extra={"group": self.group})
+                await asyncio.sleep(1)
         while not self._stopping:
             try:
                 batches = await self.consumer.getmany(timeout_ms=200)
@@ -84,12 +92,12 @@ class EventConsumer:
                 await self._handle(message)
                 handled = message.offset
         finally:
-            if handled is not None:
-                await self.consumer.commit({tp: handled + 1})
-                CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - handled - 1))
             if handled != messages[-1].offset:
                 # Stopped or failed part-way: fetch the rest again rather than skip it.
                 self.consumer.seek(tp, messages[0].offset if handled is None else handled + 1)
+            if handled is not None:
+                await self.consumer.commit({tp: handled + 1})
+                CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - handled - 1))
 
     async def _handle(self, message) -> None:
         """Handles one message or dead-letters it; retries failures of our own until they pass."""
