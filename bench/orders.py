@@ -12,53 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import statistics
-import time
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from hub_process import free_port, start_hub
+from harness import Client, free_port, measure, start_hub
 
 ADMIN = ("bench-admin@example.com", "bench-admin-password")
-
-
-class Client:
-    def __init__(self, base: str, concurrency: int) -> None:
-        self.base = base
-        self.http = AsyncHTTPClient(force_instance=True, max_clients=concurrency)
-
-    async def call(self, method: str, path: str, body=None, token: str | None = None):
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        response = await self.http.fetch(HTTPRequest(
-            self.base + path, method=method, headers=headers,
-            body=json.dumps(body) if body is not None else None, request_timeout=60), raise_error=False)
-        return response.code, json.loads(response.body) if response.body else None
-
-
-async def measure(name: str, total: int, concurrency: int, request) -> list[int]:
-    """Runs `request(i)` `total` times over `concurrency` workers; prints and returns statuses."""
-    latencies: list[float] = []
-    statuses: list[int] = []
-    jobs = iter(range(total))
-
-    async def worker() -> None:
-        for i in jobs:
-            t0 = time.perf_counter()
-            statuses.append(await request(i))
-            latencies.append(time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - t0
-    q = statistics.quantiles(latencies, n=100)
-    counts = {code: statuses.count(code) for code in sorted(set(statuses))}
-    print(f"{name:<34} n={total:<6} c={concurrency:<3} {total / elapsed:8.1f} req/s   "
-          f"p50 {q[49] * 1000:6.1f} ms   p99 {q[98] * 1000:6.1f} ms   statuses {counts}")
-    return statuses
 
 
 async def main(args) -> None:

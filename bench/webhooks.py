@@ -29,8 +29,7 @@ from decimal import Decimal
 
 from tornado.httpclient import HTTPRequest
 
-from hub_process import free_port, start_hub
-from orders import Client, measure
+from harness import Client, free_port, measure, start_hub
 
 ADMIN = ("bench-admin@example.com", "bench-admin-password")
 SECRET = "whsec_bench"
