@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import random
 
-
 from harness import Client, free_port, measure, start_hub
 
 ADMIN = ("bench-admin@example.com", "bench-admin-password")

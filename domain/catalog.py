@@ -65,16 +65,13 @@ class Catalog:
             raise NotFound("No such product.", code="product_not_found")
 
     async def change_stock(self, product_id: str, *, delta: int | None = None, value: int | None = None) -> dict:
-        await self.get(product_id)
         now = self.clock()
         if value is not None:
             product = await self.products.set_stock(product_id, value, now, "admin_set")
         else:
             product = await self.products.adjust_stock(product_id, delta, now, "admin_adjust")
-            if product is None:
-                current = await self.get(product_id)
-                raise Conflict("Stock cannot go below zero.", code="insufficient_stock",
-                               details={"available": current["stock"], "delta": delta})
         if product is None:
-            raise NotFound("No such product.", code="product_not_found")
+            current = await self.get(product_id)  # NotFound when there is no such product
+            raise Conflict("Stock cannot go below zero.", code="insufficient_stock",
+                           details={"available": current["stock"], "delta": delta})
         return product

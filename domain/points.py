@@ -69,17 +69,18 @@ class Points:
 
     async def _apply(self, user_id: str, kind: str, delta: int, reason: str, entry_id: str, *,
                      order_id: str | None = None, expires_at: datetime | None = None, shortfall: int = 0,
-                     expected_balance: int | None = None) -> bool:
+                     expected_balance: int | None = None) -> int | None:
         """Append one entry and move the balance, as a compare-and-set on the balance (so the
-        event can carry the exact balance after it). True once applied; False if the entry
-        exists already, a debit is not covered, or `expected_balance` no longer holds."""
+        event can carry the exact balance after it). The balance after the entry once
+        applied; None if the entry exists already, a debit is not covered, or
+        `expected_balance` no longer holds."""
         while True:
             account = await self.store.account(user_id)
             balance = account["balance"]
             if any(e["id"] == entry_id for e in account["entries"]) or balance + delta < 0:
-                return False
+                return None
             if expected_balance is not None and balance != expected_balance:
-                return False
+                return None
             now = self.clock()
             entry = {"id": entry_id, "delta": delta, "reason": reason, "order_id": order_id, "at": now,
                      "expires_at": expires_at, "shortfall": shortfall}
@@ -87,9 +88,9 @@ class Points:
                 "user_id": user_id, "delta": delta, "balance": balance + delta, "reason": reason,
                 "order_id": order_id, "entry_id": entry_id}, subject=user_id, time=event_time(now))
             if await self.store.apply(user_id, entry, event, expected_balance=balance):
-                return True
+                return balance + delta
             if expected_balance is not None:
-                return False
+                return None
 
     # Earning and reversing -----------------------------------------------------------
     async def award_for_order(self, order: dict) -> None:
@@ -118,7 +119,7 @@ class Points:
                 return
             take = min(wanted, account["balance"])
             if await self._apply(user_id, "reversed", -take, "order_refunded", entry_id, order_id=order["_id"],
-                                 shortfall=wanted - take, expected_balance=account["balance"]):
+                                 shortfall=wanted - take, expected_balance=account["balance"]) is not None:
                 return
 
     async def apply_external(self, event: dict) -> None:
@@ -155,7 +156,8 @@ class Points:
             current = await self.products.get(product_id)
             raise Conflict("Not enough stock.", code="out_of_stock", details=[
                 {"product_id": product_id, "requested": quantity, "available": current["stock"] if current else 0}])
-        if not await self._apply(user_id, "redeemed", -cost, "redeemed", f"redeem:{redemption['_id']}"):
+        balance = await self._apply(user_id, "redeemed", -cost, "redeemed", f"redeem:{redemption['_id']}")
+        if balance is None:
             await self.products.undo_take(product_id, marker, self.clock(), None, "redemption_failed")
             await self.store.set_redemption_status(redemption["_id"], "failed")
             account = await self.store.account(user_id)
@@ -164,7 +166,7 @@ class Points:
         await self.store.set_redemption_status(redemption["_id"], "completed")
         await self.products.settle(product_id, marker)
         redemption["status"] = "completed"
-        return redemption, (await self.store.account(user_id))["balance"]
+        return redemption, balance
 
     async def redemptions(self, user_id: str) -> list[dict]:
         return await self.store.user_redemptions(user_id)

@@ -547,7 +547,7 @@ async def test_the_sweep_finishes_a_redemption_whose_process_died(api, hub_serve
     await hub.points._apply(user_id, "awarded", 5, "test credit", "test:seed")
     spent = uuid.uuid4().hex
     await interrupted(spent)
-    assert await hub.points._apply(user_id, "redeemed", -5, "redeemed", f"redeem:{spent}")
+    assert await hub.points._apply(user_id, "redeemed", -5, "redeemed", f"redeem:{spent}") == 0  # balance after
     assert await stock_of(api, pid) == 9
     await hub.orders.sweep()
     assert await stock_of(api, pid) == 9 and [h["id"] for h in await holds_of(hub, pid)] == [f"{spent}:redeem"]
