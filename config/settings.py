@@ -88,6 +88,11 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="HUB_LOG_LEVEL")
     auth_rate_per_ip: int = Field(300, alias="HUB_AUTH_RATE_PER_IP", gt=0)
     auth_rate_per_account: int = Field(30, alias="HUB_AUTH_RATE_PER_ACCOUNT", gt=0)
+    public_url: str | None = Field(None, alias="HUB_PUBLIC_URL")
+    provider_timeout_s: float = Field(10.0, alias="HUB_PROVIDER_TIMEOUT_S", gt=0)
+    notify_retry_base_s: float = Field(40.0, alias="HUB_NOTIFY_RETRY_BASE_S", gt=0)
+    notify_max_attempts: int = Field(5, alias="HUB_NOTIFY_MAX_ATTEMPTS", ge=1, le=20)
+    notify_concurrency: int = Field(256, alias="HUB_NOTIFY_CONCURRENCY", ge=1)
 
     @field_validator("admin_email")
     @classmethod
@@ -109,10 +114,10 @@ class Settings(BaseModel):
     def _smtp(cls, v: str | None) -> str | None:
         return v and _url_with_scheme(v, ("smtp", "smtps"))
 
-    @field_validator("twilio_api_base", "stripe_api_base")
+    @field_validator("twilio_api_base", "stripe_api_base", "public_url")
     @classmethod
-    def _http(cls, v: str) -> str:
-        return _url_with_scheme(v, ("http", "https")).rstrip("/")
+    def _http(cls, v: str | None) -> str | None:
+        return v and _url_with_scheme(v, ("http", "https")).rstrip("/")
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -161,6 +166,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         settings = Settings.model_validate(values)
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
+    settings = _with_vapid_keys(settings)
 
     if settings.production:
         for name in _REQUIRED_IN_PRODUCTION:
@@ -176,6 +182,26 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # Random per run: tokens die with the process, which is what development wants.
         settings = settings.model_copy(update={"jwt_secret": secrets.token_urlsafe(32)})
     return settings
+
+
+def _with_vapid_keys(settings: Settings) -> Settings:
+    """The public key is derived from the private one (a mismatch is refused). In
+    development keys are generated per run when unset; production without them has no
+    web push (said at start-up)."""
+    from channels.vapid import generate_vapid_keys, public_key_for
+
+    if settings.vapid_private_key is None:
+        if settings.production:
+            return settings
+        private, public = generate_vapid_keys()
+        return settings.model_copy(update={"vapid_private_key": private, "vapid_public_key": public})
+    try:
+        public = public_key_for(settings.vapid_private_key)
+    except ValueError:
+        raise SettingsError("VAPID_PRIVATE_KEY: not a P-256 private key (base64url raw key, PEM or DER)") from None
+    if settings.vapid_public_key not in (None, public):
+        raise SettingsError("VAPID_PUBLIC_KEY: does not match VAPID_PRIVATE_KEY")
+    return settings.model_copy(update={"vapid_public_key": public})
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -32,6 +32,16 @@ def default_preferences() -> dict:
     return copy.deepcopy(DEFAULT_PREFERENCES)
 
 
+def effective_preferences(stored: dict | None) -> dict:
+    """Stored preferences over the defaults, section by section (and channel by channel)."""
+    preferences = default_preferences()
+    stored = stored or {}
+    preferences["channels"].update(stored.get("channels", {}))
+    for section in ("dnd", "frequency"):
+        preferences[section].update(stored.get(section, {}))
+    return preferences
+
+
 def channel_allows(preferences: dict, channel: str, notification_type: str, category: str) -> bool:
     """The channel is on and lists the type, its category, or `all`."""
     setting = preferences["channels"].get(channel) or {}
@@ -83,3 +93,74 @@ def holds_for_dnd(preferences: dict, user_timezone: str, priority: str, now: dat
 def counts_against_caps(priority: str) -> bool:
     """High and urgent messages are neither held by nor counted in the frequency caps."""
     return priority not in ("high", "urgent")
+
+
+# The order in which the policy decides, per notification (docs/notifications.md):
+# 1. routing, per channel: not requested → absent; channel not configured → suppressed
+#    `channel_off`; preferences → suppressed `preference`; no address → `no_address`;
+# 2. relevance: past `expires_at` → every pending channel suppressed `expired`;
+# 3. do not disturb → held `dnd` until the window ends (or until expiry, then suppressed);
+# 4. frequency caps (normal and low only) → held `frequency_cap` until it fits;
+# 5. otherwise queued and sent.
+
+PENDING, QUEUED, HELD, SENT, DELIVERED, FAILED, SUPPRESSED = (
+    "pending", "queued", "held", "sent", "delivered", "failed", "suppressed")
+# How far each status has come: a delivery never moves back (provider callbacks arrive
+# out of order). Delivered and failed are both final.
+RANK = {PENDING: 0, QUEUED: 0, HELD: 0, SENT: 1, DELIVERED: 2, FAILED: 2, SUPPRESSED: 2}
+
+
+def route(preferences: dict, notification_type: str, category: str, channels, unavailable: dict[str, str]) -> dict:
+    """Step 1: channel → (PENDING, None) or (SUPPRESSED, reason). `unavailable` maps a
+    channel to why it cannot be used for this user (`channel_off`, `no_address`)."""
+    decisions = {}
+    for channel in channels:
+        if unavailable.get(channel) == "channel_off":
+            decisions[channel] = (SUPPRESSED, "channel_off")
+        elif not channel_allows(preferences, channel, notification_type, category):
+            decisions[channel] = (SUPPRESSED, "preference")
+        elif channel in unavailable:
+            decisions[channel] = (SUPPRESSED, unavailable[channel])
+        else:
+            decisions[channel] = (PENDING, None)
+    return decisions
+
+
+def timing(preferences: dict, user_timezone: str, priority: str, now: datetime,
+           expires_at: datetime | None) -> tuple[str, str, datetime | None] | None:
+    """Steps 2 and 3: (SUPPRESSED, "expired", None), (HELD, "dnd", release time), or None
+    when the message may go now as far as time is concerned. A message that would outlive
+    its relevance in the window is released at its expiry, to be suppressed then."""
+    if expires_at is not None and now >= expires_at:
+        return SUPPRESSED, "expired", None
+    end = holds_for_dnd(preferences, user_timezone, priority, now)
+    if end is None:
+        return None
+    return HELD, "dnd", min(end, expires_at) if expires_at is not None else end
+
+
+HOUR_MS, DAY_MS = 3600_000, 86400_000
+
+
+def cap_release_at(counted_ms: list[int], now_ms: int, max_per_hour: int, max_per_day: int) -> int | None:
+    """Step 4, sliding windows: None if one more message fits now beside the messages
+    already counted at `counted_ms` (sorted), else the millisecond at which it will."""
+    hour = [t for t in counted_ms if t > now_ms - HOUR_MS]
+    day = [t for t in counted_ms if t > now_ms - DAY_MS]
+    waits = [now_ms]
+    if len(hour) >= max_per_hour:
+        waits.append(hour[len(hour) - max_per_hour] + HOUR_MS if max_per_hour else now_ms + HOUR_MS)
+    if len(day) >= max_per_day:
+        waits.append(day[len(day) - max_per_day] + DAY_MS if max_per_day else now_ms + DAY_MS)
+    release = max(waits)
+    return None if release == now_ms else release
+
+
+def retry_delay_s(attempt: int, base_s: float, jitter: float) -> float:
+    """After failed attempt `attempt` (1-based): exponential, ±20 % jitter (`jitter` in
+    [0, 1)) so that retries after an outage do not arrive together. With the default base
+    of 40 s, five attempts span about ten minutes."""
+    return base_s * 2 ** (attempt - 1) * (0.8 + 0.4 * jitter)
+
+
+PUSH_URGENCY = {"low": "low", "normal": "normal", "high": "high", "urgent": "high"}

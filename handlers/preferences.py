@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictInt
 
-from domain.notification_policy import default_preferences
+from domain.notification_policy import effective_preferences
 from handlers.base import BaseHandler
 from handlers.schemas import Body, Timezone
 
@@ -46,16 +46,6 @@ class PreferencesBody(Body):
     frequency: FrequencyPreference = None  # type: ignore[assignment]
 
 
-def _merged(stored: dict | None) -> dict:
-    """Stored preferences over the defaults, section by section (and channel by channel)."""
-    preferences = default_preferences()
-    stored = stored or {}
-    preferences["channels"].update(stored.get("channels", {}))
-    for section in ("dnd", "frequency"):
-        preferences[section].update(stored.get(section, {}))
-    return preferences
-
-
 class PreferencesHandler(BaseHandler):
     openapi = {
         "get": {"summary": "The caller's notification preferences (defaults where unset)", "auth": "user"},
@@ -65,7 +55,7 @@ class PreferencesHandler(BaseHandler):
 
     async def get(self) -> None:
         caller = self.require_user()
-        self.send(_merged((await self.hub.accounts.user(caller.id)).get("preferences")))
+        self.send(effective_preferences((await self.hub.accounts.user(caller.id)).get("preferences")))
 
     async def put(self) -> None:
         caller = self.require_user()
@@ -76,4 +66,4 @@ class PreferencesHandler(BaseHandler):
         if "channels" in body.model_fields_set:
             stored["channels"] = {name: getattr(body.channels, name).model_dump() for name in body.channels.model_fields_set}
         user = await self.hub.accounts.update_profile(caller.id, {"preferences": stored})
-        self.send(_merged(user.get("preferences")))
+        self.send(effective_preferences(user.get("preferences")))

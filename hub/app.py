@@ -15,7 +15,13 @@ from handlers.payments import OrderPaymentsHandler, PaymentIntentHandler, Stripe
 from handlers.points import PointsHandler, RedemptionsHandler
 from handlers.preferences import PreferencesHandler
 from handlers.products import ProductHandler, ProductsHandler, StockHandler
+from handlers.notifications import InboxHandler, NotificationsHandler, ReadAllHandler, ReadHandler
+from handlers.push import PushSubscriptionsHandler, VapidKeyHandler
+from handlers.stock_alerts import StockAlertHandler
+from handlers.templates import TemplateHandler, TemplatesHandler
+from handlers.twilio import TwilioStatusHandler
 from handlers.users import MeHandler
+from handlers.ws import WebSocketHandler
 from hub.openapi import build_openapi
 
 access_log = logging.getLogger("hub.access")
@@ -44,6 +50,17 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/orders/(?P<order_id>[^/]+)/payments", OrderPaymentsHandler),
     (rf"{API}/webhooks/stripe", StripeWebhookHandler),
     (rf"{API}/events", EventsHandler),
+    (rf"{API}/users/me/notifications", InboxHandler),
+    (rf"{API}/users/me/notifications/read-all", ReadAllHandler),
+    (rf"{API}/users/me/notifications/(?P<notification_id>[^/]+)/read", ReadHandler),
+    (rf"{API}/notifications", NotificationsHandler),
+    (rf"{API}/push/vapid-public-key", VapidKeyHandler),
+    (rf"{API}/users/me/push-subscriptions", PushSubscriptionsHandler),
+    (rf"{API}/products/(?P<product_id>[^/]+)/stock-alerts", StockAlertHandler),
+    (rf"{API}/templates", TemplatesHandler),
+    (rf"{API}/templates/(?P<notification_type>[^/]+)/(?P<channel>[^/]+)", TemplateHandler),
+    (rf"{API}/webhooks/twilio", TwilioStatusHandler),
+    (r"/ws", WebSocketHandler),
 ]
 
 

@@ -5,7 +5,8 @@
 - A message that is not a valid CloudEvent, or that the handler rejects, goes to the
   `dlq` topic with the reason, and the consumer goes on.
 - A failure of our own (store down) is retried with backoff, without committing.
-- The hub's own events (same `source`) are skipped: they describe changes already made.
+- The hub's own events (same `source`) are skipped where they describe changes already
+  made (`skip_own`); the notification engine reads them all.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ Handler = Callable[[dict], Awaitable[None]]
 
 
 class EventConsumer:
-    def __init__(self, kafka, *, group: str, topics: list[str], handler: Handler, source: str) -> None:
+    def __init__(self, kafka, *, group: str, topics: list[str], handler: Handler, source: str,
+                 skip_own: bool = True) -> None:
         self.kafka = kafka
         self.group = group
         self.topics = [kafka.topic(t) for t in topics]
         self.handler = handler
         self.source = source
+        self.skip_own = skip_own
         self._task: asyncio.Task | None = None
         self._stopping = False
 
@@ -106,7 +109,7 @@ class EventConsumer:
         except (ValueError, InvalidEvent) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             await self._dead_letter(message, f"invalid CloudEvent: {exc}")
             return
-        if event["source"] == self.source:
+        if self.skip_own and event["source"] == self.source:
             EVENTS_CONSUMED.labels(self.group, "own").inc()
             return
         delay = 0.1

@@ -16,18 +16,31 @@ from domain.ordering import Orders
 from domain.payments import Payments
 from domain.points import Points
 from domain.tokens import AccessTokens
+from channels.email import EmailChannel
+from channels.push import PushChannel
+from channels.sms import SmsChannel
+from channels.websocket import WebSocketChannel
+from domain.notification_templates import Templates
+from domain.notifications import Notifier
 from hub.consumer import EventConsumer
 from hub.embedded_broker import EmbeddedBroker
+from hub.frequency_caps import FrequencyCaps
 from hub.kafka import Kafka
 from hub.mongo import connect_mongo, mongo_healthy
+from hub.metrics import DELIVERIES
+from hub.notify_dispatcher import Dispatcher
 from hub.outbox import OutboxRelay
 from hub.ratelimit import RateLimiter
+from hub.realtime import Realtime
 from hub.redis_client import connect_redis, redis_healthy
+from hub.store.notifications import NotificationStore
 from hub.store.orders import OrderStore
 from hub.store.payments import PaymentStore
 from hub.store.points import PointsStore
 from hub.store.products import ProductStore
 from hub.store.refresh_tokens import RefreshTokenStore
+from hub.store.stock_alerts import StockAlertStore
+from hub.store.templates import TemplateStore
 from hub.store.users import UserStore
 from hub.stripe_gateway import StripeGateway
 from hub.sweeper import Sweeper
@@ -48,6 +61,9 @@ class Hub:
         self.consumers: list[EventConsumer] = []
         self.sweeper: Sweeper | None = None
         self.stripe: StripeGateway | None = None
+        self.realtime: Realtime | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.channels: dict = {}
 
     async def start(self) -> None:
         settings = self.settings
@@ -71,8 +87,11 @@ class Hub:
         self.order_store = OrderStore(self.db, self.relay.notify("orders"))
         self.payment_store = PaymentStore(self.db, self.relay.notify("payments"))
         self.points_store = PointsStore(self.db, self.relay.notify("points_accounts"))
+        self.notification_store = NotificationStore(self.db)
+        self.template_store = TemplateStore(self.db)
+        self.stock_alert_store = StockAlertStore(self.db)
         for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
-                      self.points_store):
+                      self.points_store, self.notification_store, self.template_store, self.stock_alert_store):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
@@ -89,6 +108,20 @@ class Hub:
         if settings.admin_email and settings.admin_password:
             await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
 
+        self.realtime = Realtime(self.redis, settings.redis_prefix)
+        await self.realtime.start()
+        self.channels = notification_channels(settings, self.realtime)
+        self.templates = Templates(self.template_store)
+        self.notifier = Notifier(
+            self.notification_store, self.users, self.product_store, self.stock_alert_store, self.templates,
+            FrequencyCaps(self.redis, settings.redis_prefix), self.channels, clock=utcnow,
+            retry_base_s=settings.notify_retry_base_s, max_attempts=settings.notify_max_attempts,
+            on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc())
+        self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
+                                     clock=utcnow)
+        self.notifier.on_recorded = self.dispatcher.submit
+        self.dispatcher.start()
+
         self.relay.start()
         self.consumers = [
             EventConsumer(self.kafka, group="hub-orders", topics=["orders"], handler=self.orders.apply_external,
@@ -97,6 +130,9 @@ class Hub:
                           source=settings.event_source),
             EventConsumer(self.kafka, group="hub-points", topics=["points"], handler=self.points.apply_external,
                           source=settings.event_source),
+            EventConsumer(self.kafka, group="hub-notify", topics=["orders", "payments", "points", "inventory",
+                                                                  "notifications"],
+                          handler=self._notify, source=settings.event_source, skip_own=False),
         ]
         for consumer in self.consumers:
             await consumer.start()
@@ -104,11 +140,18 @@ class Hub:
         self.sweeper.start()
         self._announce_channels()
 
+    async def _notify(self, event: dict) -> None:
+        """hub-notify: record the event's notifications (then the offset is committed),
+        and wait while this process has plenty in hand (backpressure into Kafka)."""
+        await self.notifier.record(event)
+        await self.dispatcher.room()
+
     def _announce_channels(self) -> None:
         s = self.settings
         for channel, configured, setting in (
             ("email", s.smtp_url, "SMTP_URL"),
             ("sms", s.twilio_account_sid and s.twilio_auth_token and s.twilio_from, "TWILIO_*"),
+            ("push", s.vapid_private_key, "VAPID_PRIVATE_KEY"),
             ("payments", s.stripe_api_key, "STRIPE_API_KEY"),
         ):
             if not configured:
@@ -127,6 +170,12 @@ class Hub:
             await self.sweeper.stop()
         for consumer in self.consumers:
             await consumer.stop()  # commits the offsets of what was handled
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        for channel in self.channels.values():
+            await channel.close()
+        if self.realtime is not None:
+            await self.realtime.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.stripe is not None:
@@ -139,3 +188,19 @@ class Hub:
             await self.redis.aclose()
         if self.mongo_client is not None and self._owns_mongo_client:
             self.mongo_client.close()
+
+
+def notification_channels(settings: Settings, realtime: Realtime) -> dict:
+    """The delivery channels this hub is configured for; the others are off."""
+    timeout = settings.provider_timeout_s
+    channels = {"websocket": WebSocketChannel(realtime)}
+    if settings.smtp_url:
+        channels["email"] = EmailChannel(settings.smtp_url, settings.smtp_from, timeout)
+    if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from:
+        callback = f"{settings.public_url}/api/v1/webhooks/twilio" if settings.public_url else None
+        channels["sms"] = SmsChannel(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from,
+                                     settings.twilio_api_base, callback, timeout)
+    if settings.vapid_private_key:
+        channels["push"] = PushChannel(settings.vapid_private_key, settings.vapid_subject or "mailto:hub@localhost",
+                                       timeout)
+    return channels

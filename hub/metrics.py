@@ -20,3 +20,16 @@ EVENTS_CONSUMED = Counter(
 CONSUMER_LAG = Gauge(
     "hub_consumer_lag_messages", "Messages not yet consumed, by consumer group and topic", ["group", "topic"]
 )
+DELIVERIES = Counter(
+    "hub_notification_deliveries_total", "Delivery status changes, by channel, status and reason",
+    ["channel", "status", "reason"]
+)
+NOTIFICATIONS_HELD = Gauge(
+    "hub_notifications_held", "Notifications with a delivery held (do not disturb, frequency cap)"
+)
+NOTIFY_IN_FLIGHT = Gauge(
+    "hub_notifications_in_flight", "Notifications this process is dispatching or about to"
+)
+WEBSOCKET_CONNECTIONS = Gauge(
+    "hub_websocket_connections", "Open WebSocket connections on this process"
+)

@@ -61,3 +61,20 @@ class UserStore:
 
     async def add_role(self, email: str, role: str) -> None:
         await self.col.update_one({"email": email}, {"$addToSet": {"roles": role}})
+
+    async def admins(self) -> list[dict]:
+        return await self.col.find({"roles": "admin"}).to_list(None)
+
+    async def add_push_subscription(self, user_id: str, subscription: dict, limit: int) -> bool:
+        """Adds (or refreshes) a device's subscription, keyed by endpoint; False when the
+        user already has `limit` other devices."""
+        await self.col.update_one({"_id": user_id}, {"$pull": {"push_subscriptions": {"endpoint": subscription["endpoint"]}}})
+        result = await self.col.update_one(
+            {"_id": user_id, f"push_subscriptions.{limit - 1}": {"$exists": False}},
+            {"$push": {"push_subscriptions": subscription}})
+        return result.modified_count == 1
+
+    async def remove_push_subscriptions(self, user_id: str, endpoints: list[str]) -> int:
+        result = await self.col.update_one({"_id": user_id},
+                                           {"$pull": {"push_subscriptions": {"endpoint": {"$in": endpoints}}}})
+        return result.modified_count

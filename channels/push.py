@@ -1,0 +1,137 @@
+"""Web Push (RFC 8030) with aes128gcm payload encryption (RFC 8291) and VAPID (RFC 8292).
+
+pywebpush encrypts the payload; the POST is ours, on one shared aiohttp session, because
+pywebpush's async path overrides the session's timeout with its own `timeout` argument
+(webpush_async: None, i.e. unbounded; send_async: 10000 s) and defaults TTL to 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import aiohttp
+import http_ece
+from py_vapid import Vapid, VapidException
+from pywebpush import WebPusher, WebPushException
+
+from channels.base import Channel, Message, PermanentError, Sent, TransientError
+from channels.vapid import b64url_decode, b64url_encode, load_private_key
+from domain.notification_policy import PUSH_URGENCY
+
+# Push services refuse a VAPID token living more than 24 h; pywebpush uses 12 h. Signed
+# headers are reused until half of that is left, so clock skew never makes them stale.
+VAPID_LIFETIME_S = 12 * 3600
+VAPID_REFRESH_BEFORE_S = 6 * 3600
+VAPID_CACHE_SIZE = 256  # audiences are push service origins: a handful in practice
+
+TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def topic_header(topic: str) -> str:
+    """RFC 8030 §5.4: at most 32 characters of the URL-safe base64 alphabet. Anything else
+    is hashed, so equal topics still replace each other."""
+    if TOPIC_RE.match(topic):
+        return topic
+    return b64url_encode(hashlib.sha256(topic.encode()).digest())[:32]
+
+
+class PushChannel(Channel):
+    name = "push"
+
+    def __init__(self, vapid_private_key: str, vapid_subject: str, timeout_s: float, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._vapid = Vapid(private_key=load_private_key(vapid_private_key))
+        subject = vapid_subject.strip()
+        self._subject = subject if SCHEME_RE.match(subject) else f"mailto:{subject}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._vapid_cache: dict[str, tuple[int, dict[str, str]]] = {}  # aud -> (exp, headers)
+        try:  # refuse a subject py_vapid will not sign at startup, not at the first send
+            self._vapid.sign({"aud": "https://push.example.com", "sub": self._subject})
+        except VapidException:
+            raise ValueError("VAPID subject: must be a mailto: address or an https: URL") from None
+
+    def vapid_headers(self, aud: str) -> dict[str, str]:
+        """Signed Authorization header for one push service origin, cached: an ES256
+        signature per message is wasted CPU."""
+        now = self._clock()
+        cached = self._vapid_cache.get(aud)
+        if cached and now < cached[0] - VAPID_REFRESH_BEFORE_S:
+            return cached[1]
+        exp = int(now) + VAPID_LIFETIME_S
+        headers = self._vapid.sign({"aud": aud, "sub": self._subject, "exp": exp})
+        self._vapid_cache.pop(aud, None)
+        if len(self._vapid_cache) >= VAPID_CACHE_SIZE:
+            self._vapid_cache.pop(next(iter(self._vapid_cache)))  # the least recently signed
+        self._vapid_cache[aud] = (exp, headers)
+        return headers
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        # Created here, inside the running loop, as aiohttp requires.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def send(self, message: Message) -> Sent:
+        payload = json.dumps({
+            "id": message.notification_id,
+            "title": message.content["title"],
+            "body": message.content["body"],
+            "data": message.data,
+            "priority": message.priority,
+        }, separators=(",", ":"), ensure_ascii=False).encode()  # push payloads are capped at 4 KB
+        subscription = message.address
+        try:
+            endpoint = subscription["endpoint"]
+            url = urlsplit(endpoint)
+            if url.scheme not in ("https", "http") or not url.hostname:
+                raise ValueError("endpoint is not an http(s) URL")
+            if len(b64url_decode(subscription["keys"]["auth"])) != 16:
+                raise ValueError("auth secret is not 16 bytes")
+            # Checks p256dh (length, on the curve) while encrypting.
+            body = WebPusher(subscription).encode(payload, "aes128gcm")["body"]
+            auth = self.vapid_headers(f"{url.scheme}://{url.netloc.rpartition('@')[2]}")
+        except (KeyError, TypeError, AttributeError, ValueError, WebPushException, http_ece.ECEException,
+                VapidException) as exc:
+            raise PermanentError("bad_subscription", f"invalid push subscription: {type(exc).__name__}",
+                                 gone=True) from None
+        headers = {
+            "TTL": str(max(0, int(message.ttl_s))),
+            "Urgency": PUSH_URGENCY.get(message.priority, "normal"),
+            "Content-Encoding": "aes128gcm",
+            "Content-Type": "application/octet-stream",
+            **auth,
+        }
+        if message.topic:
+            headers["Topic"] = topic_header(message.topic)
+        origin = f"{url.scheme}://{url.hostname}"  # for operators; the endpoint path is a credential
+        try:
+            # No redirects: aiohttp would turn the POST into a GET on 301/302.
+            async with self._session_now().post(endpoint, data=body, headers=headers,
+                                                 allow_redirects=False) as response:
+                await response.read()  # so the connection goes back to the pool
+                status, location = response.status, response.headers.get("Location")
+        except asyncio.TimeoutError:  # before ClientError: aiohttp's timeouts are both
+            raise TransientError("timeout", f"push service {origin} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise TransientError("unreachable", f"push service {origin}: {type(exc).__name__}") from None
+        if status in (200, 201, 202):
+            return Sent(provider_id=location)
+        if status in (404, 410):
+            raise PermanentError("subscription_gone", f"push service {origin} answered {status}", gone=True)
+        if status == 429 or status >= 500:
+            raise TransientError(f"push_{status}", f"push service {origin} answered {status}")
+        raise PermanentError("push_rejected", f"push service {origin} answered {status}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

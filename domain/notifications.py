@@ -1,0 +1,303 @@
+"""The notification engine: events become notifications, notifications become deliveries.
+
+`record(event)` turns an event into one notification per recipient (domain/notification_rules)
+and stores each with one delivery per channel: `queued`, or `suppressed` with the routing
+reason. The notification's id derives from the event id, type and recipient, so a
+duplicate event finds the notification already stored and records nothing. When
+`record` returns, the consumer commits the offset.
+
+`process(id)` moves a notification's due deliveries on, and is what the dispatcher runs
+(right after `record`, and later for retries and held messages):
+- a delivery not yet cleared goes through the policy again with the user's current
+  preferences (they may have changed while it was held): routing, expiry, do not
+  disturb, frequency caps (once per notification, across channels);
+- a cleared one is sent; a transient failure is retried with backoff up to
+  `max_attempts`, a permanent one fails with its reason; a dead push subscription is
+  forgotten.
+Every change is written conditionally on the status it moves from, so a provider's
+callback that overtook the send is never undone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Callable
+
+from jinja2 import TemplateError
+
+from channels.base import Message, PermanentError, Sent, TransientError
+from domain.events import Rejected
+from domain.notification_policy import (DELIVERED, FAILED, HELD, PENDING, QUEUED, SENT, SUPPRESSED,
+                                        counts_against_caps, effective_preferences, retry_delay_s, route, timing)
+from domain.notification_rules import ADMINS, STOCK_WATCHERS, USER, Planned, notification_id, plan, recipient_user
+from domain.notification_templates import default_parts
+from domain.sms import fit_sms
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)  # a dispatch not finished by then is taken up again
+DEFAULT_PUSH_TTL_S = 24 * 3600
+
+
+class Notifier:
+    def __init__(self, store, users, products, stock_alerts, templates, caps, channels: dict, *,
+                 clock: Callable[[], datetime], retry_base_s: float, max_attempts: int,
+                 on_recorded: Callable[[str], None] = lambda nid: None,
+                 on_delivery: Callable[[str, str, str | None], None] = lambda channel, status, reason: None,
+                 jitter: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.users = users
+        self.products = products
+        self.stock_alerts = stock_alerts
+        self.templates = templates
+        self.caps = caps
+        self.channels = channels
+        self.clock = clock
+        self.retry_base_s = retry_base_s
+        self.max_attempts = max_attempts
+        self.on_recorded = on_recorded
+        self.on_delivery = on_delivery
+        self.jitter = jitter
+
+    # Recording -------------------------------------------------------------------------
+    async def record(self, event: dict) -> list[str]:
+        """Stores the notifications `event` causes; returns their ids. Raises Rejected
+        for an event that cannot be notified (e.g. its user does not exist)."""
+        ids = []
+        for planned in plan(event):
+            recipients = await self._recipients(planned, event)
+            for user in recipients:
+                nid = notification_id(event["id"], planned.rule.type, user["_id"])
+                doc = await self._notification(nid, event, planned, user)
+                pending = any(d["status"] == QUEUED for d in doc["deliveries"].values())
+                if await self.store.insert(doc, due_at=self.clock() + LEASE if pending else None) and pending:
+                    self.on_recorded(nid)
+                ids.append(nid)
+            if planned.rule.recipients == STOCK_WATCHERS and recipients:
+                # One alert per request: recorded first, so a crash before this re-notifies nobody twice.
+                await self.stock_alerts.remove(event["data"]["product_id"], [u["_id"] for u in recipients])
+        return ids
+
+    async def _recipients(self, planned: Planned, event: dict) -> list[dict]:
+        kind = planned.rule.recipients
+        if kind == USER:
+            user_id = recipient_user(event)
+            user = await self.users.get(str(user_id)) if user_id else None
+            if user is None:
+                raise Rejected(f"unknown user {user_id!r}")
+            return [user]
+        if kind == ADMINS:
+            return await self.users.admins()
+        product_id = event["data"].get("product_id")
+        watchers = await self.stock_alerts.watchers(product_id) if isinstance(product_id, str) else []
+        users = [await self.users.get(user_id) for user_id in watchers]
+        return [u for u in users if u is not None]
+
+    async def _notification(self, nid: str, event: dict, planned: Planned, user: dict) -> dict:
+        rule, now = planned.rule, self.clock()
+        data = event["data"].get("data", {}) if event["type"] == "notification.requested" else event["data"]
+        product = None
+        if rule.category == "stock" and isinstance(data.get("product_id"), str):
+            found = await self.products.get(data["product_id"])
+            product = found and {"id": found["_id"], "name": found.get("name"), "slug": found.get("slug")}
+        doc = {
+            "_id": nid, "user_id": user["_id"], "event_id": event["id"], "event_type": event["type"],
+            "type": rule.type, "category": rule.category, "priority": rule.priority,
+            "title": planned.title, "body": planned.body, "data": data, "product": product,
+            "topic": rule.topic(data), "created_at": now, "read_at": None,
+            "expires_at": now + timedelta(seconds=rule.expires_after_s) if rule.expires_after_s else None,
+        }
+        # The inbox shows the in-app rendering; other channels render when they send.
+        inapp = await self._render(doc, "websocket", user)
+        doc["title"], doc["body"] = inapp["title"], inapp["body"]
+        prefs = effective_preferences(user.get("preferences"))
+        decisions = route(prefs, rule.type, rule.category, planned.channels, self._unavailable(user))
+        doc["deliveries"] = {
+            channel: _delivery(QUEUED if status == PENDING else status, reason, now)
+            for channel, (status, reason) in decisions.items()
+        }
+        for channel, (status, reason) in decisions.items():
+            self.on_delivery(channel, QUEUED if status == PENDING else status, reason)
+        return doc
+
+    def _unavailable(self, user: dict) -> dict[str, str]:
+        """Channels this user cannot be reached on, and why."""
+        reasons = {channel: "channel_off" for channel in ("email", "sms", "push", "websocket")
+                   if channel not in self.channels}
+        if not user.get("email"):
+            reasons.setdefault("email", "no_address")
+        if not user.get("phone"):
+            reasons.setdefault("sms", "no_address")
+        if not user.get("push_subscriptions"):
+            reasons.setdefault("push", "no_address")
+        return reasons
+
+    async def _render(self, doc: dict, channel: str, user: dict) -> dict[str, str]:
+        context = {
+            "data": doc["data"], "product": doc.get("product") or {}, "type": doc["type"],
+            "priority": doc["priority"], "title": doc.get("title") or "", "body": doc.get("body") or "",
+            "user": {"name": user.get("name") or "", "email": user.get("email") or ""},
+        }
+        try:
+            return await self.templates.render(doc["type"], channel, user.get("locale"), context)
+        except TemplateError:
+            # A broken override must not lose the message: the shipped template still works.
+            log.warning("template failed at render; using the default",
+                        extra={"type": doc["type"], "channel": channel}, exc_info=True)
+            return await self.templates.render_parts(default_parts(doc["type"], channel), context)
+
+    # Processing ------------------------------------------------------------------------
+    async def process(self, nid: str) -> None:
+        """Moves the due deliveries of notification `nid` on; the caller holds its job."""
+        now = self.clock()
+        doc = await self.store.get(nid)
+        if doc is None:  # a crash between storing the job and the notification
+            await self.store.set_job(nid, None)
+            return
+        user = await self.users.get(doc["user_id"])
+        deliveries = doc["deliveries"]
+        due = [channel for channel, d in deliveries.items() if _is_due(d, now)]
+        changes: dict[str, dict] = {}
+        if user is None:
+            changes = {channel: _moved(deliveries[channel], SUPPRESSED, "no_user", now) for channel in due}
+        elif due:
+            changes = await self._evaluate(doc, user, due, now)
+            sendable = [c for c in due if c not in changes or changes[c]["status"] == QUEUED and changes[c].get("cleared")]
+            sent = await asyncio.gather(*(self._send(doc, user, c, changes.get(c, deliveries[c]), now) for c in sendable))
+            changes.update(zip(sendable, sent))
+        for channel, delivery in changes.items():
+            if await self.store.update_delivery(nid, channel, delivery, expect=deliveries[channel]["status"]):
+                self.on_delivery(channel, delivery["status"], delivery.get("reason"))
+            deliveries[channel] = delivery
+        waits = [d.get("next_at") or d.get("release_at") for d in deliveries.values() if d["status"] in (QUEUED, HELD)]
+        await self.store.set_job(nid, min((w for w in waits if w is not None), default=None),
+                                 held=any(d["status"] == HELD for d in deliveries.values()))
+
+    async def _evaluate(self, doc: dict, user: dict, due: list[str], now: datetime) -> dict[str, dict]:
+        """The policy for the due deliveries: channel → its new delivery, for those that
+        are suppressed, held, or newly cleared to send (marked `cleared`)."""
+        deliveries, changes = doc["deliveries"], {}
+        prefs = effective_preferences(user.get("preferences"))
+        for channel, (status, reason) in route(prefs, doc["type"], doc["category"], due, self._unavailable(user)).items():
+            if status == SUPPRESSED:
+                changes[channel] = _moved(deliveries[channel], SUPPRESSED, reason, now)
+        expires_at = doc.get("expires_at")
+        fresh = [c for c in due if c not in changes and not deliveries[c].get("cleared")]
+        if expires_at is not None and now >= expires_at:
+            for channel in (c for c in due if c not in changes):
+                changes[channel] = _moved(deliveries[channel], SUPPRESSED, "expired", now)
+            return changes
+        if not fresh:
+            return changes
+        held = timing(prefs, user.get("timezone") or "UTC", doc["priority"], now, expires_at)
+        if held is None and counts_against_caps(doc["priority"]):
+            frequency = prefs["frequency"]
+            release = await self.caps.admit(doc["user_id"], doc["_id"], now, frequency["max_per_hour"],
+                                            frequency["max_per_day"])
+            if release is not None:
+                held = (HELD, "frequency_cap", min(release, expires_at) if expires_at else release)
+        for channel in fresh:
+            if held is None:
+                changes[channel] = dict(_moved(deliveries[channel], QUEUED, None, now), cleared=True)
+            else:
+                status, reason, until = held
+                changes[channel] = dict(_moved(deliveries[channel], status, reason, now), release_at=until)
+        return changes
+
+    async def _send(self, doc: dict, user: dict, channel: str, delivery: dict, now: datetime) -> dict:
+        attempts = delivery.get("attempts", 0) + 1
+        try:
+            content = await self._render(doc, channel, user)
+            if channel == "push":
+                sent = await self._push(doc, user, content)
+            else:
+                sent = await self.channels[channel].send(self._message(doc, user, channel, content))
+        except TransientError as exc:
+            if attempts >= self.max_attempts:
+                return _moved(delivery, FAILED, exc.reason, now, attempts=attempts)
+            delay = retry_delay_s(attempts, self.retry_base_s, self.jitter())
+            return dict(_moved(delivery, QUEUED, exc.reason, now, attempts=attempts),
+                        next_at=now + timedelta(seconds=delay), cleared=True)
+        except PermanentError as exc:
+            log.warning("delivery failed permanently",
+                        extra={"notification_id": doc["_id"], "channel": channel, "reason": exc.reason})
+            return _moved(delivery, FAILED, exc.reason, now, attempts=attempts)
+        except TemplateError:
+            log.exception("template failed", extra={"notification_id": doc["_id"], "channel": channel})
+            return _moved(delivery, FAILED, "template_error", now, attempts=attempts)
+        return dict(_moved(delivery, DELIVERED if sent.delivered else SENT, None, now, attempts=attempts),
+                    provider_id=sent.provider_id)
+
+    def _message(self, doc: dict, user: dict, channel: str, content: dict, address=None) -> Message:
+        if address is None:
+            address = {"email": user.get("email"), "sms": user.get("phone")}.get(channel, user["_id"])
+        if channel == "sms":
+            content = {"text": fit_sms(content["text"])}
+        ttl = DEFAULT_PUSH_TTL_S
+        if doc.get("expires_at") is not None:
+            ttl = max(0, int((doc["expires_at"] - self.clock()).total_seconds()))
+        return Message(notification_id=doc["_id"], user_id=doc["user_id"], address=address, content=content,
+                       priority=doc["priority"], ttl_s=ttl, topic=doc.get("topic"), data=doc["data"],
+                       type=doc["type"], created_at=doc["created_at"].isoformat())
+
+    async def _push(self, doc: dict, user: dict, content: dict) -> Sent:
+        """To every device of the user: sent if one took it. Dead subscriptions are
+        forgotten; if none took it, the most hopeful failure is raised (transient first)."""
+        subscriptions = user.get("push_subscriptions") or []
+        if not subscriptions:
+            raise PermanentError("no_address", "no push subscription left")
+        channel = self.channels["push"]
+        results = await asyncio.gather(
+            *(channel.send(self._message(doc, user, "push", content, address=s)) for s in subscriptions),
+            return_exceptions=True)
+        gone = [s["endpoint"] for s, r in zip(subscriptions, results) if isinstance(r, PermanentError) and r.gone]
+        if gone:
+            await self.users.remove_push_subscriptions(user["_id"], gone)
+        accepted = [r for r in results if isinstance(r, Sent)]
+        if accepted:
+            return Sent(provider_id=accepted[0].provider_id)
+        for kind in (TransientError, PermanentError):
+            for result in results:
+                if isinstance(result, kind):
+                    raise result
+        raise next(r for r in results if isinstance(r, BaseException))
+
+
+def _delivery(status: str, reason: str | None, now: datetime) -> dict:
+    return {"status": status, "reason": reason, "attempts": 0, "at": now}
+
+
+def _moved(delivery: dict, status: str, reason: str | None, now: datetime, **extra) -> dict:
+    moved = {"status": status, "reason": reason, "attempts": delivery.get("attempts", 0), "at": now}
+    moved.update(extra)
+    return moved
+
+
+def _is_due(delivery: dict, now: datetime) -> bool:
+    if delivery["status"] == QUEUED:
+        return delivery.get("next_at") is None or delivery["next_at"] <= now
+    return delivery["status"] == HELD and delivery["release_at"] <= now
+
+
+def public_notification(doc: dict) -> dict:
+    """A notification as its user sees it in the inbox (CONTRACT §2)."""
+    return {
+        "id": doc["_id"], "type": doc["type"], "category": doc["category"], "title": doc["title"],
+        "body": doc["body"], "data": doc["data"], "priority": doc["priority"],
+        "created_at": doc["created_at"].isoformat(),
+        "read_at": doc["read_at"].isoformat() if doc.get("read_at") else None,
+        "deliveries": [public_delivery(channel, d) for channel, d in doc["deliveries"].items()],
+    }
+
+
+def public_delivery(channel: str, delivery: dict) -> dict:
+    until = delivery.get("release_at") if delivery["status"] == HELD else delivery.get("next_at")
+    return {
+        "channel": channel, "status": delivery["status"], "reason": delivery.get("reason"),
+        "attempts": delivery.get("attempts", 0), "at": delivery["at"].isoformat(),
+        "until": until.isoformat() if until and delivery["status"] in (QUEUED, HELD) else None,
+        "provider_id": delivery.get("provider_id"),
+    }

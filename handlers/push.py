@@ -1,0 +1,87 @@
+"""Web Push: the VAPID public key browsers subscribe with, and the caller's subscriptions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field
+
+from domain.clock import utcnow
+from domain.errors import Conflict
+from handlers.base import ApiError, BaseHandler
+from handlers.schemas import Body
+
+MAX_DEVICES = 10
+Base64Url = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
+
+
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+class PushKeys(Body):
+    p256dh: Base64Url
+    auth: Annotated[str, Field(min_length=16, max_length=32, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
+
+
+class SubscriptionBody(Body):
+    endpoint: Annotated[str, Field(min_length=8, max_length=1024), AfterValidator(_endpoint)]
+    keys: PushKeys
+
+
+class EndpointBody(Body):
+    endpoint: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+def _push_channel(handler: BaseHandler):
+    channel = handler.hub.channels.get("push")
+    if channel is None:
+        raise ApiError(503, "push_unavailable", "Web push is not configured on this hub.")
+    return channel
+
+
+class VapidKeyHandler(BaseHandler):
+    openapi = {"get": {"summary": "The VAPID public key (applicationServerKey) for PushManager.subscribe", "auth": None}}
+
+    async def get(self) -> None:
+        _push_channel(self)
+        self.send({"key": self.hub.settings.vapid_public_key})
+
+
+class PushSubscriptionsHandler(BaseHandler):
+    openapi = {
+        "post": {"summary": "Register this device's push subscription (the browser's PushSubscription JSON)",
+                 "body": SubscriptionBody, "status": 201, "auth": "user"},
+        "delete": {"summary": "Forget a push subscription by endpoint", "body": EndpointBody, "status": 204,
+                   "auth": "user"},
+        "get": {"summary": "The caller's push subscriptions (endpoints only)", "auth": "user"},
+    }
+
+    async def post(self) -> None:
+        caller = self.require_user()
+        body = self.parse(SubscriptionBody)
+        _push_channel(self)
+        if self.hub.settings.production and urlsplit(body.endpoint).scheme != "https":
+            raise ApiError(422, "validation_failed", "Push endpoints must be https.",
+                           [{"field": "endpoint", "message": "must be https"}])
+        subscription = {"endpoint": body.endpoint, "keys": body.keys.model_dump(), "created_at": utcnow()}
+        if not await self.hub.users.add_push_subscription(caller.id, subscription, MAX_DEVICES):
+            raise Conflict(f"At most {MAX_DEVICES} devices per user; remove one first.", code="too_many_subscriptions")
+        self.send({"endpoint": body.endpoint, "created_at": subscription["created_at"].isoformat()}, 201)
+
+    async def delete(self) -> None:
+        caller = self.require_user()
+        body = self.parse(EndpointBody)
+        await self.hub.users.remove_push_subscriptions(caller.id, [body.endpoint])
+        self.set_status(204)
+        self.finish()
+
+    async def get(self) -> None:
+        caller = self.require_user()
+        user = await self.hub.users.get(caller.id)
+        self.send({"items": [{"endpoint": s["endpoint"], "created_at": s["created_at"].isoformat()}
+                             for s in (user or {}).get("push_subscriptions", [])]})

@@ -1,0 +1,51 @@
+"""POST /api/v1/webhooks/twilio: SMS status callbacks.
+
+The `X-Twilio-Signature` is checked before anything else (HMAC-SHA1 over the URL Twilio
+called and the form fields, with the auth token). Callbacks arrive out of order, so a
+delivery only moves forward: sent → delivered or failed, never back.
+"""
+
+from __future__ import annotations
+
+from twilio.request_validator import RequestValidator
+
+from domain.clock import utcnow
+from domain.notification_policy import DELIVERED, FAILED, QUEUED, SENT
+from handlers.base import ApiError, BaseHandler
+
+# Twilio's MessageStatus → (our status, the statuses it may move from).
+_MOVES = {
+    "sent": (SENT, [QUEUED]),
+    "delivered": (DELIVERED, [QUEUED, SENT]),
+    "undelivered": (FAILED, [QUEUED, SENT]),
+    "failed": (FAILED, [QUEUED, SENT]),
+}
+
+
+class TwilioStatusHandler(BaseHandler):
+    openapi = {"post": {"summary": "Twilio SMS status callback (X-Twilio-Signature checked); moves the delivery "
+                                   "forward only", "status": 204, "auth": None}}
+
+    async def post(self) -> None:
+        settings = self.hub.settings
+        if not settings.twilio_auth_token:
+            raise ApiError(404, "sms_unavailable", "SMS is not configured on this hub.")
+        self.body()  # enforces the size limit before parsing the form
+        params = {name: values[-1].decode(errors="replace") for name, values in self.request.body_arguments.items()}
+        # Twilio signs the URL it called: behind a proxy that is the public URL, not ours.
+        url = f"{settings.public_url}{self.request.uri}" if settings.public_url else self.request.full_url()
+        signature = self.request.headers.get("X-Twilio-Signature", "")
+        if not signature or not RequestValidator(settings.twilio_auth_token).validate(url, params, signature):
+            raise ApiError(403, "invalid_signature", "The X-Twilio-Signature does not match this request.")
+        move = _MOVES.get(params.get("MessageStatus", ""))
+        notification_id = self.get_query_argument("n", None)
+        if move is not None and notification_id:
+            status, lower = move
+            fields = {"at": utcnow(), "provider_id": params.get("MessageSid")}
+            if status == FAILED:
+                fields["reason"] = f"twilio_{params.get('ErrorCode') or params['MessageStatus']}"
+            doc = await self.hub.notification_store.advance_delivery(notification_id, "sms", status, lower, fields)
+            if doc is not None:
+                self.hub.notifier.on_delivery("sms", status, fields.get("reason"))
+        self.set_status(204)
+        self.finish()

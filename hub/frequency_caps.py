@@ -1,0 +1,44 @@
+"""Per-user frequency caps as sliding windows in Redis, shared by every hub process.
+
+Each user has a sorted set of the notifications counted in the last day (member: the
+notification id, score: when it was counted). Admitting one adds it and counts in the
+same transaction; if that went over a cap it is taken out again and the time at which
+it will fit is returned. Two racing admissions can both see themselves over and both
+wait, never both pass over a cap. Counting by notification id makes a repeated
+admission (a dispatch redone after a crash) count once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from domain.notification_policy import DAY_MS, HOUR_MS, cap_release_at
+
+
+class FrequencyCaps:
+    def __init__(self, redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    async def admit(self, user_id: str, notification_id: str, now: datetime, max_per_hour: int,
+                    max_per_day: int) -> datetime | None:
+        """None when it fits (and is now counted), else when it will fit."""
+        key = f"{self.prefix}caps:{user_id}"
+        now_ms = int(now.timestamp() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now_ms - DAY_MS)
+            pipe.zadd(key, {notification_id: now_ms})
+            pipe.zcount(key, now_ms - HOUR_MS + 1, "+inf")
+            pipe.zcard(key)
+            pipe.pexpire(key, DAY_MS)
+            _, _, in_hour, in_day, _ = await pipe.execute()
+        if in_hour <= max_per_hour and in_day <= max_per_day:
+            return None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(key, notification_id)
+            pipe.zrangebyscore(key, "-inf", "+inf", withscores=True)
+            _, counted = await pipe.execute()
+        release_ms = cap_release_at(sorted(int(score) for _, score in counted), now_ms, max_per_hour, max_per_day)
+        if release_ms is None:  # the others aged out between the two steps: try again
+            return await self.admit(user_id, notification_id, now, max_per_hour, max_per_day)
+        return datetime.fromtimestamp(release_ms / 1000, timezone.utc)

@@ -1,0 +1,107 @@
+"""The `notifications` collection (each user's inbox, with a delivery log per channel)
+and `notification_jobs` (one small document per notification with work left: a delivery
+to send, retry or release). Jobs live apart so that finding due work never scans the
+inbox, however large it grows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+MAX_PAGE = 100
+
+
+class NotificationStore:
+    def __init__(self, db) -> None:
+        self.col = db["notifications"]
+        self.jobs = db["notification_jobs"]
+
+    async def create_indexes(self) -> None:
+        await self.col.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)], name="inbox")
+        await self.col.create_index([("user_id", ASCENDING), ("read_at", ASCENDING)], name="unread")
+        await self.jobs.create_index("due_at", name="due")
+
+    async def insert(self, doc: dict, *, due_at: datetime | None) -> bool:
+        """Stores a new notification and, when it has work left, its job (first, so that
+        a crash in between leaves a job that finds nothing rather than work without a job).
+        False if the notification was already stored (a duplicate event)."""
+        created_job = False
+        if due_at is not None:
+            try:
+                await self.jobs.insert_one({"_id": doc["_id"], "due_at": due_at, "held": False})
+                created_job = True
+            except DuplicateKeyError:
+                pass  # the notification exists and still has work: its job stands
+        try:
+            await self.col.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            if created_job:
+                await self.jobs.delete_one({"_id": doc["_id"]})
+            return False
+
+    async def get(self, notification_id: str) -> dict | None:
+        return await self.col.find_one({"_id": notification_id})
+
+    async def owned(self, user_id: str, notification_id: str) -> dict | None:
+        return await self.col.find_one({"_id": notification_id, "user_id": user_id})
+
+    async def inbox(self, user_id: str, *, unread: bool | None, limit: int, before: datetime | None) -> list[dict]:
+        query: dict = {"user_id": user_id}
+        if unread is not None:
+            query["read_at"] = None if unread else {"$ne": None}
+        if before is not None:
+            query["created_at"] = {"$lt": before}
+        cursor = self.col.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(min(limit, MAX_PAGE))
+        return await cursor.to_list(None)
+
+    async def unread_count(self, user_id: str) -> int:
+        return await self.col.count_documents({"user_id": user_id, "read_at": None})
+
+    async def mark_read(self, user_id: str, notification_id: str, at: datetime) -> dict | None:
+        """Marks it read (once: a second read keeps the first time); None if not the user's."""
+        await self.col.update_one({"_id": notification_id, "user_id": user_id, "read_at": None}, {"$set": {"read_at": at}})
+        return await self.owned(user_id, notification_id)
+
+    async def mark_all_read(self, user_id: str, at: datetime) -> int:
+        result = await self.col.update_many({"user_id": user_id, "read_at": None}, {"$set": {"read_at": at}})
+        return result.modified_count
+
+    async def update_delivery(self, notification_id: str, channel: str, delivery: dict, *, expect: str) -> bool:
+        """Replaces a channel's delivery if its status is still `expect` (compare-and-set)."""
+        result = await self.col.update_one(
+            {"_id": notification_id, f"deliveries.{channel}.status": expect},
+            {"$set": {f"deliveries.{channel}": delivery}})
+        return result.modified_count == 1
+
+    async def advance_delivery(self, notification_id: str, channel: str, status: str, lower: list[str],
+                               fields: dict) -> dict | None:
+        """Moves a channel's delivery to `status` only from one of the `lower` statuses (so
+        out-of-order provider callbacks never move it back). The document after, or None."""
+        changes = {f"deliveries.{channel}.status": status, **{f"deliveries.{channel}.{k}": v for k, v in fields.items()}}
+        return await self.col.find_one_and_update(
+            {"_id": notification_id, f"deliveries.{channel}.status": {"$in": lower}}, {"$set": changes},
+            return_document=ReturnDocument.AFTER)
+
+    # Jobs ------------------------------------------------------------------------------
+    async def due_jobs(self, now: datetime, limit: int) -> list[str]:
+        cursor = self.jobs.find({"due_at": {"$lte": now}}, {"_id": 1}).sort("due_at", ASCENDING).limit(limit)
+        return [job["_id"] async for job in cursor]
+
+    async def claim(self, notification_id: str, now: datetime, lease_until: datetime) -> bool:
+        """One process wins a due job: it moves the job's time past the lease."""
+        result = await self.jobs.update_one({"_id": notification_id, "due_at": {"$lte": now}},
+                                            {"$set": {"due_at": lease_until}})
+        return result.modified_count == 1
+
+    async def set_job(self, notification_id: str, due_at: datetime | None, *, held: bool = False) -> None:
+        """The next time the notification needs work, or no job when none is left."""
+        if due_at is None:
+            await self.jobs.delete_one({"_id": notification_id})
+        else:
+            await self.jobs.update_one({"_id": notification_id}, {"$set": {"due_at": due_at, "held": held}}, upsert=True)
+
+    async def held_count(self) -> int:
+        return await self.jobs.count_documents({"held": True})
