@@ -1,0 +1,84 @@
+"""SMS through Twilio's Messages API, with the official library's aiohttp client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from twilio.base.exceptions import TwilioException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from channels.base import Channel, Message, PermanentError, Sent, TransientError
+
+# The library logs every request line and header at INFO; keep that out of the hub's logs.
+_twilio_log = logging.getLogger(__name__ + ".twilio")
+_twilio_log.setLevel(logging.WARNING)
+
+
+class SmsChannel(Channel):
+    name = "sms"
+
+    def __init__(self, account_sid: str, auth_token: str, from_number: str, api_base: str,
+                 status_callback_url: str | None, timeout_s: float) -> None:
+        self.account_sid = account_sid
+        self._auth_token = auth_token
+        self.from_number = from_number
+        self.api_base = api_base.rstrip("/")
+        self.status_callback_url = status_callback_url
+        self.timeout_s = timeout_s
+        self._client: Client | None = None
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"<SmsChannel {self.api_base} account={self.account_sid}>"
+
+    def _twilio(self) -> Client:
+        # Built on first use: AsyncTwilioHttpClient opens an aiohttp session, which needs
+        # the running loop.
+        if self._client is None:
+            http = AsyncTwilioHttpClient(timeout=self.timeout_s, logger=_twilio_log)
+            client = Client(self.account_sid, self._auth_token, http_client=http)
+            # TWILIO_EDGE / TWILIO_REGION from the environment would rewrite api_base's host.
+            client.edge = client.region = None
+            client.api.base_url = self.api_base  # ApiBase hard-codes https://api.twilio.com
+            self._client = client
+        return self._client
+
+    async def send(self, message: Message) -> Sent:
+        params = {"to": str(message.address), "from_": self.from_number, "body": message.content["text"]}
+        if self.status_callback_url:
+            # The notification id in the URL finds the delivery even if the callback
+            # overtakes our record of Twilio's message sid.
+            params["status_callback"] = f"{self.status_callback_url}?n={message.notification_id}"
+        try:
+            # The client's own timeout is stored but never passed to aiohttp (and the
+            # per-request None disables aiohttp's default), so bound the call here.
+            async with asyncio.timeout(self.timeout_s):
+                created = await self._twilio().messages.create_async(**params)
+        except TwilioException as exc:  # TwilioRestException or the RFC 9457 TwilioServiceException
+            raise _classify(exc) from None
+        except TimeoutError:
+            raise TransientError("timeout", f"Twilio did not answer within {self.timeout_s}s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientError("unreachable", f"Twilio request failed: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:  # a 2xx answer that is not JSON
+            raise TransientError("provider_error", f"unreadable answer from Twilio: {exc}") from None
+        return Sent(provider_id=created.sid)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.http_client.close()
+            self._client = None
+
+
+def _classify(exc: TwilioException) -> TransientError | PermanentError:
+    status = getattr(exc, "status", None) or 0
+    code = getattr(exc, "code", None)
+    text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", None) or str(exc)
+    detail = f"Twilio {status}, error {code}: {text}"[:300]
+    if status == 429:
+        return TransientError("sms_rate_limited", detail)
+    if 400 <= status < 500:
+        return PermanentError("sms_rejected", detail)
+    return TransientError("sms_provider_error", detail)  # 5xx, or an unexpected 3xx
