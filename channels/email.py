@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import unquote, urlsplit
 
@@ -24,7 +26,7 @@ from channels.base import Channel, Message, PermanentError, Sent, TransientError
 
 log = logging.getLogger(__name__)
 
-POOL_SIZE = 4  # connections open at once; more concurrent sends wait for a free one
+POOL_SIZE = 16  # connections open at once; more concurrent sends wait for a free one
 DEFAULT_FROM = "hub@localhost"
 
 
@@ -54,7 +56,7 @@ class EmailChannel(Channel):
         return f"<EmailChannel {'smtps' if self.use_tls else 'smtp'}://{self.host}:{self.port}>"
 
     async def send(self, message: Message) -> Sent:
-        mail = self._compose(message)
+        mail, message_id = self._compose(message)
         try:
             async with self._slots:
                 client, reused = await self._checkout()
@@ -70,7 +72,7 @@ class EmailChannel(Channel):
                     await self._deliver(client, mail, self._envelope_from, str(message.address))
         except (SMTPException, OSError, asyncio.TimeoutError, ValueError) as exc:
             raise _classify(exc) from None
-        return Sent(provider_id=str(mail["Message-ID"]))
+        return Sent(provider_id=message_id)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -78,21 +80,29 @@ class EmailChannel(Channel):
 
     # Internals -----------------------------------------------------------------------------
 
-    def _compose(self, message: Message) -> EmailMessage:
+    def _compose(self, message: Message) -> tuple[bytes, str]:
+        """The message as bytes, and its Message-ID. Built with the classic email.mime
+        API: the modern EmailMessage parses every header it is given and cost half the
+        hub's CPU at a few hundred emails per second."""
         content = message.content
-        mail = EmailMessage()
-        try:
-            mail["From"] = self.sender
-            mail["To"] = str(message.address)
-            mail["Subject"] = content.get("subject", "")
-        except ValueError as exc:  # a CR/LF in a header: refuse rather than inject headers
-            raise PermanentError("invalid_message", f"cannot build the email: {exc}") from None
-        mail["Date"] = formatdate(usegmt=True)
-        mail["Message-ID"] = make_msgid(domain=self._msgid_domain)
-        mail.set_content(content.get("text") or "")
+        to, subject = str(message.address), content.get("subject", "")
+        if any(c in value for value in (to, subject, self.sender) for c in "\r\n"):
+            # A line break in a header would let data inject headers: refuse.
+            raise PermanentError("invalid_message", "cannot build the email: a header holds a line break")
+        text = MIMEText(content.get("text") or "", "plain", "utf-8")
         if content.get("html"):
-            mail.add_alternative(content["html"], subtype="html")  # -> multipart/alternative
-        return mail
+            mail = MIMEMultipart("alternative")
+            mail.attach(text)
+            mail.attach(MIMEText(content["html"], "html", "utf-8"))
+        else:
+            mail = text
+        mail["From"] = self.sender
+        mail["To"] = to
+        mail["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+        mail["Date"] = formatdate(usegmt=True)
+        message_id = make_msgid(domain=self._msgid_domain)
+        mail["Message-ID"] = message_id
+        return mail.as_bytes(), message_id
 
     async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
         """An idle pooled connection (reused=True) or a new one. Call holding a slot."""
@@ -118,10 +128,10 @@ class EmailChannel(Channel):
         await client.connect()
         return client
 
-    async def _deliver(self, client: aiosmtplib.SMTP, mail: EmailMessage, sender: str, to: str) -> None:
+    async def _deliver(self, client: aiosmtplib.SMTP, mail: bytes, sender: str, to: str) -> None:
         """One mail transaction; the connection goes back to the pool unless it broke."""
         try:
-            await client.send_message(mail, sender=sender, recipients=[to])
+            await client.sendmail(sender, [to], mail)
         except (SMTPResponseException, SMTPRecipientsRefused, ValueError):
             # A refusal (after which aiosmtplib sent RSET) or a bad address caught before
             # sending: the connection itself is still good.

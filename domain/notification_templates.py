@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from jinja2 import ChainableUndefined, TemplateError
+from jinja2 import ChainableUndefined, TemplateError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from domain.errors import Invalid
@@ -30,6 +30,8 @@ FALLBACK_LOCALE = "en"
 MAX_TEMPLATE_CHARS = 20_000
 
 _order_ref = "order {{ data.number or data.order_id }}"
+# `abs` of a missing or non-numeric delta (another service's event) would fail the render.
+_points = "{{ (data.delta or 0) | int | abs }}"
 DEFAULTS: dict[str, tuple[str, str]] = {
     "order_created": ("Order {{ data.number }} received",
                       "We received your order {{ data.number }} for {{ data.total }} {{ data.currency }}."),
@@ -49,10 +51,10 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "payment_refunded": ("Payment refunded",
                          "We refunded {{ data.amount }} {{ data.currency }} for " + _order_ref + "."),
     "points_awarded": ("You earned {{ data.delta }} points", "Your balance is now {{ data.balance }} points."),
-    "points_redeemed": ("You spent {{ data.delta | abs }} points", "Your balance is now {{ data.balance }} points."),
-    "points_reversed": ("{{ data.delta | abs }} points taken back",
+    "points_redeemed": ("You spent " + _points + " points", "Your balance is now {{ data.balance }} points."),
+    "points_reversed": (_points + " points taken back",
                         "Points for a refunded order were taken back. Your balance is now {{ data.balance }} points."),
-    "points_expired": ("{{ data.delta | abs }} points expired", "Your balance is now {{ data.balance }} points."),
+    "points_expired": (_points + " points expired", "Your balance is now {{ data.balance }} points."),
     "back_in_stock": ("{{ product.name or 'A product you watch' }} is back in stock",
                       "{{ product.name or 'It' }} is available again: {{ data.available }} in stock."),
     "stock_low": ("Low stock: {{ product.name or data.product_id }}",
@@ -153,7 +155,12 @@ class Templates:
             if len(self._compiled) > 1000:  # replaced overrides must not pile up
                 self._compiled.clear()
             template = self._compiled[(html, source)] = (_HTML if html else _TEXT).from_string(source)
-        return template.render(context).strip()
+        try:
+            return template.render(context).strip()
+        except TemplateError:
+            raise
+        except Exception as exc:  # 1/0, abs('x'), a range over the sandbox's limit: the template's fault
+            raise TemplateRuntimeError(f"{type(exc).__name__}: {exc}") from exc
 
     async def save(self, notification_type: str, channel: str, locale: str, parts: dict) -> None:
         check_parts(channel, parts)

@@ -14,13 +14,22 @@ from config.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# Concurrent commands beyond the pool's size wait for a connection (up to POOL_WAIT_S)
+# instead of failing: redis-py's default pool raises once 100 are in use.
+POOL_SIZE, POOL_WAIT_S = 64, 10
+
+
 def connect_redis(settings: Settings) -> redis.Redis:
     if settings.redis_url:
-        return redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5, health_check_interval=30)
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, decode_responses=True,
+            socket_timeout=5, health_check_interval=30)
+        return redis.Redis(connection_pool=pool)
     from fakeredis import FakeAsyncRedis
 
     log.warning("REDIS_URL is unset: using the embedded in-process Redis stand-in (single hub process only)")
-    return FakeAsyncRedis(decode_responses=True)
+    return FakeAsyncRedis(decode_responses=True, connection_pool_class=redis.BlockingConnectionPool,
+                          max_connections=POOL_SIZE, timeout=POOL_WAIT_S)
 
 
 async def redis_healthy(client: redis.Redis) -> bool:
