@@ -33,13 +33,15 @@ def default_preferences() -> dict:
 
 
 def effective_preferences(stored: dict | None) -> dict:
-    """Stored preferences over the defaults, section by section (and channel by channel)."""
-    preferences = default_preferences()
+    """Stored preferences over the defaults, section by section (and channel by channel).
+    The result shares nested values with `stored` and the defaults: read it, do not change
+    it (it runs twice per notification, so it copies no more than it must)."""
     stored = stored or {}
-    preferences["channels"].update(stored.get("channels", {}))
-    for section in ("dnd", "frequency"):
-        preferences[section].update(stored.get(section, {}))
-    return preferences
+    return {
+        "channels": {**DEFAULT_PREFERENCES["channels"], **stored.get("channels", {})},
+        "dnd": {**DEFAULT_PREFERENCES["dnd"], **stored.get("dnd", {})},
+        "frequency": {**DEFAULT_PREFERENCES["frequency"], **stored.get("frequency", {})},
+    }
 
 
 def channel_allows(preferences: dict, channel: str, notification_type: str, category: str) -> bool:

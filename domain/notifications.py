@@ -61,6 +61,8 @@ class Notifier:
         self.on_recorded = on_recorded
         self.on_delivery = on_delivery
         self.jitter = jitter
+        # What `record` just stored, for the `process` that follows at once: saves two reads.
+        self._fresh: dict[str, tuple[dict, dict]] = {}
 
     # Recording -------------------------------------------------------------------------
     async def record(self, event: dict) -> list[str]:
@@ -68,20 +70,27 @@ class Notifier:
         for an event that cannot be notified (e.g. its user does not exist)."""
         ids = []
         for planned in plan(event):
-            recipients = await self._recipients(planned, event)
+            watchers = await self._watchers(event) if planned.rule.recipients == STOCK_WATCHERS else []
+            recipients = await self._recipients(planned, event, watchers)
             for user in recipients:
                 nid = notification_id(event["id"], planned.rule.type, user["_id"])
                 doc = await self._notification(nid, event, planned, user)
                 pending = any(d["status"] == QUEUED for d in doc["deliveries"].values())
                 if await self.store.insert(doc, due_at=self.clock() + LEASE if pending else None) and pending:
+                    self._fresh[nid] = (doc, user)
                     self.on_recorded(nid)
                 ids.append(nid)
-            if planned.rule.recipients == STOCK_WATCHERS and recipients:
-                # One alert per request: recorded first, so a crash before this re-notifies nobody twice.
-                await self.stock_alerts.remove(event["data"]["product_id"], [u["_id"] for u in recipients])
+            if watchers:
+                # One alert per request, removed once recorded (a crash before this re-notifies
+                # nobody twice: the ids are stable). Alerts of deleted accounts go too.
+                await self.stock_alerts.remove(event["data"]["product_id"], watchers)
         return ids
 
-    async def _recipients(self, planned: Planned, event: dict) -> list[dict]:
+    async def _watchers(self, event: dict) -> list[str]:
+        product_id = event["data"].get("product_id")
+        return await self.stock_alerts.watchers(product_id) if isinstance(product_id, str) else []
+
+    async def _recipients(self, planned: Planned, event: dict, watchers: list[str]) -> list[dict]:
         kind = planned.rule.recipients
         if kind == USER:
             user_id = recipient_user(event)
@@ -91,8 +100,6 @@ class Notifier:
             return [user]
         if kind == ADMINS:
             return await self.users.admins()
-        product_id = event["data"].get("product_id")
-        watchers = await self.stock_alerts.watchers(product_id) if isinstance(product_id, str) else []
         users = [await self.users.get(user_id) for user_id in watchers]
         return [u for u in users if u is not None]
 
@@ -153,11 +160,13 @@ class Notifier:
     async def process(self, nid: str) -> None:
         """Moves the due deliveries of notification `nid` on; the caller holds its job."""
         now = self.clock()
-        doc = await self.store.get(nid)
-        if doc is None:  # a crash between storing the job and the notification
-            await self.store.set_job(nid, None)
-            return
-        user = await self.users.get(doc["user_id"])
+        doc, user = self._fresh.pop(nid, (None, None))
+        if doc is None:
+            doc = await self.store.get(nid)
+            if doc is None:  # a crash between storing the job and the notification
+                await self.store.set_job(nid, None)
+                return
+            user = await self.users.get(doc["user_id"])
         deliveries = doc["deliveries"]
         due = [channel for channel, d in deliveries.items() if _is_due(d, now)]
         changes: dict[str, dict] = {}
@@ -168,10 +177,10 @@ class Notifier:
             sendable = [c for c in due if c not in changes or changes[c]["status"] == QUEUED and changes[c].get("cleared")]
             sent = await asyncio.gather(*(self._send(doc, user, c, changes.get(c, deliveries[c]), now) for c in sendable))
             changes.update(zip(sendable, sent))
-        for channel, delivery in changes.items():
-            if await self.store.update_delivery(nid, channel, delivery, expect=deliveries[channel]["status"]):
-                self.on_delivery(channel, delivery["status"], delivery.get("reason"))
-            deliveries[channel] = delivery
+        expected = {channel: deliveries[channel]["status"] for channel in changes}
+        for channel in await self.store.update_deliveries(nid, changes, expected):
+            self.on_delivery(channel, changes[channel]["status"], changes[channel].get("reason"))
+        deliveries.update(changes)
         waits = [d.get("next_at") or d.get("release_at") for d in deliveries.values() if d["status"] in (QUEUED, HELD)]
         await self.store.set_job(nid, min((w for w in waits if w is not None), default=None),
                                  held=any(d["status"] == HELD for d in deliveries.values()))
@@ -195,13 +204,18 @@ class Notifier:
         held = timing(prefs, user.get("timezone") or "UTC", doc["priority"], now, expires_at)
         if held is None and counts_against_caps(doc["priority"]):
             frequency = prefs["frequency"]
-            release = await self.caps.admit(doc["user_id"], doc["_id"], now, frequency["max_per_hour"],
-                                            frequency["max_per_day"])
-            if release is not None:
-                held = (HELD, "frequency_cap", min(release, expires_at) if expires_at else release)
+            if not frequency["max_per_hour"] or not frequency["max_per_day"]:
+                held = (SUPPRESSED, "frequency_cap", None)  # a cap of 0: such messages never fit
+            else:
+                release = await self.caps.admit(doc["user_id"], doc["_id"], now, frequency["max_per_hour"],
+                                                frequency["max_per_day"])
+                if release is not None:
+                    held = (HELD, "frequency_cap", min(release, expires_at) if expires_at else release)
         for channel in fresh:
             if held is None:
                 changes[channel] = dict(_moved(deliveries[channel], QUEUED, None, now), cleared=True)
+            elif held[0] == SUPPRESSED:
+                changes[channel] = _moved(deliveries[channel], SUPPRESSED, held[1], now)
             else:
                 status, reason, until = held
                 changes[channel] = dict(_moved(deliveries[channel], status, reason, now), release_at=until)
@@ -210,7 +224,9 @@ class Notifier:
     async def _send(self, doc: dict, user: dict, channel: str, delivery: dict, now: datetime) -> dict:
         attempts = delivery.get("attempts", 0) + 1
         try:
-            content = await self._render(doc, channel, user)
+            # The live channel shows what the inbox shows, rendered when it was recorded.
+            content = ({"title": doc["title"], "body": doc["body"]} if channel == "websocket"
+                       else await self._render(doc, channel, user))
             if channel == "push":
                 sent = await self._push(doc, user, content)
             else:

@@ -23,6 +23,11 @@ TOPICS = ("orders", "payments", "points", "inventory", "notifications", "dlq")
 _TOPIC_ALREADY_EXISTS = 36
 
 
+# How long the broker may hold a fetch while no new message exists. aiokafka's default
+# (500 ms) is fine for a backlog but is latency for a live notification.
+FETCH_MAX_WAIT_MS = 20
+
+
 class Kafka:
     def __init__(self, settings: Settings, bootstrap_servers: str, *, embedded: bool = False) -> None:
         self.settings = settings
@@ -31,7 +36,8 @@ class Kafka:
         # restarted process wait out its predecessor's: keep both short on one machine.
         # Real brokers refuse sessions under 6 s by default; they get aiokafka's 10 s.
         session_ms = settings.kafka_session_timeout_ms or (2000 if embedded else 10_000)
-        self.consumer_options = {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(300, session_ms // 4)}
+        self.consumer_options = {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(300, session_ms // 4),
+                                 "fetch_max_wait_ms": FETCH_MAX_WAIT_MS}
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from channels.base import Message, PermanentError, TransientError
-from channels.email import EmailChannel
+from channels.email import POOL_SIZE, EmailChannel
 from tests.peers import SmtpSink
 
 pytestmark = pytest.mark.gen_test
@@ -201,12 +201,13 @@ async def test_sends_share_one_connection(channel, sink):
     assert sink.connections == 1
 
 
-async def test_concurrent_sends_use_at_most_four_connections(channel, sink):
-    sent = await asyncio.gather(*(channel.send(message(subject=f"n{i}")) for i in range(12)))
-    mails = await sink.wait_for(12)
-    assert sorted(m["Subject"] for m in mails) == sorted(f"n{i}" for i in range(12))
-    assert len({s.provider_id for s in sent}) == 12
-    assert 1 < sink.connections <= 4
+async def test_concurrent_sends_use_at_most_the_pool_size_in_connections(channel, sink):
+    count = 3 * POOL_SIZE
+    sent = await asyncio.gather(*(channel.send(message(subject=f"n{i}")) for i in range(count)))
+    mails = await sink.wait_for(count)
+    assert sorted(m["Subject"] for m in mails) == sorted(f"n{i}" for i in range(count))
+    assert len({s.provider_id for s in sent}) == count
+    assert 1 < sink.connections <= POOL_SIZE
 
 
 async def test_connection_the_server_closed_while_idle_is_replaced(channel, sink):

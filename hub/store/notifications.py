@@ -69,12 +69,23 @@ class NotificationStore:
         result = await self.col.update_many({"user_id": user_id, "read_at": None}, {"$set": {"read_at": at}})
         return result.modified_count
 
-    async def update_delivery(self, notification_id: str, channel: str, delivery: dict, *, expect: str) -> bool:
-        """Replaces a channel's delivery if its status is still `expect` (compare-and-set)."""
-        result = await self.col.update_one(
-            {"_id": notification_id, f"deliveries.{channel}.status": expect},
-            {"$set": {f"deliveries.{channel}": delivery}})
-        return result.modified_count == 1
+    async def update_deliveries(self, notification_id: str, deliveries: dict[str, dict],
+                                expected: dict[str, str]) -> list[str]:
+        """Replaces each channel's delivery if its status is still the expected one
+        (compare-and-set); returns the channels replaced. One write when nothing moved
+        meanwhile (the usual case), else one per channel."""
+        if not deliveries:
+            return []
+
+        async def replace(channels) -> bool:
+            result = await self.col.update_one(
+                {"_id": notification_id, **{f"deliveries.{c}.status": expected[c] for c in channels}},
+                {"$set": {f"deliveries.{c}": deliveries[c] for c in channels}})
+            return result.modified_count == 1
+
+        if await replace(list(deliveries)):
+            return list(deliveries)
+        return [channel for channel in deliveries if await replace([channel])]
 
     async def advance_delivery(self, notification_id: str, channel: str, status: str, lower: list[str],
                                fields: dict) -> dict | None:
