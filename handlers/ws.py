@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 import tornado.websocket
 
 from domain.errors import Unauthorized
-
-log = logging.getLogger(__name__)
+from hub.metrics import WEBSOCKET_CONNECTIONS
 
 AUTH_TIMEOUT_S = 5.0
 CLOSE_UNAUTHORIZED = 4401
@@ -33,6 +31,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         return True
 
     def open(self) -> None:
+        self.application.websockets.add(self)
+        WEBSOCKET_CONNECTIONS.inc()
         self.caller = None
         self.channels: set[str] = set()
         token = self.get_query_argument("token", None)
@@ -104,6 +104,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._write({"type": "error", "code": code, "message": message})
 
     def on_close(self) -> None:
+        self.application.websockets.discard(self)
+        WEBSOCKET_CONNECTIONS.dec()
         self._auth_deadline.cancel()
         for key in self.channels:
             asyncio.ensure_future(self.hub.realtime.leave(key, self))

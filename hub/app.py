@@ -90,6 +90,11 @@ def make_app(hub) -> tornado.web.Application:
         cors_origins=frozenset(hub.settings.cors_origin_list),
         log_function=_log_request,
         serve_traceback=False,
+        # Tornado's defaults are no pings and 10 MiB frames (LESSONS: NAT boxes drop idle connections).
+        websocket_ping_interval=25,
+        websocket_ping_timeout=20,
+        websocket_max_message_size=64 * 1024,
     )
     app.in_flight = set()  # handlers still answering; shutdown waits for them
+    app.websockets = set()  # open WebSocket connections; shutdown closes them with 1001
     return app

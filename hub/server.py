@@ -51,6 +51,8 @@ class HubServer:
         deadline = loop.time() + DRAIN_S
         while self.app.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        for socket in list(self.app.websockets):
+            socket.close(1001, "going_away")  # clients reconnect to another process
         try:
             await asyncio.wait_for(self.http.close_all_connections(), timeout=1)
         except asyncio.TimeoutError:
