@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import Field, StrictInt
 
 from domain.clock import utcnow
 from domain.errors import NotFound
@@ -22,7 +22,7 @@ _REQUEST_NAMESPACE = uuid.UUID("0d7e3b55-8a4f-4b57-9d0e-6f2c1a9b7e44")
 
 
 class InboxQuery(Body):
-    unread: StrictBool | None = None
+    unread: bool | None = None  # from the query string ("true"/"false"): a strict bool refuses every value
     limit: Annotated[int, Field(ge=1, le=100)] = 50
     before: datetime | None = None  # created_at of the last item of the previous page
 

@@ -7,6 +7,7 @@ delivery only moves forward: sent → delivered or failed, never back.
 
 from __future__ import annotations
 
+from tornado.httputil import parse_body_arguments
 from twilio.request_validator import RequestValidator
 
 from domain.clock import utcnow
@@ -30,8 +31,10 @@ class TwilioStatusHandler(BaseHandler):
         settings = self.hub.settings
         if not settings.twilio_auth_token:
             raise ApiError(404, "sms_unavailable", "SMS is not configured on this hub.")
-        self.body()  # enforces the size limit before parsing the form
-        params = {name: values[-1].decode(errors="replace") for name, values in self.request.body_arguments.items()}
+        # The body is streamed (BaseHandler), so Tornado never fills body_arguments: parse it here.
+        form: dict[str, list[bytes]] = {}
+        parse_body_arguments(self.request.headers.get("Content-Type", ""), self.body(), form, {})
+        params = {name: values[-1].decode(errors="replace") for name, values in form.items()}
         # Twilio signs the URL it called: behind a proxy that is the public URL, not ours.
         url = f"{settings.public_url}{self.request.uri}" if settings.public_url else self.request.full_url()
         signature = self.request.headers.get("X-Twilio-Signature", "")
