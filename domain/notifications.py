@@ -29,7 +29,7 @@ from typing import Callable
 from jinja2 import TemplateError
 
 from channels.base import Message, PermanentError, Sent, TransientError
-from domain.events import Rejected
+from domain.events import Rejected, topic_for
 from domain.notification_policy import (DELIVERED, FAILED, HELD, PENDING, QUEUED, SENT, SUPPRESSED,
                                         counts_against_caps, effective_preferences, retry_delay_s, route, timing)
 from domain.notification_rules import ADMINS, STOCK_WATCHERS, USER, Planned, notification_id, plan, recipient_user
@@ -38,7 +38,8 @@ from domain.sms import fit_sms
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)  # a dispatch not finished by then is taken up again
+LEASE = timedelta(seconds=60)
+APPLIED_TOPICS = ("orders", "payments", "points")  # other services' events here are applied, then re-announced  # a dispatch not finished by then is taken up again
 DEFAULT_PUSH_TTL_S = 24 * 3600
 
 
@@ -47,7 +48,7 @@ class Notifier:
                  clock: Callable[[], datetime], retry_base_s: float, max_attempts: int,
                  on_recorded: Callable[[str], None] = lambda nid: None,
                  on_delivery: Callable[[str, str, str | None], None] = lambda channel, status, reason: None,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, source: str | None = None) -> None:
         self.store = store
         self.users = users
         self.products = products
@@ -61,6 +62,7 @@ class Notifier:
         self.on_recorded = on_recorded
         self.on_delivery = on_delivery
         self.jitter = jitter
+        self.source = source  # the hub's own CloudEvents source
         # What `record` just stored, for the `process` that follows at once: saves two reads.
         self._fresh: dict[str, tuple[dict, dict]] = {}
 
@@ -68,6 +70,11 @@ class Notifier:
     async def record(self, event: dict) -> list[str]:
         """Stores the notifications `event` causes; returns their ids. Raises Rejected
         for an event that cannot be notified (e.g. its user does not exist)."""
+        if self.source is not None and event["source"] != self.source and topic_for(event["type"]) in APPLIED_TOPICS:
+            # Another service's order, payment or points event takes effect through the
+            # hub, which announces the change with its own event: that one notifies, so a
+            # change notifies once (and an impossible one, dead-lettered, not at all).
+            return []
         ids = []
         for planned in plan(event):
             watchers = await self._watchers(event) if planned.rule.recipients == STOCK_WATCHERS else []

@@ -116,6 +116,7 @@ class Hub:
             self.notification_store, self.users, self.product_store, self.stock_alert_store, self.templates,
             FrequencyCaps(self.redis, settings.redis_prefix), self.channels, clock=utcnow,
             retry_base_s=settings.notify_retry_base_s, max_attempts=settings.notify_max_attempts,
+            source=settings.event_source,
             on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc())
         self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
                                      clock=utcnow)

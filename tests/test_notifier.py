@@ -104,11 +104,11 @@ class Hub:
         self.notifier = self.make_notifier()
 
     def make_notifier(self, *, channels=None, max_attempts: int = 3, retry_base_s: float = RETRY_BASE_S,
-                      jitter=lambda: 0.5) -> Notifier:  # 0.5: no jitter, the delay is exactly base * 2^(n-1)
+                      jitter=lambda: 0.5, source: str | None = None) -> Notifier:  # 0.5: no jitter
         return Notifier(self.store, self.users, self.products, self.alerts, self.templates, self.caps,
                         self.channels if channels is None else channels, clock=self.clock,
                         retry_base_s=retry_base_s, max_attempts=max_attempts, on_recorded=self.recorded.append,
-                        jitter=jitter)
+                        jitter=jitter, source=source)
 
     async def setup(self) -> None:
         for store in (self.store, self.users, self.alerts, self.template_store):
@@ -845,3 +845,19 @@ async def test_back_in_stock_goes_to_the_watchers_and_removes_their_alerts(hub):
     later = event("inventory.changed", {"product_id": "p-1", "available": 4, "previous": 0, "low_stock_threshold": 5})
     assert await hub.notify(later) == []
     assert len(hub.received("push")) == 2
+
+
+async def test_other_services_order_payment_and_points_events_notify_through_the_hubs_own_event(hub):
+    """The hub applies another service's order.shipped and announces the change itself:
+    only that announcement notifies, so the user hears of the change once."""
+    user = await hub.user()
+    notifier = hub.make_notifier(source="/hub")
+    external = order_event(user["_id"])  # source "test": another service
+    assert await notifier.record(external) == []
+    assert await notifier.record(dict(payment_failed(user["_id"]), source="/payments")) == []
+    assert await hub.store.col.count_documents({}) == 0
+    announced = dict(order_event(user["_id"]), source="/hub")
+    assert len(await notifier.record(announced)) == 1
+    # notification.requested and inventory events from anywhere notify directly.
+    assert len(await notifier.record(requested(user["_id"]))) == 1
+    assert await hub.store.col.count_documents({}) == 2
