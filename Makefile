@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,29 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 run: $(VENV)/.installed-run
 	$(PY) run.py
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# tests/test_web_browser.py drives the distribution's Chromium. Installed here when it is
+# missing and can be (root with apt-get); if it still is not there, those tests are skipped
+# and say why.
+CHROMIUM_FOUND = $(or $(HUB_TEST_CHROMIUM),$(wildcard /usr/lib/chromium/chromium),$(shell command -v chromium || command -v chromium-browser || command -v google-chrome))
+chromium:
+ifeq ($(CHROMIUM_FOUND),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: installing chromium (apt-get) for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+	    || echo "make: could not install chromium: the browser tests will be skipped"; \
+	else \
+	  echo "make: no chromium here and no apt-get as root to install it: the browser tests will be skipped"; \
+	fi
+endif
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/auth_bench.py
 	$(PY) bench/orders.py
 	$(PY) bench/webhooks.py
+	$(PY) bench/notify.py
 
 clean:
 	rm -rf $(VENV)

@@ -76,6 +76,7 @@ class Bench:
         self.stats_url = f"http://127.0.0.1:{ports['push']}/stats"
         self.port = free_port()
         self.hub = start_hub(self.port, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC_PREFIX=PREFIX,
+                             HUB_KAFKA_FETCH_MAX_WAIT_MS="20",
                              HUB_SERVICE_KEYS=SERVICE_KEY, SMTP_URL=f"smtp://127.0.0.1:{ports['smtp']}",
                              HUB_AUTH_RATE_PER_IP="1000000")
         self.client = Client(f"http://127.0.0.1:{self.port}", 20)

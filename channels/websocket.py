@@ -17,6 +17,6 @@ class WebSocketChannel(Channel):
         notification = {"id": message.notification_id, "type": message.type, "title": message.content["title"],
                         "body": message.content["body"], "data": message.data, "priority": message.priority,
                         "created_at": message.created_at}
-        seq = await self.realtime.publish(f"user:{message.user_id}",
-                                          {"type": "notification", "channel": "user", "notification": notification})
-        return Sent(provider_id=f"seq:{seq}")
+        # Published once per notification: a retried dispatch does not show it twice.
+        seq = await self.realtime.publish_notification(message.user_id, notification)
+        return Sent(provider_id=f"seq:{seq}" if seq else None)

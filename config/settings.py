@@ -54,6 +54,7 @@ class Settings(BaseModel):
     kafka_partitions: int = Field(3, alias="HUB_KAFKA_PARTITIONS", ge=1)
     kafka_replication_factor: int = Field(1, alias="HUB_KAFKA_REPLICATION_FACTOR", ge=1)
     kafka_session_timeout_ms: int | None = Field(None, alias="HUB_KAFKA_SESSION_TIMEOUT_MS", ge=1000, le=300_000)
+    kafka_fetch_max_wait_ms: int | None = Field(None, alias="HUB_KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=10_000)
 
     jwt_secret: str | None = Field(None, alias="JWT_SECRET")
     access_token_ttl_s: int = Field(900, alias="HUB_ACCESS_TOKEN_TTL_S", gt=0)
@@ -93,6 +94,12 @@ class Settings(BaseModel):
     notify_retry_base_s: float = Field(40.0, alias="HUB_NOTIFY_RETRY_BASE_S", gt=0)
     notify_max_attempts: int = Field(5, alias="HUB_NOTIFY_MAX_ATTEMPTS", ge=1, le=20)
     notify_concurrency: int = Field(256, alias="HUB_NOTIFY_CONCURRENCY", ge=1)
+    ws_history_size: int = Field(1000, alias="HUB_WS_HISTORY_SIZE", ge=1, le=100_000)
+    ws_history_ttl_s: int = Field(86400, alias="HUB_WS_HISTORY_TTL_S", ge=1)
+    ws_max_connections_per_user: int = Field(20, alias="HUB_WS_MAX_CONNECTIONS_PER_USER", ge=1)
+    ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
+    ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
+    demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
 
     @field_validator("admin_email")
     @classmethod
@@ -169,6 +176,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     settings = _with_vapid_keys(settings)
 
     if settings.production:
+        if settings.demo:
+            raise SettingsError("HUB_DEMO: demo data (python run.py --demo) is refused when HUB_ENV=production")
         for name in _REQUIRED_IN_PRODUCTION:
             if name not in values:
                 raise SettingsError(f"{name}: required when HUB_ENV=production (no embedded fallback or default)")

@@ -192,6 +192,16 @@ class Notifier:
         await self.store.set_job(nid, min((w for w in waits if w is not None), default=None),
                                  held=any(d["status"] == HELD for d in deliveries.values()))
 
+    async def acknowledge(self, user_id: str, nid: str) -> bool:
+        """The user's client received it live (`ack` frame): its websocket delivery moves to
+        delivered, once and never back. False when the user has no such notification."""
+        doc = await self.store.advance_delivery(nid, "websocket", DELIVERED, [QUEUED, SENT], {"at": self.clock()},
+                                                user_id=user_id)
+        if doc is not None:
+            self.on_delivery("websocket", DELIVERED, None)
+            return True
+        return await self.store.owned(user_id, nid) is not None
+
     async def _evaluate(self, doc: dict, user: dict, due: list[str], now: datetime) -> dict[str, dict]:
         """The policy for the due deliveries: channel → its new delivery, for those that
         are suppressed, held, or newly cleared to send (marked `cleared`)."""

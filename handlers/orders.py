@@ -69,11 +69,16 @@ class OrdersHandler(BaseHandler):
 
 
 class OrderHandler(BaseHandler):
-    openapi = {"get": {"summary": "One order (owner or admin; otherwise 404)", "auth": "user"}}
+    openapi = {"get": {"summary": "One order (owner or admin; otherwise 404); X-Channel-Seq is the seq of "
+                                  "order:<id> to subscribe `since`", "auth": "user"}}
 
     async def get(self, order_id: str) -> None:
         caller = self.caller or self.require_user()
-        self.send(public_order(await self.hub.orders.visible(order_id, caller)))
+        # The seq first: an event that lands between the two reads is replayed, never missed.
+        seq = await self.hub.realtime.current_seq(f"order:{order_id}")
+        order = await self.hub.orders.visible(order_id, caller)
+        self.set_header("X-Channel-Seq", str(seq))
+        self.send(public_order(order))
 
 
 class CancelHandler(BaseHandler):

@@ -85,13 +85,21 @@ class ProductsHandler(BaseHandler):
 
 class ProductHandler(BaseHandler):
     openapi = {
-        "get": {"summary": "A product by id or slug", "auth": None},
+        "get": {"summary": "A product by id or slug; X-Channel-Seq is the seq of product:<id> to subscribe `since`",
+                "auth": None},
         "patch": {"summary": "Change a product (admin)", "body": ProductPatch, "auth": "admin"},
         "delete": {"summary": "Remove a product from the catalog (admin); its orders stay readable", "status": 204, "auth": "admin"},
     }
 
     async def get(self, product_id: str) -> None:
-        self.send(public_product(await self.hub.catalog.get(product_id)))
+        # The seq first: an event that lands between the two reads is replayed, never missed.
+        seq = await self.hub.realtime.current_seq(f"product:{product_id}")
+        product = await self.hub.catalog.get(product_id)
+        if product["_id"] != product_id:  # read by slug: now the id is known
+            seq = await self.hub.realtime.current_seq(f"product:{product['_id']}")
+            product = await self.hub.catalog.get(product["_id"])
+        self.set_header("X-Channel-Seq", str(seq))
+        self.send(public_product(product))
 
     async def patch(self, product_id: str) -> None:
         self.require_admin()

@@ -1,22 +1,32 @@
-"""GET /ws: the WebSocket endpoint (CONTRACT §4).
+"""GET /ws: the WebSocket gateway (CONTRACT §4; docs/realtime.md).
 
-This first version carries the `user` channel (the caller's live notifications), with
-token auth in the query or a first `auth` frame, `ping`, and error frames for anything
-else; the realtime gateway adds the other channels, history and acks.
+Tornado glue and the frame protocol; subscriptions, replay and fan-out live in
+hub/gateway.py and hub/realtime.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
+import time
 
+import tornado.web
 import tornado.websocket
 
-from domain.errors import Unauthorized
-from hub.metrics import WEBSOCKET_CONNECTIONS
+from domain.errors import DomainError, Unauthorized
+from hub.gateway import Session, encode
+from hub.metrics import WEBSOCKET_CLOSED, WEBSOCKET_CONNECTIONS
+from hub.send_queue import SendQueue
+
+log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_MANY = 4429
+CLOSE_SLOW = 4008
+RECONNECT_HINT_MS = (500, 5000)  # spread the reconnects of a restart
 
 
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -30,29 +40,80 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         # Tokens, not cookies, authenticate: a foreign page cannot ride a user's session.
         return True
 
+    async def get(self, *args, **kwargs) -> None:
+        per_ip = self.application.websocket_ips
+        if per_ip.get(self.request.remote_ip, 0) >= self.hub.settings.ws_max_connections_per_ip:
+            raise tornado.web.HTTPError(429, reason="Too many connections from this address")
+        await super().get(*args, **kwargs)
+
     def open(self) -> None:
+        self.ip = self.request.remote_ip
+        self.user_id: str | None = None
         self.application.websockets.add(self)
+        self.application.websocket_ips[self.ip] = self.application.websocket_ips.get(self.ip, 0) + 1
         WEBSOCKET_CONNECTIONS.inc()
-        self.caller = None
-        self.channels: set[str] = set()
+        settings = self.hub.settings
+        self.session = Session(self.hub.realtime, SendQueue(self._write_text, self._too_slow, settings.ws_send_buffer_bytes),
+                               order_owner=self._order_owner)
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        self._auth_deadline = loop.call_later(AUTH_TIMEOUT_S, self._auth_expired)
         token = self.get_query_argument("token", None)
         if token is not None:
             self._authenticate(token)
-        self._auth_deadline = asyncio.get_running_loop().call_later(AUTH_TIMEOUT_S, self._auth_expired)
+
+    def _write_text(self, frame: bytes):
+        """One text frame; returns the future of its flush. (`write_message` wraps every write in
+        a task of its own, which at fan-out rates costs more than the write: this calls the
+        protocol's frame writer, which returns the stream's future directly.)"""
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
+        return self.ws_connection._write_frame(True, 0x1, frame)
+
+    async def _order_owner(self, order_id: str) -> str | None:
+        order = await self.hub.order_store.get(order_id)
+        return order and order["user_id"]
 
     def _authenticate(self, token) -> bool:
         try:
-            self.caller, _expires = self.hub.access_tokens.verify(str(token))
+            caller, expires = self.hub.access_tokens.verify(str(token))
         except Unauthorized as exc:
-            self.close(CLOSE_UNAUTHORIZED, exc.code)
+            self._close(CLOSE_UNAUTHORIZED, exc.code)
             return False
+        current = self.session.caller
+        if current is not None and current.id != caller.id:
+            self._error("already_authenticated", "This connection belongs to another user; open a new one.")
+            return False
+        if current is None:
+            users = self.application.websocket_users
+            if users.get(caller.id, 0) >= self.hub.settings.ws_max_connections_per_user:
+                self._close(CLOSE_TOO_MANY, "too_many_connections")
+                return False
+            users[caller.id] = users.get(caller.id, 0) + 1
+            self.user_id = caller.id
+        self.session.caller = caller
+        # A fresh token on an open connection extends it (no reconnect needed).
+        if self._expiry is not None:
+            self._expiry.cancel()
+        remaining = expires - time.time()  # `exp`, seconds since the epoch
+        self._expiry = asyncio.get_running_loop().call_later(max(0.0, remaining), self._close, CLOSE_UNAUTHORIZED,
+                                                             "token_expired")
         return True
 
     def _auth_expired(self) -> None:
-        if self.caller is None and not self.channels:
-            self.close(CLOSE_UNAUTHORIZED, "authentication_timeout")
+        if self.session.caller is None and not self.session.names:
+            self._close(CLOSE_UNAUTHORIZED, "authentication_timeout")
+
+    def _too_slow(self) -> None:
+        self._close(CLOSE_SLOW, "slow_consumer")
+
+    def _close(self, code: int, reason: str) -> None:
+        WEBSOCKET_CLOSED.labels(reason).inc()
+        self.close(code, reason)
 
     async def on_message(self, message) -> None:
+        # Tornado hands over the next frame only after this returns: a connection's frames are
+        # handled in order.
         if isinstance(message, bytes):
             return self._error("binary_not_supported", "Send JSON text frames.")
         try:
@@ -62,51 +123,54 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
             return self._error("invalid_frame", "A frame is a JSON object with an 'op'.")
         op = frame["op"]
-        if op == "ping":
-            self._write({"type": "pong"})
-        elif op == "auth":
-            if self._authenticate(frame.get("token")):
-                self._write({"type": "authenticated", "user_id": self.caller.id})
-        elif op == "subscribe":
-            await self._subscribe(frame.get("channel"))
-        elif op == "unsubscribe":
-            await self._unsubscribe(frame.get("channel"))
-        else:
-            self._error("unknown_op", f"Unknown op {op!r}.")
+        try:
+            if op == "ping":
+                self.session.write({"type": "pong"})
+            elif op == "auth":
+                if self._authenticate(frame.get("token")):
+                    self.session.write({"type": "authenticated", "user_id": self.session.caller.id})
+            elif op == "subscribe":
+                await self.session.subscribe(frame.get("channel"), frame.get("since"))
+            elif op == "unsubscribe":
+                await self.session.unsubscribe(frame.get("channel"))
+                self.session.write({"type": "unsubscribed", "channel": frame.get("channel")})
+            elif op == "ack":
+                await self._ack(frame.get("id"))
+            else:
+                self._error("unknown_op", f"Unknown op {op!r}.")
+        except DomainError as exc:
+            self._error(exc.code, exc.message)
+        except Exception:  # ours (Redis or the store unreachable), not the client's
+            log.exception("websocket frame failed", extra={"op": op})
+            self._error("unavailable", "The hub could not do that just now; try again shortly.")
 
-    async def _subscribe(self, channel) -> None:
-        if channel != "user":
-            return self._error("unknown_channel", "This hub version serves the 'user' channel.")
-        if self.caller is None or self.caller.is_service:
-            return self._error("forbidden", "Authenticate first to join 'user'.")
-        key = f"user:{self.caller.id}"
-        if key not in self.channels:
-            self.channels.add(key)
-            await self.hub.realtime.join(key, self)
-        seq = await self.hub.realtime.current_seq(key)
-        self._write({"type": "subscribed", "channel": "user", "seq": seq, "recovered": False})
-
-    async def _unsubscribe(self, channel) -> None:
-        if channel == "user" and self.caller is not None:
-            key = f"user:{self.caller.id}"
-            self.channels.discard(key)
-            await self.hub.realtime.leave(key, self)
-        self._write({"type": "unsubscribed", "channel": channel})
-
-    def deliver(self, frame: str) -> None:
-        if self.ws_connection is not None and not self.ws_connection.is_closing():
-            self.write_message(frame)
-
-    def _write(self, frame: dict) -> None:
-        self.deliver(json.dumps(frame, separators=(",", ":")))
+    async def _ack(self, notification_id) -> None:
+        caller = self.session.caller
+        if caller is None:
+            return self._error("forbidden", "Authenticate first to acknowledge notifications.")
+        if not isinstance(notification_id, str) or not await self.hub.notifier.acknowledge(caller.id, notification_id):
+            self._error("not_found", "No such notification of yours.")
 
     def _error(self, code: str, message: str) -> None:
-        self._write({"type": "error", "code": code, "message": message})
+        self.session.write({"type": "error", "code": code, "message": message})
+
+    def going_away(self) -> None:
+        """Shutdown: a hint when to come back (jittered, so clients do not return at once), then 1001."""
+        after = random.randint(*RECONNECT_HINT_MS)
+        if self.ws_connection is not None and not self.ws_connection.is_closing():
+            self.write_message(encode({"type": "reconnect", "after_ms": after}))
+        self._close(1001, "going_away")
 
     def on_close(self) -> None:
-        self.application.websockets.discard(self)
+        app = self.application
+        app.websockets.discard(self)
         WEBSOCKET_CONNECTIONS.dec()
+        for counts, key in ((app.websocket_ips, self.ip), (app.websocket_users, self.user_id)):
+            if key is not None:
+                counts[key] -= 1
+                if not counts[key]:
+                    del counts[key]
         self._auth_deadline.cancel()
-        for key in self.channels:
-            asyncio.ensure_future(self.hub.realtime.leave(key, self))
-        self.channels.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        asyncio.ensure_future(self.session.close())

@@ -21,6 +21,7 @@ from handlers.stock_alerts import StockAlertHandler
 from handlers.templates import TemplateHandler, TemplatesHandler
 from handlers.twilio import TwilioStatusHandler
 from handlers.users import MeHandler
+from handlers.web import WEB_ROUTES
 from handlers.ws import WebSocketHandler
 from hub.openapi import build_openapi
 
@@ -83,7 +84,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 def make_app(hub) -> tornado.web.Application:
     app = tornado.web.Application(
-        ROUTES,
+        ROUTES + WEB_ROUTES,  # the web app's files (not API: left out of the OpenAPI document)
         default_handler_class=NotFoundHandler,
         hub=hub,
         openapi=build_openapi(ROUTES),
@@ -97,4 +98,6 @@ def make_app(hub) -> tornado.web.Application:
     )
     app.in_flight = set()  # handlers still answering; shutdown waits for them
     app.websockets = set()  # open WebSocket connections; shutdown closes them with 1001
+    app.websocket_ips: dict[str, int] = {}  # connections per client address (HUB_WS_MAX_CONNECTIONS_PER_IP)
+    app.websocket_users: dict[str, int] = {}  # connections per user (HUB_WS_MAX_CONNECTIONS_PER_USER)
     return app

@@ -1,7 +1,10 @@
 """A Kafka consumer group that hands each CloudEvent to a handler.
 
 - Offsets are committed manually, per partition, only after every event before them was
-  handled (or dead-lettered): a crash means redelivery, never a skipped event.
+  handled (or dead-lettered): a crash means redelivery, never a skipped event. Commits go
+  out at most every COMMIT_INTERVAL_S (and at stop): a commit per fetched batch cost more
+  than the events under load, and what a crash leaves uncommitted is redelivered and
+  deduplicated like any redelivery.
 - A message that is not a valid CloudEvent, or that the handler rejects, goes to the
   `dlq` topic with the reason, and the consumer goes on.
 - A failure of our own (store down) is retried with backoff, without committing.
@@ -24,19 +27,25 @@ from hub.metrics import CONSUMER_LAG, EVENTS_CONSUMED
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict], Awaitable[None]]
+COMMIT_INTERVAL_S = 0.5
 
 
 class EventConsumer:
     def __init__(self, kafka, *, group: str, topics: list[str], handler: Handler, source: str,
-                 skip_own: bool = True) -> None:
+                 skip_own: bool = True, flush: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`flush`, if given, completes what the handler started for a fetched batch (e.g.
+        writes it in one round trip); offsets are committed only after it succeeds."""
         self.kafka = kafka
         self.group = group
         self.topics = [kafka.topic(t) for t in topics]
         self.handler = handler
         self.source = source
         self.skip_own = skip_own
+        self.flush = flush
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._handled: dict = {}  # partition → the offset to commit next
+        self._committed_at = 0.0
 
     async def start(self) -> None:
         """Joins the group in the background: the hub serves requests meanwhile, and events
@@ -85,6 +94,20 @@ class EventConsumer:
                 except Exception:  # e.g. the dead-letter topic unreachable: the rest is fetched again
                     log.exception("consumer batch failed; resuming", extra={"group": self.group})
                     await asyncio.sleep(1)
+            await self._commit(force=False)
+        await self._commit(force=True)
+
+    async def _commit(self, *, force: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self._handled or (not force and now - self._committed_at < COMMIT_INTERVAL_S):
+            return
+        offsets, self._handled = self._handled, {}
+        self._committed_at = now
+        try:
+            await self.consumer.commit(offsets)
+        except Exception:  # e.g. a rebalance took the partitions: their new owner reads them again
+            log.warning("offset commit failed; those events will be read again", exc_info=True,
+                        extra={"group": self.group})
 
     async def _handle_partition(self, tp, messages) -> None:
         handled = None
@@ -94,12 +117,18 @@ class EventConsumer:
                     break
                 await self._handle(message)
                 handled = message.offset
+            if handled is not None and self.flush is not None:
+                try:
+                    await self._retrying(self.flush, "batch")
+                except BaseException:
+                    handled = None  # nothing of this batch took effect for sure: all of it again
+                    raise
         finally:
             if handled != messages[-1].offset:
                 # Stopped or failed part-way: fetch the rest again rather than skip it.
                 self.consumer.seek(tp, messages[0].offset if handled is None else handled + 1)
             if handled is not None:
-                await self.consumer.commit({tp: handled + 1})
+                self._handled[tp] = handled + 1
                 CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - handled - 1))
 
     async def _handle(self, message) -> None:
@@ -112,18 +141,22 @@ class EventConsumer:
         if self.skip_own and event["source"] == self.source:
             EVENTS_CONSUMED.labels(self.group, "own").inc()
             return
+        try:
+            await self._retrying(lambda: self.handler(event), event["id"])
+            EVENTS_CONSUMED.labels(self.group, "handled").inc()
+        except Rejected as exc:
+            await self._dead_letter(message, str(exc))
+
+    async def _retrying(self, work: Callable[[], Awaitable[None]], what: str) -> None:
+        """Failures of our own, not the event's, are retried with backoff: never skipped."""
         delay = 0.1
         while True:
             try:
-                await self.handler(event)
-                EVENTS_CONSUMED.labels(self.group, "handled").inc()
-                return
-            except Rejected as exc:
-                await self._dead_letter(message, str(exc))
-                return
+                return await work()
+            except Rejected:
+                raise
             except Exception:
-                # Ours, not the event's: retry the same event; never skip it.
-                log.exception("event handling failed; retrying", extra={"group": self.group, "event_id": event["id"]})
+                log.exception("event handling failed; retrying", extra={"group": self.group, "event_id": what})
                 if self._stopping:
                     raise
                 await asyncio.sleep(delay)

@@ -23,9 +23,11 @@ TOPICS = ("orders", "payments", "points", "inventory", "notifications", "dlq")
 _TOPIC_ALREADY_EXISTS = 36
 
 
-# How long the broker may hold a fetch while no new message exists. aiokafka's default
-# (500 ms) is fine for a backlog but is latency for a live notification.
-FETCH_MAX_WAIT_MS = 20
+# How long the broker may hold a fetch while no new message exists. A real broker answers
+# as soon as a message arrives, so a long wait costs nothing (aiokafka's 500 ms). The bundled
+# broker holds every fetch for the whole wait, which is then latency for a live update: it
+# gets a short one (HUB_KAFKA_FETCH_MAX_WAIT_MS overrides both).
+EMBEDDED_FETCH_MAX_WAIT_MS = 20
 
 
 class Kafka:
@@ -37,7 +39,8 @@ class Kafka:
         # Real brokers refuse sessions under 6 s by default; they get aiokafka's 10 s.
         session_ms = settings.kafka_session_timeout_ms or (2000 if embedded else 10_000)
         self.consumer_options = {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(300, session_ms // 4),
-                                 "fetch_max_wait_ms": FETCH_MAX_WAIT_MS}
+                                 "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms
+                                 or (EMBEDDED_FETCH_MAX_WAIT_MS if embedded else 500)}
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",

@@ -31,7 +31,7 @@ from hub.metrics import DELIVERIES
 from hub.notify_dispatcher import Dispatcher
 from hub.outbox import OutboxRelay
 from hub.ratelimit import RateLimiter
-from hub.realtime import Realtime
+from hub.realtime import FanOut, Realtime
 from hub.redis_client import connect_redis, redis_healthy
 from hub.store.notifications import NotificationStore
 from hub.store.orders import OrderStore
@@ -64,6 +64,7 @@ class Hub:
         self.realtime: Realtime | None = None
         self.dispatcher: Dispatcher | None = None
         self.channels: dict = {}
+        self.demo_accounts: dict | None = None  # hub/demo.py's sign-ins, when HUB_DEMO seeded them
 
     async def start(self) -> None:
         settings = self.settings
@@ -107,8 +108,13 @@ class Hub:
                                  source=settings.event_source, clock=utcnow)
         if settings.admin_email and settings.admin_password:
             await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
+        if settings.demo:
+            from hub.demo import seed
 
-        self.realtime = Realtime(self.redis, settings.redis_prefix)
+            self.demo_accounts = await seed(self)
+
+        self.realtime = Realtime(self.redis, settings.redis_prefix, history_size=settings.ws_history_size,
+                                 history_age_s=settings.ws_history_ttl_s)
         await self.realtime.start()
         self.channels = notification_channels(settings, self.realtime)
         self.templates = Templates(self.template_store)
@@ -124,6 +130,9 @@ class Hub:
         self.dispatcher.start()
 
         self.relay.start()
+        # One process publishes each event on its channels, with their seq, for the WebSocket
+        # clients of every process (docs/realtime.md).
+        fan_out = FanOut(self.realtime, settings.event_source)
         self.consumers = [
             EventConsumer(self.kafka, group="hub-orders", topics=["orders"], handler=self.orders.apply_external,
                           source=settings.event_source),
@@ -134,6 +143,8 @@ class Hub:
             EventConsumer(self.kafka, group="hub-notify", topics=["orders", "payments", "points", "inventory",
                                                                   "notifications"],
                           handler=self._notify, source=settings.event_source, skip_own=False),
+            EventConsumer(self.kafka, group="hub-realtime", topics=["orders", "payments", "points", "inventory"],
+                          handler=fan_out.add, flush=fan_out.flush, source=settings.event_source, skip_own=False),
         ]
         for consumer in self.consumers:
             await consumer.start()

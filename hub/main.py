@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -12,9 +13,16 @@ from hub.logs import setup_logging
 from hub.server import serve
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run.py", description="Start the hub (settings: see README).")
+    parser.add_argument("--demo", action="store_true",
+                        help="seed demo products, an admin and a customer (same as HUB_DEMO=1; not in production)")
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    if args.demo:
+        environ["HUB_DEMO"] = "1"
     try:
-        settings = load_settings(os.environ)
+        settings = load_settings(environ)
     except SettingsError as exc:
         print(f"hub: configuration error: {exc}", file=sys.stderr)
         return 2

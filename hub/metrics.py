@@ -33,3 +33,10 @@ NOTIFY_IN_FLIGHT = Gauge(
 WEBSOCKET_CONNECTIONS = Gauge(
     "hub_websocket_connections", "Open WebSocket connections on this process"
 )
+WEBSOCKET_FRAMES = Counter(
+    "hub_websocket_frames_total", "Frames to WebSocket clients: sent, or conflated (replaced by a newer one)",
+    ["outcome"],
+)
+WEBSOCKET_CLOSED = Counter(
+    "hub_websocket_closed_total", "WebSocket connections the hub closed, by reason", ["reason"]
+)

@@ -1,9 +1,13 @@
-"""Live fan-out to WebSocket connections on every hub process, through Redis pub/sub.
+"""Live fan-out to WebSocket connections on every hub process, with per-channel sequence
+numbers and retained history (CONTRACT §4; docs/realtime.md).
 
-Any process publishes a message for a channel (`user:<id>` for a user's notifications);
-each process subscribes in Redis only to the channels its own connections listen to, and
-hands each message, serialized once, to those connections. Every channel has a sequence
-number (Redis INCR) shared by all processes, carried in each message as `seq`.
+One Redis script publishes a message on its channels atomically: once per message id (a
+redelivered event or a retried notification is not published twice), it takes the channel's
+next `seq` (INCR, shared by all processes), builds the frame around it (the payload was
+serialized once, by the caller), appends the frame to the channel's history (a Redis Stream
+capped by length and age) and PUBLISHes it. Each process subscribes in Redis only to the
+channels its own connections listen to, so it does work only for those, and hands each
+message to them as one encoded frame.
 """
 
 from __future__ import annotations
@@ -13,62 +17,170 @@ import json
 import logging
 from typing import Protocol
 
+from domain.realtime_channels import channels_for_event, client_name
+
 log = logging.getLogger(__name__)
+
+DEDUPE_S = 900  # redeliveries come within minutes (a crash, a rebalance)
+SEQ_TTL_S = 30 * 86400  # a channel idle this long starts over; `since` beyond its seq is not recovered
+
+# KEYS: dedupe key, then (seq key, stream key, pub/sub channel) per channel.
+# ARGV: dedupe ttl, history length, history age (ms), seq ttl, then (frame head, frame tail) per channel.
+# Published as "<seq> <frame>" so a reader learns the seq without parsing the frame.
+_PUBLISH = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {} end
+local now = redis.call('TIME')
+local min_id = math.floor(tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000) - tonumber(ARGV[3])
+local seqs = {}
+for i = 0, (#KEYS - 1) / 3 - 1 do
+  local seq_key, stream, channel = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  local seq = redis.call('INCR', seq_key)
+  redis.call('EXPIRE', seq_key, ARGV[4])
+  local frame = ARGV[5 + 2 * i] .. seq .. ARGV[6 + 2 * i]
+  redis.call('XADD', stream, 'MAXLEN', ARGV[2], '*', 's', seq, 'f', frame)
+  if min_id > 0 then redis.call('XTRIM', stream, 'MINID', min_id) end
+  redis.call('PEXPIRE', stream, ARGV[3])
+  redis.call('PUBLISH', channel, seq .. ' ' .. frame)
+  seqs[#seqs + 1] = seq
+end
+return seqs
+"""
+
+
+# KEYS: seq key, stream key. ARGV: since, history length. Returns {seq} when there is nothing
+# to read (since is current, ahead, or further back than history can reach), else {seq, entries}.
+_SINCE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local wanted = current - tonumber(ARGV[1])
+if wanted <= 0 or wanted > tonumber(ARGV[2]) then return {current} end
+return {current, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', wanted)}
+"""
 
 
 class Listener(Protocol):
-    def deliver(self, frame: str) -> None: ...
+    def deliver(self, key: str, seq: int, frame: bytes) -> None: ...
+
+
+def dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class Realtime:
-    def __init__(self, redis, prefix: str) -> None:
+    def __init__(self, redis, prefix: str, *, history_size: int, history_age_s: int) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.history_size = history_size
+        self.history_age_ms = history_age_s * 1000
         self.local: dict[str, set[Listener]] = {}
+        self._confirmed: dict[str, asyncio.Future] = {}
+        self._publish = redis.register_script(_PUBLISH)
+        self._since = redis.register_script(_SINCE)
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
-    def _key(self, channel: str) -> str:
-        return f"{self.prefix}rt:{channel}"
+    def _channel(self, key: str) -> str:
+        return f"{self.prefix}rt:{key}"
+
+    def _seq_key(self, key: str) -> str:
+        return f"{self.prefix}seq:{key}"
+
+    def _stream(self, key: str) -> str:
+        return f"{self.prefix}history:{key}"
 
     async def start(self) -> None:
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub = self.redis.pubsub()
         # A channel of its own keeps the subscription alive while no socket is connected.
-        await self.pubsub.subscribe(self._key("_process"))
+        await self.pubsub.subscribe(self._channel("_process"))
         self._task = asyncio.create_task(self._read(), name="realtime-reader")
 
     async def stop(self) -> None:
+        self._stopping = True  # the embedded stand-in can swallow a cancellation that meets a reply
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             await self.pubsub.aclose()
 
-    async def publish(self, channel: str, frame: dict) -> int:
-        """Gives the message the channel's next seq and publishes it; returns the seq."""
-        seq = await self.redis.incr(f"{self.prefix}seq:{channel}")
-        await self.redis.publish(self._key(channel), json.dumps(dict(frame, seq=seq), separators=(",", ":")))
-        return seq
+    # Publishing -------------------------------------------------------------------------
+    def _script_input(self, message_id: str, payloads: dict[str, tuple[str, str]]) -> tuple[list, list]:
+        keys, args = [f"{self.prefix}rtid:{message_id}"], [DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S]
+        for key, (head, tail) in payloads.items():
+            keys += [self._seq_key(key), self._stream(key), self._channel(key)]
+            args += [head, tail]
+        return keys, args
 
-    async def current_seq(self, channel: str) -> int:
-        return int(await self.redis.get(f"{self.prefix}seq:{channel}") or 0)
+    async def publish(self, message_id: str, payloads: dict[str, tuple[str, str]]) -> dict[str, int]:
+        """Publishes once per `message_id`: for each channel key, the frame `head + seq + tail`.
+        Returns each channel's seq, or {} when the message was already published."""
+        keys, args = self._script_input(message_id, payloads)
+        seqs = await self._publish(keys=keys, args=args)
+        return dict(zip(payloads, (int(s) for s in seqs)))
 
-    async def join(self, channel: str, listener: Listener) -> None:
-        listeners = self.local.setdefault(channel, set())
+    async def publish_events(self, batch: list[tuple[dict, list[str]]]) -> None:
+        """Each (CloudEvent, channel keys) as an `event` frame, the event serialized once for
+        all its channels; the whole batch in one round trip, in order."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event, keys in batch:
+                body = dumps(event)
+                payloads = {key: (f'{{"type":"event","channel":{dumps(client_name(key))},"seq":', f',"event":{body}}}')
+                            for key in keys}
+                keys_, args = self._script_input(f"event:{event['id']}", payloads)
+                await self._publish(keys=keys_, args=args, client=pipe)
+            await pipe.execute()
+
+    async def publish_notification(self, user_id: str, notification: dict) -> int:
+        """A `notification` frame on the user's channel; 0 if it was already published."""
+        seqs = await self.publish(f"notification:{notification['id']}", {
+            f"user:{user_id}": ('{"type":"notification","channel":"user","seq":', f',"notification":{dumps(notification)}}}')})
+        return next(iter(seqs.values()), 0)
+
+    # Reading ----------------------------------------------------------------------------
+    async def current_seq(self, key: str) -> int:
+        return int(await self.redis.get(self._seq_key(key)) or 0)
+
+    async def since(self, key: str, since: int | None) -> tuple[int, list[tuple[int, str]] | None]:
+        """The channel's seq and the frames after `since`, oldest first; None when history
+        no longer reaches back that far (or `since` is from before the channel started over)."""
+        if since is None:
+            return await self.current_seq(key), []
+        result = await self._since(keys=[self._seq_key(key), self._stream(key)], args=[since, self.history_size])
+        current = int(result[0])
+        if len(result) == 1:
+            return current, ([] if since == current else None)
+        entries = [(int(fields[1]), fields[3]) for _id, fields in reversed(result[1])]
+        if not entries or entries[0][0] != since + 1:
+            return current, None
+        return current, entries
+
+    # Local subscribers ------------------------------------------------------------------
+    async def join(self, key: str, listener: Listener) -> None:
+        """Adds a local listener; returns once Redis confirms the subscription, so whatever is
+        published after this returns reaches the listener."""
+        listeners = self.local.setdefault(key, set())
         listeners.add(listener)
         if len(listeners) == 1:
-            await self.pubsub.subscribe(self._key(channel))
+            waiter = self._confirmed.get(key)
+            if waiter is None:
+                waiter = self._confirmed[key] = asyncio.get_running_loop().create_future()
+                await self.pubsub.subscribe(self._channel(key))
+            await asyncio.shield(waiter)
+        elif key in self._confirmed:
+            await asyncio.shield(self._confirmed[key])
 
-    async def leave(self, channel: str, listener: Listener) -> None:
-        listeners = self.local.get(channel)
+    async def leave(self, key: str, listener: Listener) -> None:
+        listeners = self.local.get(key)
         if listeners is None or listener not in listeners:
             return
         listeners.discard(listener)
         if not listeners:
-            del self.local[channel]
-            await self.pubsub.unsubscribe(self._key(channel))
+            del self.local[key]
+            waiter = self._confirmed.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)  # a join still waiting returns (and finds itself gone)
+            await self.pubsub.unsubscribe(self._channel(key))
 
     async def _read(self) -> None:
-        skip = len(self._key(""))
-        while True:
+        skip = len(self._channel(""))
+        while not self._stopping:
             try:
                 message = await self.pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
@@ -77,7 +189,37 @@ class Realtime:
                 log.exception("realtime subscription failed; reconnecting")
                 await asyncio.sleep(1)
                 continue
-            if message is None or message.get("type") != "message":
+            if message is None:
                 continue
-            for listener in list(self.local.get(message["channel"][skip:], ())):
-                listener.deliver(message["data"])
+            key = message["channel"][skip:]
+            if message["type"] == "subscribe":
+                waiter = self._confirmed.get(key)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            elif message["type"] == "message":
+                listeners = self.local.get(key)
+                if listeners:
+                    seq, frame = message["data"].split(" ", 1)
+                    seq, frame = int(seq), frame.encode()
+                    for listener in list(listeners):
+                        listener.deliver(key, seq, frame)
+
+
+class FanOut:
+    """The handler of consumer group hub-realtime: collects a fetched batch's events with
+    their channels, then publishes them in one round trip (`flush`, before the commit)."""
+
+    def __init__(self, realtime: Realtime, own_source: str) -> None:
+        self.realtime = realtime
+        self.own_source = own_source
+        self.pending: list[tuple[dict, list[str]]] = []
+
+    async def add(self, event: dict) -> None:
+        keys = channels_for_event(event, self.own_source)
+        if keys:
+            self.pending.append((event, keys))
+
+    async def flush(self) -> None:
+        if self.pending:
+            await self.realtime.publish_events(self.pending)
+            self.pending = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -52,7 +53,7 @@ class HubServer:
         while self.app.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for socket in list(self.app.websockets):
-            socket.close(1001, "going_away")  # clients reconnect to another process
+            socket.going_away()  # clients reconnect to another process
         try:
             await asyncio.wait_for(self.http.close_all_connections(), timeout=1)
         except asyncio.TimeoutError:
@@ -69,6 +70,10 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stopping.set)
     server = HubServer(settings)
     await server.start()
+    if server.hub.demo_accounts and settings.env == "development":
+        from hub.demo import banner
+
+        print(banner(server.hub.demo_accounts, f"http://{settings.host}:{server.port}"), file=sys.stderr, flush=True)
     await stopping.wait()
     log.info("shutting down")
     try:

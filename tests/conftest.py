@@ -67,6 +67,7 @@ def hub_env(kafka_bootstrap):
         "HUB_PORT": "0",
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "HUB_KAFKA_SESSION_TIMEOUT_MS": "2000",  # the bundled broker (see hub/kafka.py)
+        "HUB_KAFKA_FETCH_MAX_WAIT_MS": "20",
         "KAFKA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
         "MONGODB_DB": f"hub_test_{uuid.uuid4().hex[:12]}",
         "JWT_SECRET": "test-secret-" + "x" * 32,

@@ -36,9 +36,9 @@ from datetime import datetime, timezone
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer, AuthResult
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.web import Application, RequestHandler
+from tornado.web import RequestHandler
+
+from tests.local_http import LocalHttpPeer
 
 
 # SMTP ----------------------------------------------------------------------------------------
@@ -207,34 +207,17 @@ class TwilioRequest:
     response: dict = field(default_factory=dict)
 
 
-class TwilioFake:
+class TwilioFake(LocalHttpPeer):
     def __init__(self, account_sid: str = "AC" + "0" * 32, auth_token: str = "twilio-token") -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.messages: list[dict[str, str]] = []
         self.requests: list[TwilioRequest] = []
         self._script: list[tuple[str, object]] = []  # ("fail", (status, body)) or ("delay", seconds)
-        self._server: HTTPServer | None = None
-        self.port = 0
 
     async def start(self) -> str:
-        app = Application([(r"/2010-04-01/Accounts/([^/]+)/Messages\.json", _Messages, {"fake": self}),
-                           (r"/.*", _NotFound)])
-        sockets = bind_sockets(0, "127.0.0.1")
-        self.port = sockets[0].getsockname()[1]
-        self._server = HTTPServer(app)
-        self._server.add_sockets(sockets)  # serves on the loop running now
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            await self._server.close_all_connections()
-            self._server = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._serve([(r"/2010-04-01/Accounts/([^/]+)/Messages\.json", _Messages, {"fake": self}),
+                            (r"/.*", _NotFound)])
 
     def fail_next(self, status: int = 500, count: int = 1, error: dict | None = None) -> None:
         """The next `count` requests answer `status` with Twilio's error JSON."""

@@ -32,9 +32,9 @@ import http_ece
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.web import Application, RequestHandler
+from tornado.web import RequestHandler
+
+from tests.local_http import LocalHttpPeer
 
 MAX_BODY = 4096
 URGENCIES = ("very-low", "low", "normal", "high")
@@ -49,39 +49,25 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class PushService:
+class PushService(LocalHttpPeer):
     def __init__(self) -> None:
         self.received: list[dict] = []  # accepted and decrypted messages
         self.refused: list[dict] = []  # {"subscription", "status", "reason"} for every non-2xx answer
         self._subscriptions: dict[str, dict] = {}  # id -> {"private_key", "auth", "server_key", "gone"}
         self._failures: list[int] = []  # statuses for the next requests, in order
         self._stall: asyncio.Event | None = None  # set: stalled requests go on (or end at stop)
-        self._server: HTTPServer | None = None
-        self.port: int | None = None
 
     # Lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> str:
-        app = Application([(r"/push/([^/]+)", _Push, {"service": self})])
-        sockets = bind_sockets(0, "127.0.0.1")
-        self.port = sockets[0].getsockname()[1]
-        self._server = HTTPServer(app)
-        self._server.add_sockets(sockets)
-        return self.base_url
+        return self._serve([(r"/push/([^/]+)", _Push, {"service": self})])
 
     async def stop(self) -> None:
         if self._stall is not None:
             self._stall.set()
-        if self._server is not None:
-            self._server.stop()
-            await self._server.close_all_connections()
-            self._server = None
+        await super().stop()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    origin = base_url  # what VAPID's `aud` must be
+    origin = LocalHttpPeer.base_url  # what VAPID's `aud` must be
 
     # Subscriptions and behaviour -----------------------------------------------------
 

@@ -28,9 +28,9 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.web import Application, RequestHandler
+from tornado.web import RequestHandler
+
+from tests.local_http import LocalHttpPeer
 
 API_VERSION = "2024-06-20"
 
@@ -70,7 +70,7 @@ class _Stored:
     body: bytes
 
 
-class StripeFake:
+class StripeFake(LocalHttpPeer):
     def __init__(self, api_key: str = "sk_test_123") -> None:
         self.api_key = api_key
         self.requests: list[Recorded] = []
@@ -78,32 +78,15 @@ class StripeFake:
         self._idempotent: dict[str, _Stored] = {}
         self._errors: list[tuple[int, dict]] = []
         self._outage: tuple[int, dict] | None = None
-        self._server: HTTPServer | None = None
-        self.port: int | None = None
 
     # Lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> str:
-        app = Application([
+        return self._serve([
             (r"/v1/payment_intents", _PaymentIntents, {"fake": self}),
             (r"/v1/payment_intents/([^/]+)", _PaymentIntent, {"fake": self}),
             (r"/.*", _NotFound, {"fake": self}),
         ])
-        sockets = bind_sockets(0, "127.0.0.1")
-        self.port = sockets[0].getsockname()[1]
-        self._server = HTTPServer(app)
-        self._server.add_sockets(sockets)
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            await self._server.close_all_connections()
-            self._server = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # For tests --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import pytest
 
 from channels.base import Message, PermanentError, TransientError
 from channels.email import POOL_SIZE, EmailChannel
+from tests.notify_e2e import sink  # noqa: F401  (fixture)
 from tests.peers import SmtpSink
 
 pytestmark = pytest.mark.gen_test
@@ -26,13 +27,6 @@ def message(address: str = TO, **content) -> Message:
     content = {"subject": "Your order shipped \u2014 #1001", "text": "Hi Ann,\nyour order shipped.", "html": HTML,
                **content}
     return Message(notification_id="n1", user_id="u1", address=address, content=content)
-
-
-@pytest.fixture
-def sink():
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from py_vapid import Vapid
 from channels.base import Message, PermanentError, Sent, TransientError
 from channels.push import PushChannel
 from channels.vapid import generate_vapid_keys, public_key_for
+from tests.notify_e2e import push  # noqa: F401  (fixture)
 from tests.push_service import PushService
 
 pytestmark = pytest.mark.gen_test
@@ -24,14 +25,6 @@ PRIVATE, PUBLIC = generate_vapid_keys()
 OTHER_PRIVATE, OTHER_PUBLIC = generate_vapid_keys()
 SUBJECT = "mailto:ops@example.com"
 URL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-@pytest.fixture
-def peer(io_loop):
-    service = PushService()
-    io_loop.run_sync(service.start)
-    yield service
-    io_loop.run_sync(service.stop)
 
 
 @pytest.fixture
@@ -71,13 +64,13 @@ def free_port() -> int:
 
 # Delivery ---------------------------------------------------------------------------
 
-async def test_payload_is_encrypted_for_the_subscription_and_headers_follow_rfc_8030(peer, channel):
-    subscription = peer.new_subscription(application_server_key=PUBLIC)
+async def test_payload_is_encrypted_for_the_subscription_and_headers_follow_rfc_8030(push, channel):
+    subscription = push.new_subscription(application_server_key=PUBLIC)
     sent = await channel.send(message(subscription, priority="normal", ttl_s=3600, topic="order-42"))
 
     assert isinstance(sent, Sent)
-    (got,) = await peer.wait_for(1)
-    assert sent.provider_id and sent.provider_id.startswith(f"{peer.base_url}/message/")
+    (got,) = await push.wait_for(1)
+    assert sent.provider_id and sent.provider_id.startswith(f"{push.base_url}/message/")
     assert got["subscription"] == subscription["endpoint"].rsplit("/", 1)[1]
     assert got["payload"] == {
         "id": "n-1", "title": "Order shipped", "body": "Your order #42 is on its way ✓",
@@ -91,15 +84,15 @@ async def test_payload_is_encrypted_for_the_subscription_and_headers_follow_rfc_
     assert headers["Authorization"].startswith("vapid t=")
     assert vapid_k(headers["Authorization"]) == PUBLIC
     claims = got["claims"]
-    assert claims["aud"] == peer.origin
+    assert claims["aud"] == push.origin
     assert claims["sub"] == SUBJECT
     assert 11 * 3600 < claims["exp"] - time.time() <= 12 * 3600
 
 
-async def test_ttl_is_sent_explicitly_and_defaults_to_the_message_ttl(peer, channel):
-    await channel.send(message(peer.new_subscription()))  # Message's default TTL: a day
-    await channel.send(message(peer.new_subscription(), ttl_s=0))  # asked for: now or never
-    first, second = await peer.wait_for(2)
+async def test_ttl_is_sent_explicitly_and_defaults_to_the_message_ttl(push, channel):
+    await channel.send(message(push.new_subscription()))  # Message's default TTL: a day
+    await channel.send(message(push.new_subscription(), ttl_s=0))  # asked for: now or never
+    first, second = await push.wait_for(2)
     assert first["headers"]["TTL"] == "86400"
     assert second["headers"]["TTL"] == "0"
     assert first["headers"]["Topic"] is None  # no topic: no header
@@ -108,28 +101,28 @@ async def test_ttl_is_sent_explicitly_and_defaults_to_the_message_ttl(peer, chan
 @pytest.mark.parametrize("priority, urgency", [
     ("low", "low"), ("normal", "normal"), ("high", "high"), ("urgent", "high"),
 ])
-async def test_urgency_follows_priority(peer, channel, priority, urgency):
-    await channel.send(message(peer.new_subscription(), priority=priority))
-    (got,) = await peer.wait_for(1)
+async def test_urgency_follows_priority(push, channel, priority, urgency):
+    await channel.send(message(push.new_subscription(), priority=priority))
+    (got,) = await push.wait_for(1)
     assert got["headers"]["Urgency"] == urgency
     assert got["payload"]["priority"] == priority
 
 
-async def test_a_topic_outside_the_url_safe_alphabet_is_hashed_to_32_characters(peer, channel):
+async def test_a_topic_outside_the_url_safe_alphabet_is_hashed_to_32_characters(push, channel):
     topic = "order:42/status updated"
-    await channel.send(message(peer.new_subscription(), topic=topic))
-    await channel.send(message(peer.new_subscription(), topic=topic))
-    await channel.send(message(peer.new_subscription(), topic="x" * 33))  # too long
-    first, second, third = await peer.wait_for(3)
+    await channel.send(message(push.new_subscription(), topic=topic))
+    await channel.send(message(push.new_subscription(), topic=topic))
+    await channel.send(message(push.new_subscription(), topic="x" * 33))  # too long
+    first, second, third = await push.wait_for(3)
     expected = base64.urlsafe_b64encode(hashlib.sha256(topic.encode()).digest()).decode()[:32]
     assert first["headers"]["Topic"] == second["headers"]["Topic"] == expected
     assert len(third["headers"]["Topic"]) == 32 and set(third["headers"]["Topic"]) <= URL_SAFE
     assert third["headers"]["Topic"] != "x" * 32  # hashed, not cut
 
 
-async def test_a_subject_without_a_scheme_becomes_mailto(peer, channels):
-    await channels(subject="ops@example.com").send(message(peer.new_subscription()))
-    (got,) = await peer.wait_for(1)
+async def test_a_subject_without_a_scheme_becomes_mailto(push, channels):
+    await channels(subject="ops@example.com").send(message(push.new_subscription()))
+    (got,) = await push.wait_for(1)
     assert got["claims"]["sub"] == "mailto:ops@example.com"
 
 
@@ -140,41 +133,41 @@ def test_a_subject_py_vapid_would_refuse_fails_at_construction(channels):
 
 # VAPID ------------------------------------------------------------------------------
 
-async def test_vapid_from_another_key_is_refused_by_the_peer(peer, channels):
-    subscription = peer.new_subscription(application_server_key=PUBLIC)
+async def test_vapid_from_another_key_is_refused_by_the_peer(push, channels):
+    subscription = push.new_subscription(application_server_key=PUBLIC)
     with pytest.raises(PermanentError) as info:
         await channels(OTHER_PRIVATE).send(message(subscription))
     assert info.value.reason == "push_rejected" and not info.value.gone
-    assert peer.refused == [{"subscription": subscription["endpoint"].rsplit("/", 1)[1],
+    assert push.refused == [{"subscription": subscription["endpoint"].rsplit("/", 1)[1],
                              "status": 403, "reason": "key_mismatch"}]
-    assert peer.received == []
+    assert push.received == []
     await channels(PRIVATE).send(message(subscription))
-    await peer.wait_for(1)
+    await push.wait_for(1)
 
 
-async def test_an_expired_vapid_token_is_refused_by_the_peer(peer, channels):
+async def test_an_expired_vapid_token_is_refused_by_the_peer(push, channels):
     long_ago = time.time() - 13 * 3600
     with pytest.raises(PermanentError) as info:
-        await channels(clock=lambda: long_ago).send(message(peer.new_subscription()))
+        await channels(clock=lambda: long_ago).send(message(push.new_subscription()))
     assert info.value.reason == "push_rejected"
-    assert [r["reason"] for r in peer.refused] == ["bad_exp"]
+    assert [r["reason"] for r in push.refused] == ["bad_exp"]
 
 
-def test_the_peer_refuses_forged_or_misaddressed_vapid(peer, channels):
+def test_the_peer_refuses_forged_or_misaddressed_vapid(push, channels):
     channel = channels()
-    good = channel.vapid_headers(peer.origin)["Authorization"]
-    assert peer.check_vapid(good, PUBLIC)[0] == 0
+    good = channel.vapid_headers(push.origin)["Authorization"]
+    assert push.check_vapid(good, PUBLIC)[0] == 0
     # The same token claiming another key: the signature does not verify.
     forged = good.replace(f"k={PUBLIC}", f"k={OTHER_PUBLIC}")
-    assert peer.check_vapid(forged, None)[:2] == (401, "bad_signature")
+    assert push.check_vapid(forged, None)[:2] == (401, "bad_signature")
     # A token for another push service.
     elsewhere = channel.vapid_headers("https://push.example.net")["Authorization"]
-    assert peer.check_vapid(elsewhere, None)[:2] == (401, "wrong_aud")
-    assert peer.check_vapid(None, None)[:2] == (401, "no_authorization")
-    assert peer.check_vapid("WebPush abc.def.ghi", None)[:2] == (401, "not_vapid")
+    assert push.check_vapid(elsewhere, None)[:2] == (401, "wrong_aud")
+    assert push.check_vapid(None, None)[:2] == (401, "no_authorization")
+    assert push.check_vapid("WebPush abc.def.ghi", None)[:2] == (401, "not_vapid")
 
 
-async def test_vapid_headers_are_signed_once_per_origin_and_refreshed_before_expiry(peer, channels, monkeypatch):
+async def test_vapid_headers_are_signed_once_per_origin_and_refreshed_before_expiry(push, channels, monkeypatch):
     other_peer = PushService()
     await other_peer.start()
     try:
@@ -185,16 +178,16 @@ async def test_vapid_headers_are_signed_once_per_origin_and_refreshed_before_exp
         monkeypatch.setattr(channel._vapid, "sign", lambda claims: signed.append(claims["aud"]) or sign(claims))
 
         for _ in range(3):
-            await channel.send(message(peer.new_subscription()))
+            await channel.send(message(push.new_subscription()))
         await channel.send(message(other_peer.new_subscription()))
         now[0] += 5 * 3600  # 7 h left on the tokens: still reused
-        await channel.send(message(peer.new_subscription()))
+        await channel.send(message(push.new_subscription()))
         now[0] += 2 * 3600  # 5 h left: signed again
-        await channel.send(message(peer.new_subscription()))
+        await channel.send(message(push.new_subscription()))
 
-        received = await peer.wait_for(5)
+        received = await push.wait_for(5)
         await other_peer.wait_for(1)
-        assert signed == [peer.origin, other_peer.origin, peer.origin]
+        assert signed == [push.origin, other_peer.origin, push.origin]
         auths = [r["headers"]["Authorization"] for r in received]
         assert len(set(auths[:4])) == 1  # ECDSA signatures are randomised: equal means reused
         assert auths[4] != auths[0]
@@ -207,17 +200,17 @@ async def test_vapid_headers_are_signed_once_per_origin_and_refreshed_before_exp
 # Failures ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("status", [410, 404])
-async def test_a_dead_subscription_is_permanent_and_gone(peer, channel, status):
-    subscription = peer.new_subscription()
-    peer.gone(subscription, status)
+async def test_a_dead_subscription_is_permanent_and_gone(push, channel, status):
+    subscription = push.new_subscription()
+    push.gone(subscription, status)
     with pytest.raises(PermanentError) as info:
         await channel.send(message(subscription))
     assert info.value.reason == "subscription_gone"
     assert info.value.gone
 
 
-async def test_an_unknown_subscription_is_gone(peer, channel):
-    subscription = peer.new_subscription()
+async def test_an_unknown_subscription_is_gone(push, channel):
+    subscription = push.new_subscription()
     subscription["endpoint"] += "-unknown"
     with pytest.raises(PermanentError) as info:
         await channel.send(message(subscription))
@@ -225,19 +218,19 @@ async def test_an_unknown_subscription_is_gone(peer, channel):
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
-async def test_server_errors_and_rate_limits_are_transient(peer, channel, status):
-    subscription = peer.new_subscription()
-    peer.fail_next(status)
+async def test_server_errors_and_rate_limits_are_transient(push, channel, status):
+    subscription = push.new_subscription()
+    push.fail_next(status)
     with pytest.raises(TransientError) as info:
         await channel.send(message(subscription))
     assert info.value.reason == f"push_{status}"
     await channel.send(message(subscription))  # the next attempt goes through
-    await peer.wait_for(1)
+    await push.wait_for(1)
 
 
-async def test_a_payload_too_large_is_permanent_but_not_gone(peer, channel):
-    subscription = peer.new_subscription()
-    peer.fail_next(413)
+async def test_a_payload_too_large_is_permanent_but_not_gone(push, channel):
+    subscription = push.new_subscription()
+    push.fail_next(413)
     with pytest.raises(PermanentError) as info:
         await channel.send(message(subscription))
     assert (info.value.reason, info.value.gone) == ("push_rejected", False)
@@ -245,15 +238,15 @@ async def test_a_payload_too_large_is_permanent_but_not_gone(peer, channel):
     with pytest.raises(PermanentError) as info:
         await channel.send(message(subscription, content={"title": "t", "body": "b" * 5000}))
     assert (info.value.reason, info.value.gone) == ("push_rejected", False)
-    assert [r["status"] for r in peer.refused] == [413, 413]
+    assert [r["status"] for r in push.refused] == [413, 413]
 
 
-async def test_a_stalled_push_service_times_out_as_transient(peer, channels):
+async def test_a_stalled_push_service_times_out_as_transient(push, channels):
     channel = channels(timeout_s=0.5)
-    peer.stall()
+    push.stall()
     started = time.monotonic()
     with pytest.raises(TransientError) as info:
-        await channel.send(message(peer.new_subscription()))
+        await channel.send(message(push.new_subscription()))
     elapsed = time.monotonic() - started
     assert info.value.reason == "timeout"
     assert 0.4 < elapsed < 2.0, elapsed
@@ -287,17 +280,17 @@ def _spoil(subscription: dict, how: str):
 
 @pytest.mark.parametrize("how", ["not_a_dict", "no_keys", "p256dh_off_the_curve", "p256dh_short",
                                  "p256dh_not_base64", "auth_short", "endpoint_not_http"])
-async def test_an_invalid_subscription_is_permanent_and_gone_without_a_request(peer, channel, how):
+async def test_an_invalid_subscription_is_permanent_and_gone_without_a_request(push, channel, how):
     with pytest.raises(PermanentError) as info:
-        await channel.send(message(_spoil(peer.new_subscription(), how)))
+        await channel.send(message(_spoil(push.new_subscription(), how)))
     assert (info.value.reason, info.value.gone) == ("bad_subscription", True)
-    assert peer.received == [] and peer.refused == []
+    assert push.received == [] and push.refused == []
 
 
-async def test_one_session_is_shared_and_closed(peer, channel):
-    await channel.send(message(peer.new_subscription()))
+async def test_one_session_is_shared_and_closed(push, channel):
+    await channel.send(message(push.new_subscription()))
     session = channel._session
-    await channel.send(message(peer.new_subscription()))
+    await channel.send(message(push.new_subscription()))
     assert channel._session is session and not session.closed
     await channel.close()
     assert session.closed
@@ -352,11 +345,11 @@ def test_public_key_for_refuses_what_is_not_a_p256_private_key(bad):
     assert not bad or bad not in str(info.value)
 
 
-async def test_a_pem_private_key_signs_for_its_public_key(peer, channels):
+async def test_a_pem_private_key_signs_for_its_public_key(push, channels):
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()).decode()
     public = public_key_for(pem)
-    await channels(pem).send(message(peer.new_subscription(application_server_key=public)))
-    (got,) = await peer.wait_for(1)
+    await channels(pem).send(message(push.new_subscription(application_server_key=public)))
+    (got,) = await push.wait_for(1)
     assert vapid_k(got["headers"]["Authorization"]) == public

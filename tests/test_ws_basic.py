@@ -66,7 +66,8 @@ async def test_garbage_gets_error_frames_and_the_socket_stays_usable(api):
     ws = await connect(api, f"?token={session['access_token']}")
     for garbage, code in (("{not json", "malformed_json"), ("[1, 2]", "invalid_frame"), ('{"op": 5}', "invalid_frame"),
                           ('{"op": "dance"}', "unknown_op"), (b"\x00\x01", "binary_not_supported"),
-                          ('{"op": "subscribe", "channel": "admin:orders"}', "unknown_channel")):
+                          ('{"op": "subscribe", "channel": "admin:orders"}', "forbidden"),
+                          ('{"op": "subscribe", "channel": "bogus:1"}', "invalid_channel")):
         await ws.write_message(garbage, binary=isinstance(garbage, bytes))
         reply = await frame(ws)
         assert reply["type"] == "error" and reply["code"] == code, (garbage, reply)
@@ -85,7 +86,7 @@ async def test_a_frame_over_64_kib_closes_the_socket(api):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_shutdown_closes_sockets_with_1001(hub_env):
+async def test_shutdown_sends_a_jittered_reconnect_hint_and_closes_with_1001(hub_env):
     server = HubServer(load_settings(hub_env))
     await server.start()
     try:
@@ -94,5 +95,7 @@ async def test_shutdown_closes_sockets_with_1001(hub_env):
         assert json.loads(await ws.read_message()) == {"type": "pong"}
     finally:
         await server.stop()
+    hint = json.loads(await ws.read_message())
+    assert hint["type"] == "reconnect" and 500 <= hint["after_ms"] <= 5000
     assert await ws.read_message() is None
     assert ws.close_code == 1001

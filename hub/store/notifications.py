@@ -88,12 +88,14 @@ class NotificationStore:
         return [channel for channel in deliveries if await replace([channel])]
 
     async def advance_delivery(self, notification_id: str, channel: str, status: str, lower: list[str],
-                               fields: dict) -> dict | None:
+                               fields: dict, *, user_id: str | None = None) -> dict | None:
         """Moves a channel's delivery to `status` only from one of the `lower` statuses (so
-        out-of-order provider callbacks never move it back). The document after, or None."""
+        out-of-order provider callbacks never move it back), and only the user's own when
+        `user_id` is given. The document after, or None."""
         changes = {f"deliveries.{channel}.status": status, **{f"deliveries.{channel}.{k}": v for k, v in fields.items()}}
+        owner = {} if user_id is None else {"user_id": user_id}
         return await self.col.find_one_and_update(
-            {"_id": notification_id, f"deliveries.{channel}.status": {"$in": lower}}, {"$set": changes},
+            {"_id": notification_id, **owner, f"deliveries.{channel}.status": {"$in": lower}}, {"$set": changes},
             return_document=ReturnDocument.AFTER)
 
     # Jobs ------------------------------------------------------------------------------

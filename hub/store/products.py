@@ -85,10 +85,16 @@ class ProductStore:
         return items, total
 
     async def update_fields(self, product_id: str, changes: dict, now: datetime) -> dict | None:
-        return await self.col.find_one_and_update(
-            {"_id": product_id, **LIVE}, {"$set": {**changes, "updated_at": now}},
-            _PUBLIC, return_document=ReturnDocument.AFTER,
-        )
+        """A new price is announced like a stock change that moves nothing (`price_changed`),
+        so price and stock reach watchers on one channel, in order."""
+        update: dict = {"$set": {**changes, "updated_at": now}}
+        if "price_minor" in changes:
+            update["$push"] = {"outbox": stock_entry(0, now, "price_changed")}
+        doc = await self.col.find_one_and_update({"_id": product_id, **LIVE}, update, _PUBLIC,
+                                                 return_document=ReturnDocument.AFTER)
+        if doc is not None and "$push" in update:
+            self.on_outbox(product_id)
+        return doc
 
     async def soft_delete(self, product_id: str, now: datetime) -> bool:
         result = await self.col.update_one({"_id": product_id, **LIVE}, {"$set": {"deleted": True, "updated_at": now}})

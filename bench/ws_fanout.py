@@ -1,0 +1,232 @@
+"""Realtime fan-out: events produced on Kafka → frames at N WebSocket clients, against the
+bare baseline (bench/ws_baseline.py) doing the same deliveries with the least possible work.
+
+Processes: the bundled Kafka broker, Redis (REDIS_URL, or the local server on 6379 when
+reachable, else the hub's embedded stand-in), the hub (`python run.py`), the baseline server,
+the clients (bench/ws_clients.py, a process of their own) and this producer.
+
+Each client joins one of `--products` product channels and its own user channel. At each
+target rate (deliveries/s), `inventory.changed` events on the product channels (each
+reaching clients/products sockets) make up all but `--user-share` of the deliveries; the
+rest are `order.processing` events on the user channels (one socket each). Reported per rate:
+deliveries/s received, produce-to-receive latency p50/p99, and for each client count the
+server's memory per idle connection (RSS growth ÷ connections). The hub's best rate over the
+baseline's best rate is the ratio.
+
+Usage: `.venv/bin/python bench/ws_fanout.py [--clients 1000,5000] [--rates 5000,10000,20000,40000] [--seconds 5]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaProducer
+from tornado.httpclient import AsyncHTTPClient
+
+from harness import ROOT, free_port, start_hub
+
+sys.path.insert(0, str(ROOT))
+from domain.events import cloud_event  # noqa: E402
+from domain.tokens import AccessTokens  # noqa: E402
+from hub.embedded_broker import EmbeddedBroker  # noqa: E402
+
+JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
+TICK_S = 0.01
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def local_redis() -> str | None:
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+        return "redis://127.0.0.1:6379/13"
+    except OSError:
+        return None
+
+
+class Clients:
+    """The client process: connect, wait until subscribed, then collect reports."""
+
+    def __init__(self, url: str, count: int, products: int, tokens: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "ws_clients.py")], text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc.stdin.write(json.dumps({"url": url, "clients": count, "products": products, "tokens": tokens}) + "\n")
+        self.proc.stdin.flush()
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit("clients did not connect")
+
+    def report(self) -> dict:
+        self.proc.stdin.write("report\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(30)
+
+
+class HubTarget:
+    name = "hub"
+
+    def __init__(self, bootstrap: str, redis_url: str | None) -> None:
+        self.prefix = f"wsbench{uuid.uuid4().hex[:6]}."
+        self.port = free_port()
+        redis = {"REDIS_URL": redis_url, "HUB_REDIS_PREFIX": self.prefix} if redis_url else {}
+        self.proc = start_hub(self.port, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC_PREFIX=self.prefix,
+                              HUB_KAFKA_FETCH_MAX_WAIT_MS="20",
+                              JWT_SECRET=JWT_SECRET, HUB_WS_MAX_CONNECTIONS_PER_IP="1000000", **redis)
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.bootstrap = bootstrap
+        self.source = "/hub"
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2)
+        await self.producer.start()
+
+    def tokens(self, count: int) -> list[str]:
+        issuer, now = AccessTokens(JWT_SECRET, 3600), datetime.now(timezone.utc)
+        return [issuer.issue({"_id": f"u{i}"}, now) for i in range(count)]
+
+    async def send(self, product_events: list[int], user_events: list[int]) -> None:
+        now = time.time()
+        for p in product_events:
+            data = {"product_id": f"p{p}", "available": 100, "previous": 101, "low_stock_threshold": 0,
+                    "reason": "order", "price": "1.00", "t": now}
+            await self.producer.send(f"{self.prefix}inventory", json.dumps(cloud_event("inventory.changed", "/bench", data)).encode(),
+                               key=f"p{p}".encode())
+        for u in user_events:
+            data = {"order_id": f"o{u}", "user_id": f"u{u}", "status": "processing", "t": now}
+            event = cloud_event("order.processing", self.source, data, subject=f"u{u}")
+            await self.producer.send(f"{self.prefix}orders", json.dumps(event).encode(), key=f"o{u}".encode())
+
+    async def stop(self) -> None:
+        if hasattr(self, "producer"):
+            await self.producer.stop()
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+class BaselineTarget:
+    name = "baseline"
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "ws_baseline.py")], stdout=subprocess.PIPE,
+                                     text=True)
+        self.port = int(self.proc.stdout.readline())
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+
+    async def start(self) -> None:
+        self.http = AsyncHTTPClient(force_instance=True)
+
+    def tokens(self, count: int) -> list[str]:
+        return [f"u{i}" for i in range(count)]
+
+    async def send(self, product_events: list[int], user_events: list[int]) -> None:
+        now = time.time()
+        events = [{"channel": f"product:p{p}", "event": {"type": "inventory.changed", "data": {"product_id": f"p{p}", "t": now}}}
+                  for p in product_events]
+        events += [{"channel": f"user:u{u}", "event": {"type": "order.processing", "data": {"user_id": f"u{u}", "t": now}}}
+                   for u in user_events]
+        await self.http.fetch(f"http://127.0.0.1:{self.port}/publish", method="POST", body=json.dumps({"events": events}))
+
+    async def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+async def drive(target, clients: Clients, count: int, products: int, rate: int, seconds: float, user_share: float) -> dict:
+    """Produces at `rate` deliveries/s for `seconds`, then waits for the stragglers."""
+    fan_out = count / products
+    product_per_tick = rate * (1 - user_share) / fan_out * TICK_S
+    user_per_tick = rate * user_share * TICK_S
+    owed_p = owed_u = 0.0
+    next_p = next_u = 0
+    clients.report()  # start a fresh window
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    ticks = int(seconds / TICK_S)
+    for tick in range(ticks):
+        owed_p += product_per_tick
+        owed_u += user_per_tick
+        batch_p = [(next_p + k) % products for k in range(int(owed_p))]
+        batch_u = [(next_u + k) % count for k in range(int(owed_u))]
+        next_p, next_u = next_p + len(batch_p), next_u + len(batch_u)
+        owed_p -= len(batch_p)
+        owed_u -= len(batch_u)
+        await target.send(batch_p, batch_u)
+        await asyncio.sleep(max(0.0, start + (tick + 1) * TICK_S - loop.time()))
+    expected = next_p * fan_out + next_u
+    await asyncio.sleep(2.0)
+    result = clients.report()
+    result.update(expected=int(expected), rate=result["frames"] / seconds)
+    return result
+
+
+async def run(target, args) -> float:
+    try:
+        await target.start()
+        return await measure(target, args)
+    finally:
+        await target.stop()
+
+
+async def measure(target, args) -> float:
+    best = 0.0
+    for count in args.clients:
+        before = rss_kib(target.proc.pid)
+        clients = Clients(target.url, count, args.products, target.tokens(count))
+        await asyncio.sleep(2)
+        per_conn = (rss_kib(target.proc.pid) - before) / count
+        print(f"{target.name:<8} clients={count:<5} memory per idle connection {per_conn:6.1f} KiB")
+        # Warm-up, not reported: the consumer group joins, caches fill.
+        await drive(target, clients, count, args.products, 1000, 3, args.user_share)
+        for rate in args.rates:
+            r = await drive(target, clients, count, args.products, rate, args.seconds, args.user_share)
+            print(f"{target.name:<8} clients={count:<5} target {rate:6d}/s   received {r['frames']:7d} of {r['expected']:7d}"
+                  f"   {r['rate']:8.0f} deliveries/s   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms"
+                  f"   closed {r['closed']}")
+            if r["frames"] >= 0.99 * r["expected"]:
+                best = max(best, r["rate"])
+        clients.stop()
+    return best
+
+
+async def main(args) -> None:
+    broker = EmbeddedBroker()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or await broker.start()
+    redis_url = local_redis()
+    print(f"redis: {redis_url or 'embedded stand-in'}; clients {args.clients}; products {args.products}; "
+          f"user share {args.user_share:.0%}")
+    try:
+        hub_best = await run(HubTarget(bootstrap, redis_url), args) if args.only != "baseline" else 0.0
+        base_best = await run(BaselineTarget(), args) if args.only != "hub" else 0.0
+    finally:
+        await broker.stop()
+    print(f"best sustained (≥99% delivered): hub {hub_best:.0f}/s, baseline {base_best:.0f}/s, "
+          f"ratio {hub_best / base_best if base_best else 0:.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000])
+    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[5000, 10000, 20000, 40000])
+    parser.add_argument("--products", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--only", choices=["hub", "baseline"])
+    parser.add_argument("--user-share", type=float, default=0.02)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,129 @@
+"""One WebSocket client's subscriptions (CONTRACT §4; docs/realtime.md).
+
+Joining a channel: listen first, then read the channel's seq and what came after `since`, so
+nothing published in between is lost; live frames that arrive meanwhile wait and follow the
+replay, minus those it already held. A live frame that skips a seq (this process's Redis
+subscription dropped and came back) is filled in from history the same way, or, when history
+cannot, answered like a subscribe that could not recover: the client reloads by REST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Awaitable, Callable
+
+from domain.callers import Caller
+from domain.errors import Forbidden, Invalid
+from domain.realtime_channels import channel_key, conflatable, may_watch_order, parse_channel
+from hub.realtime import Realtime
+from hub.send_queue import SendQueue
+
+log = logging.getLogger(__name__)
+
+MAX_SUBSCRIPTIONS = 100
+
+
+def encode(frame: dict) -> bytes:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Session:
+    def __init__(self, realtime: Realtime, send: SendQueue, *,
+                 order_owner: Callable[[str], Awaitable[str | None]]) -> None:
+        self.realtime = realtime
+        self.send = send
+        self.order_owner = order_owner
+        self.caller: Caller | None = None
+        self.names: dict[str, str] = {}  # channel key → the name the client used
+        self.last: dict[str, int] = {}  # channel key → seq of the last frame queued
+        self.waiting: dict[str, list[tuple[int, bytes]]] = {}  # live frames held during a replay
+        self._tasks: set[asyncio.Task] = set()
+
+    def write(self, frame: dict) -> None:
+        self.send.put(encode(frame))
+
+    async def subscribe(self, channel, since) -> None:
+        """Joins the channel and answers `subscribed`, then the replay; Invalid or Forbidden
+        (and nothing changes) when the client may not."""
+        kind, ident = parse_channel(channel)
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+            raise Invalid("'since' is a non-negative integer seq.", code="invalid_since")
+        key = channel_key(kind, ident, self.caller)
+        if kind == "order" and not may_watch_order(self.caller, await self.order_owner(ident)):
+            raise Forbidden("Only the order's owner or an admin may join this channel.")
+        if key not in self.names and len(self.names) >= MAX_SUBSCRIPTIONS:
+            raise Invalid(f"At most {MAX_SUBSCRIPTIONS} subscriptions per connection.", code="too_many_subscriptions")
+        self.names[key] = channel
+        self.waiting.setdefault(key, [])
+        try:
+            await self.realtime.join(key, self)
+            await self._catch_up(key, since, announce=True)
+        except Exception:  # Redis unreachable: not subscribed, the client may try again
+            await self._drop(key)
+            raise
+
+    async def _catch_up(self, key: str, since: int | None, *, announce: bool) -> None:
+        try:
+            current, frames = await self.realtime.since(key, since)
+        except Exception:
+            self.waiting.pop(key, None)
+            raise
+        if key not in self.names:  # unsubscribed meanwhile
+            return
+        recovered = since is not None and frames is not None
+        if announce or not recovered:
+            self.write({"type": "subscribed", "channel": self.names[key], "seq": current, "recovered": recovered})
+        for _seq, frame in frames or ():
+            self.send.put(frame.encode())
+        last = current
+        for seq, frame in self.waiting.pop(key, ()):
+            if seq > last:
+                self.send.put(frame)
+                last = seq
+        self.last[key] = last
+
+    async def unsubscribe(self, channel) -> None:
+        kind, ident = parse_channel(channel)
+        key = f"user:{self.caller.id}" if kind == "user" and self.caller else channel
+        if key in self.names:
+            await self._drop(key)
+
+    async def _drop(self, key: str) -> None:
+        self.names.pop(key, None)
+        self.last.pop(key, None)
+        self.waiting.pop(key, None)
+        await self.realtime.leave(key, self)
+
+    def deliver(self, key: str, seq: int, frame: bytes) -> None:
+        """A live frame from the fan-out (Realtime listener)."""
+        waiting = self.waiting.get(key)
+        if waiting is not None:
+            waiting.append((seq, frame))
+            return
+        last = self.last.get(key)
+        if last is None or seq <= last:
+            return
+        if seq > last + 1:
+            self.waiting[key] = [(seq, frame)]
+            task = asyncio.create_task(self._fill(key, last))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self.last[key] = seq
+        self.send.put(frame, key if conflatable(key) else None)
+
+    async def _fill(self, key: str, last: int) -> None:
+        try:
+            await self._catch_up(key, last, announce=False)
+        except Exception:
+            log.exception("could not fill a gap from history", extra={"channel": key})
+
+    async def close(self) -> None:
+        self.send.close()
+        for task in self._tasks:
+            task.cancel()
+        for key in list(self.names):
+            await self.realtime.leave(key, self)
+        self.names.clear()
