@@ -38,8 +38,8 @@ from domain.sms import fit_sms
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)
-APPLIED_TOPICS = ("orders", "payments", "points")  # other services' events here are applied, then re-announced  # a dispatch not finished by then is taken up again
+LEASE = timedelta(seconds=60)  # a dispatch not finished by then is taken up again
+APPLIED_TOPICS = ("orders", "payments", "points")  # other services' events here are applied, then re-announced
 DEFAULT_PUSH_TTL_S = 24 * 3600
 
 
