@@ -21,12 +21,18 @@ class DeliveryError(Exception):
 
 
 class TransientError(DeliveryError):
-    """Worth another attempt later."""
+    """Worth another attempt later; `retry_after_s` is how long the provider asked us to
+    wait (its Retry-After), if it said."""
+
+    def __init__(self, reason: str, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(reason, message)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentError(DeliveryError):
-    """Retrying cannot help. `gone` tells the dispatcher the address itself is dead
-    (a 404/410 push subscription) and should be forgotten."""
+    """Retrying cannot help. `gone` tells the dispatcher the address itself is dead (a
+    404/410 push subscription is forgotten; a hard-bounced email address is not used
+    again)."""
 
     def __init__(self, reason: str, message: str, *, gone: bool = False) -> None:
         super().__init__(reason, message)

@@ -177,10 +177,18 @@ def _stale(exc: Exception) -> bool:
     return isinstance(exc, SMTPResponseException) and exc.code == 421
 
 
+# Replies to RCPT that say the mailbox does not exist or is not accepted: the address is dead,
+# not just this message (552, mailbox full, and 554, policy, are not about the address).
+HARD_BOUNCE = frozenset({550, 551, 553})
+
+
 def _classify(exc: Exception) -> TransientError | PermanentError:
     if isinstance(exc, SMTPRecipientsRefused):
         refused = exc.recipients[0]
-        return _by_code(refused.code, refused.message, "RCPT", "recipient_rejected")
+        error = _by_code(refused.code, refused.message, "RCPT", "recipient_rejected")
+        if refused.code in HARD_BOUNCE:
+            error.gone = True
+        return error
     if isinstance(exc, SMTPResponseException):  # MAIL, DATA, greeting, EHLO, AUTH replies
         return _by_code(exc.code, exc.message, type(exc).__name__, "smtp_rejected")
     if isinstance(exc, (SMTPTimeoutError, asyncio.TimeoutError)):

@@ -13,6 +13,8 @@ import json
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -119,6 +121,7 @@ class PushChannel(Channel):
                                                  allow_redirects=False) as response:
                 await response.read()  # so the connection goes back to the pool
                 status, location = response.status, response.headers.get("Location")
+                retry_after = response.headers.get("Retry-After")
         except asyncio.TimeoutError:  # before ClientError: aiohttp's timeouts are both
             raise TransientError("timeout", f"push service {origin} did not answer in time") from None
         except aiohttp.ClientError as exc:
@@ -128,10 +131,28 @@ class PushChannel(Channel):
         if status in (404, 410):
             raise PermanentError("subscription_gone", f"push service {origin} answered {status}", gone=True)
         if status == 429 or status >= 500:
-            raise TransientError(f"push_{status}", f"push service {origin} answered {status}")
+            raise TransientError(f"push_{status}", f"push service {origin} answered {status}",
+                                 retry_after_s=retry_after_seconds(retry_after))
         raise PermanentError("push_rejected", f"push service {origin} answered {status}")
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """An HTTP Retry-After (RFC 9110: delay-seconds or an HTTP-date) in seconds from now;
+    None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an obsolete date form without a zone: HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())

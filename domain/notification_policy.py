@@ -114,7 +114,8 @@ RANK = {PENDING: 0, QUEUED: 0, HELD: 0, SENT: 1, DELIVERED: 2, FAILED: 2, SUPPRE
 
 def route(preferences: dict, notification_type: str, category: str, channels, unavailable: dict[str, str]) -> dict:
     """Step 1: channel → (PENDING, None) or (SUPPRESSED, reason). `unavailable` maps a
-    channel to why it cannot be used for this user (`channel_off`, `no_address`)."""
+    channel to why it cannot be used for this user (`channel_off`, `no_address`,
+    `address_bounced`)."""
     decisions = {}
     for channel in channels:
         if unavailable.get(channel) == "channel_off":
@@ -158,11 +159,17 @@ def cap_release_at(counted_ms: list[int], now_ms: int, max_per_hour: int, max_pe
     return None if release == now_ms else release
 
 
-def retry_delay_s(attempt: int, base_s: float, jitter: float) -> float:
+# A provider's Retry-After is honoured up to this; beyond it the message would mostly be stale.
+MAX_RETRY_AFTER_S = 3600
+
+
+def retry_delay_s(attempt: int, base_s: float, jitter: float, asked_s: float | None = None) -> float:
     """After failed attempt `attempt` (1-based): exponential, ±20 % jitter (`jitter` in
     [0, 1)) so that retries after an outage do not arrive together. With the default base
-    of 40 s, five attempts span about ten minutes."""
-    return base_s * 2 ** (attempt - 1) * (0.8 + 0.4 * jitter)
+    of 40 s, five attempts span about ten minutes. Never sooner than the provider asked
+    (`asked_s`, its Retry-After), up to MAX_RETRY_AFTER_S."""
+    delay = base_s * 2 ** (attempt - 1) * (0.8 + 0.4 * jitter)
+    return max(delay, min(asked_s or 0, MAX_RETRY_AFTER_S))
 
 
 PUSH_URGENCY = {"low": "low", "normal": "normal", "high": "high", "urgent": "high"}

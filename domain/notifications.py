@@ -35,6 +35,7 @@ from domain.notification_policy import (DELIVERED, FAILED, HELD, PENDING, QUEUED
 from domain.notification_rules import ADMINS, STOCK_WATCHERS, USER, Planned, notification_id, plan, recipient_user
 from domain.notification_templates import default_parts
 from domain.sms import fit_sms
+from domain.users import EMAIL_BOUNCE_HOLD, email_bounce
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ class Notifier:
                    if channel not in self.channels}
         if not user.get("email"):
             reasons.setdefault("email", "no_address")
+        bounce = email_bounce(user)
+        if bounce and self.clock() < bounce["at"] + EMAIL_BOUNCE_HOLD:
+            reasons.setdefault("email", "address_bounced")
         if not user.get("phone"):
             reasons.setdefault("sms", "no_address")
         if not user.get("push_subscriptions"):
@@ -251,16 +255,20 @@ class Notifier:
         except TransientError as exc:
             if attempts >= self.max_attempts:
                 return _moved(delivery, FAILED, exc.reason, now, attempts=attempts)
-            delay = retry_delay_s(attempts, self.retry_base_s, self.jitter())
+            delay = retry_delay_s(attempts, self.retry_base_s, self.jitter(), exc.retry_after_s)
             return dict(_moved(delivery, QUEUED, exc.reason, now, attempts=attempts),
                         next_at=now + timedelta(seconds=delay), cleared=True)
         except PermanentError as exc:
             log.warning("delivery failed permanently",
                         extra={"notification_id": doc["_id"], "channel": channel, "reason": exc.reason})
+            if channel == "email" and exc.gone:
+                await self.users.mark_email_bounced(user["_id"], user["email"], exc.reason, now)
             return _moved(delivery, FAILED, exc.reason, now, attempts=attempts)
         except TemplateError:
             log.exception("template failed", extra={"notification_id": doc["_id"], "channel": channel})
             return _moved(delivery, FAILED, "template_error", now, attempts=attempts)
+        if channel == "email" and email_bounce(user):
+            await self.users.clear_email_bounce(user["_id"], user["email"])  # the address works again
         return dict(_moved(delivery, DELIVERED if sent.delivered else SENT, None, now, attempts=attempts),
                     provider_id=sent.provider_id)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ROLES = ("customer", "admin")
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_LOCALE = "en"
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
+# A hard-bounced address gets no email for this long; then one try tells whether it came back.
+EMAIL_BOUNCE_HOLD = timedelta(days=30)
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
@@ -44,7 +47,14 @@ def check_locale(value: str) -> str:
     return value
 
 
+def email_bounce(user: dict) -> dict | None:
+    """The hard bounce recorded for the user's current address ({address, reason, at}), if any."""
+    bounce = user.get("email_bounce")
+    return bounce if bounce and bounce.get("address") == user.get("email") else None
+
+
 def public_user(doc: dict) -> dict:
+    bounce = email_bounce(doc)
     return {
         "id": doc["_id"],
         "email": doc["email"],
@@ -53,5 +63,6 @@ def public_user(doc: dict) -> dict:
         "timezone": doc.get("timezone", DEFAULT_TIMEZONE),
         "locale": doc.get("locale", DEFAULT_LOCALE),
         "roles": doc.get("roles", ["customer"]),
+        "email_bounced_at": bounce["at"].isoformat() if bounce else None,
         "created_at": doc["created_at"].isoformat(),
     }

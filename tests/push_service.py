@@ -54,7 +54,7 @@ class PushService(LocalHttpPeer):
         self.received: list[dict] = []  # accepted and decrypted messages
         self.refused: list[dict] = []  # {"subscription", "status", "reason"} for every non-2xx answer
         self._subscriptions: dict[str, dict] = {}  # id -> {"private_key", "auth", "server_key", "gone"}
-        self._failures: list[int] = []  # statuses for the next requests, in order
+        self._failures: list[tuple[int, str | None]] = []  # (status, Retry-After) for the next requests, in order
         self._stall: asyncio.Event | None = None  # set: stalled requests go on (or end at stop)
 
     # Lifecycle ------------------------------------------------------------------------
@@ -90,9 +90,10 @@ class PushService(LocalHttpPeer):
         """From now on this subscription answers `status` (410 Gone or 404)."""
         self._subscriptions[self._id(subscription)]["gone"] = status
 
-    def fail_next(self, status: int, n: int = 1) -> None:
-        """The next `n` requests, whatever their subscription, answer `status`."""
-        self._failures.extend([status] * n)
+    def fail_next(self, status: int, n: int = 1, *, retry_after: str | None = None) -> None:
+        """The next `n` requests, whatever their subscription, answer `status` (with a
+        Retry-After header when given)."""
+        self._failures.extend([(status, retry_after)] * n)
 
     def stall(self) -> None:
         """Requests from now on get no answer until `resume()` or `stop()`."""
@@ -170,7 +171,10 @@ class _Push(RequestHandler):
         if service._stall is not None:
             await service._stall.wait()
         if service._failures:
-            return self.refuse(sub_id, service._failures.pop(0), "told_to_fail")
+            status, retry_after = service._failures.pop(0)
+            if retry_after is not None:
+                self.set_header("Retry-After", retry_after)
+            return self.refuse(sub_id, status, "told_to_fail")
         subscription = service._subscriptions.get(sub_id)
         if subscription is None:
             return self.refuse(sub_id, 404, "unknown_subscription")

@@ -124,12 +124,14 @@ async def test_4xx_on_rcpt_is_transient_and_keeps_the_connection(channel, sink):
     assert sink.connections == 1
 
 
-async def test_5xx_on_rcpt_is_permanent(channel, sink):
-    sink.fail_next(550)
+@pytest.mark.parametrize("code, dead", [(550, True), (551, True), (553, True), (552, False), (554, False)])
+async def test_5xx_on_rcpt_is_permanent_and_a_hard_bounce_marks_the_address_dead(channel, sink, code, dead):
+    sink.fail_next(code)
     with pytest.raises(PermanentError) as failed:
         await channel.send(message())
     assert failed.value.reason == "recipient_rejected"
-    assert "550" in str(failed.value)
+    assert str(code) in str(failed.value)
+    assert failed.value.gone is dead
     await asyncio.sleep(0.1)
     assert sink.messages == []
 

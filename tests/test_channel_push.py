@@ -7,6 +7,7 @@ import base64
 import hashlib
 import socket
 import time
+from datetime import datetime, timezone
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 
 from channels.base import Message, PermanentError, Sent, TransientError
-from channels.push import PushChannel
+from channels.push import PushChannel, retry_after_seconds
 from channels.vapid import generate_vapid_keys, public_key_for
 from tests.notify_e2e import push  # noqa: F401  (fixture)
 from tests.push_service import PushService
@@ -226,6 +227,22 @@ async def test_server_errors_and_rate_limits_are_transient(push, channel, status
     assert info.value.reason == f"push_{status}"
     await channel.send(message(subscription))  # the next attempt goes through
     await push.wait_for(1)
+
+
+@pytest.mark.parametrize("header, seconds", [(None, None), ("120", 120.0), ("0", 0.0), ("soon", None)])
+async def test_a_rate_limit_carries_the_services_retry_after(push, channel, header, seconds):
+    subscription = push.new_subscription()
+    push.fail_next(429, retry_after=header)
+    with pytest.raises(TransientError) as info:
+        await channel.send(message(subscription))
+    assert (info.value.reason, info.value.retry_after_s) == ("push_429", seconds)
+
+
+def test_retry_after_as_an_http_date():
+    now = datetime(2026, 11, 23, 20, 0, tzinfo=timezone.utc)
+    assert retry_after_seconds("Mon, 23 Nov 2026 20:05:00 GMT", now) == 300.0
+    assert retry_after_seconds("Mon, 23 Nov 2026 19:55:00 GMT", now) == 0.0  # already past
+    assert retry_after_seconds("Monday, yesterday", now) is None
 
 
 async def test_a_payload_too_large_is_permanent_but_not_gone(push, channel):

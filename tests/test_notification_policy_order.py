@@ -173,6 +173,13 @@ def test_five_attempts_with_base_40_span_about_ten_minutes():
     assert middle == pytest.approx(10 * 60)
 
 
+def test_retry_delay_is_never_sooner_than_the_provider_asked_up_to_an_hour():
+    assert retry_delay_s(1, 40, 0.5, asked_s=300) == pytest.approx(300)
+    assert retry_delay_s(1, 40, 0.5, asked_s=5) == pytest.approx(40)  # our backoff is longer
+    assert retry_delay_s(1, 40, 0.5, asked_s=86_400) == pytest.approx(3600)
+    assert retry_delay_s(1, 40, 0.5, asked_s=None) == pytest.approx(40)
+
+
 def test_retry_delay_scales_with_the_base():
     assert retry_delay_s(3, 1.0, 0.5) == pytest.approx(4.0)
     assert retry_delay_s(1, 0.01, 0.5) == pytest.approx(0.01)

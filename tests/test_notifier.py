@@ -23,6 +23,7 @@ from channels.base import Channel, PermanentError, Sent, TransientError
 from domain.events import Rejected
 from domain.notification_templates import Templates
 from domain.notifications import LEASE, Notifier, public_notification
+from domain.users import public_user
 from hub.frequency_caps import FrequencyCaps
 from hub.store.notifications import NotificationStore
 from hub.store.stock_alerts import StockAlertStore
@@ -599,6 +600,20 @@ async def test_a_transient_failure_is_retried_after_the_backoff(hub):
     assert await hub.job(nid) is None
 
 
+async def test_a_providers_retry_after_sets_the_next_attempt(hub):
+    user = await hub.user()
+    hub.channels["push"].script = [TransientError("push_429", "slow down", retry_after_s=600)]
+    nid, = await hub.notify(order_event(user["_id"]))
+    push = (await hub.deliveries(nid))["push"]
+    assert (push["status"], push["reason"]) == ("queued", "push_429")
+    assert push["next_at"] == T0 + timedelta(seconds=600)  # not the 40 s backoff
+    hub.clock.advance(seconds=599)
+    assert await hub.run_due() == []
+    hub.clock.advance(seconds=1)
+    assert await hub.run_due() == [nid]
+    assert (await hub.statuses(nid))["push"] == ("sent", None)
+
+
 async def test_transient_failures_until_max_attempts_fail_with_the_reason(hub):
     user = await hub.user()
     hub.channels["email"].script = [TransientError("smtp_451", "try later")] * 3
@@ -676,6 +691,34 @@ async def test_a_permanent_failure_fails_at_once(hub):
     hub.clock.advance(hours=1)
     assert await hub.run_due() == []
     assert len(hub.channels["email"].calls) == 1
+
+
+async def test_a_hard_bounced_address_gets_no_email_for_a_while_then_one_try(hub):
+    user = await hub.user()
+    hub.channels["email"].script = [PermanentError("recipient_rejected", "550 no such user", gone=True)]
+    bounced, = await hub.notify(order_event(user["_id"]))
+    assert (await hub.statuses(bounced))["email"] == ("failed", "recipient_rejected")
+    assert public_user(await hub.users.get(user["_id"]))["email_bounced_at"] == hub.clock().isoformat()
+
+    hub.clock.advance(days=29)
+    later, = await hub.notify(order_event(user["_id"], "order.delivered"))
+    assert (await hub.statuses(later))["email"] == ("suppressed", "address_bounced")
+    assert (await hub.statuses(later))["push"] == ("sent", None)  # other channels are not affected
+    assert len(hub.channels["email"].calls) == 1
+
+    hub.clock.advance(days=2)  # past the hold: one try, and it goes through
+    again, = await hub.notify(order_event(user["_id"], "order.returned"))
+    assert (await hub.statuses(again))["email"] == ("sent", None)
+    assert public_user(await hub.users.get(user["_id"]))["email_bounced_at"] is None
+
+
+async def test_an_email_rejected_for_another_reason_does_not_mark_the_address(hub):
+    user = await hub.user()
+    hub.channels["email"].script = [PermanentError("recipient_rejected", "552 mailbox full")]
+    await hub.notify(order_event(user["_id"]))
+    later, = await hub.notify(order_event(user["_id"], "order.delivered"))
+    assert (await hub.statuses(later))["email"] == ("sent", None)
+    assert public_user(await hub.users.get(user["_id"]))["email_bounced_at"] is None
 
 
 async def test_a_dead_push_subscription_is_forgotten(hub):

@@ -221,6 +221,25 @@ async def test_smtp_550_fails_at_once_with_its_reason(api, sink):
     await quietly(1.5, lambda: not sink.messages)
 
 
+async def test_a_hard_bounce_stops_email_to_that_address_and_the_user_can_see_it(api, sink):
+    ann = await customer(api)
+    sink.fail_next(550, text="5.1.1 No such user")
+    body = {"user_id": ann.id, "type": "order_note", "title": "A note", "body": "About your order",
+            "channels": ["email", "websocket"]}
+    r = await request_notification(api, body)
+    item = await inbox_item(api, ann.token, r.data["id"], settled=("sent", "failed"), timeout=15)
+    assert deliveries(item)["email"]["reason"] == "recipient_rejected"
+    me = (await api.call("GET", "/api/v1/users/me", token=ann.token)).data
+    assert me["email_bounced_at"] is not None, me
+
+    r = await request_notification(api, dict(body, title="Another note"))
+    item = await inbox_item(api, ann.token, r.data["id"], settled=("sent", "suppressed"), timeout=15)
+    assert deliveries(item)["email"]["status"] == "suppressed"
+    assert deliveries(item)["email"]["reason"] == "address_bounced"
+    assert deliveries(item)["websocket"]["status"] == "sent"
+    await quietly(1.0, lambda: not sink.messages)
+
+
 async def test_smtp_stall_is_a_timeout_and_retried(api, sink):
     ann = await customer(api)
     sink.stall_next(3.0)  # HUB_PROVIDER_TIMEOUT_S is 1

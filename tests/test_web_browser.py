@@ -554,10 +554,18 @@ async def test_dropped_connection_resumes_with_since_or_reloads_when_history_is_
         """The order moves, and the frames die on the way: the page's connection is broken
         (its frames are dropped) and, once the hub has published them all, closed without a
         close frame (the page sees 1006)."""
-        sockets = list(hub_server.app.websockets)
+        channel = f"order:{order['id']}"
+
+        async def settled():
+            # The page shows "Live" once the socket is open, before its subscriptions (with
+            # `since`) are answered; a frame published meanwhile reaches it by the replay,
+            # not by `deliver`. So wait until the order channel has been joined and caught up.
+            sockets = list(hub_server.app.websockets)
+            return all(channel in s.session.last and set(s.session.names) <= set(s.session.last)
+                       and not s.session.waiting for s in sockets) and sockets
+        sockets = await eventually(settled, what="the page's subscriptions answered")
         for socket in sockets:
             monkeypatch.setattr(socket.session, "deliver", lambda *args: None)
-        channel = f"order:{order['id']}"
         before = await hub_server.hub.realtime.current_seq(channel)
         for to in statuses:
             await move(to)

@@ -74,6 +74,14 @@ class UserStore:
             {"$push": {"push_subscriptions": subscription}})
         return result.modified_count == 1
 
+    async def mark_email_bounced(self, user_id: str, address: str, reason: str, at: datetime) -> None:
+        """Remembers that `address` bounced, if it is still the user's address."""
+        await self.col.update_one({"_id": user_id, "email": address},
+                                  {"$set": {"email_bounce": {"address": address, "reason": reason, "at": at}}})
+
+    async def clear_email_bounce(self, user_id: str, address: str) -> None:
+        await self.col.update_one({"_id": user_id, "email_bounce.address": address}, {"$unset": {"email_bounce": ""}})
+
     async def remove_push_subscriptions(self, user_id: str, endpoints: list[str]) -> int:
         result = await self.col.update_one({"_id": user_id},
                                            {"$pull": {"push_subscriptions": {"endpoint": {"$in": endpoints}}}})

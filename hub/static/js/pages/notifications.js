@@ -73,7 +73,7 @@ export function stopBell() {
 const CHANNEL_LABELS = { email: 'Email', sms: 'SMS', push: 'Push', websocket: 'In app' };
 const REASONS = {
   dnd: 'do not disturb', frequency_cap: 'frequency cap', preference: 'off in your preferences',
-  no_address: 'no address to send to', channel_off: 'not set up on this hub', expired: 'no longer relevant',
+  no_address: 'no address to send to', address_bounced: 'your email address bounced', channel_off: 'not set up on this hub', expired: 'no longer relevant',
   no_user: 'no such user', subscription_gone: 'device unsubscribed', template_error: 'template error',
   recipient_rejected: 'address rejected', smtp_rejected: 'rejected by the mail server', sms_rejected: 'rejected by the SMS provider',
   bad_subscription: 'invalid device subscription', timeout: 'provider did not answer', unreachable: 'provider unreachable',
