@@ -156,7 +156,8 @@ class EventConsumer:
             except Rejected:
                 raise
             except Exception:
-                log.exception("event handling failed; retrying", extra={"group": self.group, "event_id": what})
+                # `what` is the event's id, or "batch" for the flush after a batch.
+                log.exception("event handling failed; retrying", extra={"group": self.group, "work": what})
                 if self._stopping:
                     raise
                 await asyncio.sleep(delay)

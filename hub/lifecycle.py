@@ -27,6 +27,7 @@ from hub.embedded_broker import EmbeddedBroker
 from hub.frequency_caps import FrequencyCaps
 from hub.kafka import Kafka
 from hub.mongo import connect_mongo, mongo_healthy
+from hub.demo import seed as seed_demo
 from hub.metrics import DELIVERIES
 from hub.notify_dispatcher import Dispatcher
 from hub.outbox import OutboxRelay
@@ -109,9 +110,7 @@ class Hub:
         if settings.admin_email and settings.admin_password:
             await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
         if settings.demo:
-            from hub.demo import seed
-
-            self.demo_accounts = await seed(self)
+            self.demo_accounts = await seed_demo(self)
 
         self.realtime = Realtime(self.redis, settings.redis_prefix, history_size=settings.ws_history_size,
                                  history_age_s=settings.ws_history_ttl_s)

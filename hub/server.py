@@ -17,6 +17,7 @@ from tornado.netutil import bind_sockets
 
 from config.settings import Settings
 from hub.app import make_app
+from hub.demo import banner as demo_banner
 from hub.lifecycle import Hub
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,7 @@ async def serve(settings: Settings) -> None:
     server = HubServer(settings)
     await server.start()
     if server.hub.demo_accounts and settings.env == "development":
-        from hub.demo import banner
-
-        print(banner(server.hub.demo_accounts, f"http://{settings.host}:{server.port}"), file=sys.stderr, flush=True)
+        print(demo_banner(server.hub.demo_accounts, f"http://{settings.host}:{server.port}"), file=sys.stderr, flush=True)
     await stopping.wait()
     log.info("shutting down")
     try:
