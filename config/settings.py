@@ -100,6 +100,10 @@ class Settings(BaseModel):
     ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
     demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
+    # Cart, coupons and points at checkout (CONTRACT v2 §5; docs/cart.md).
+    points_per_currency_unit: int = Field(100, alias="HUB_POINTS_PER_CURRENCY_UNIT", ge=1, le=1_000_000)
+    cart_reminder_after_s: int = Field(3600, alias="HUB_CART_REMINDER_AFTER_S", gt=0)
+    cart_max_items: int = Field(50, alias="HUB_CART_MAX_ITEMS", ge=1, le=100)
 
     @field_validator("admin_email")
     @classmethod

@@ -12,6 +12,8 @@ TOPIC_OF_PREFIX = {
     "points": "points",
     "inventory": "inventory",
     "notification": "notifications",
+    "cart": "orders",  # cart.abandoned
+    "coupon": "orders",  # coupon.redeemed, coupon.released
 }
 _REQUIRED = ("specversion", "id", "source", "type")
 
