@@ -53,10 +53,10 @@ class Orders:
                     note: str | None = None, idempotency_key: str | None = None, coupon_code: str | None = None,
                     points: int = 0, from_cart: bool = False) -> tuple[dict, bool]:
         """The order and whether it was created now (False: an idempotent replay). `from_cart`:
-        the items are the cart's, and a replay is recognised by the request, not the cart
-        (which the first request emptied)."""
+        the items, coupon and points are the cart's, so a replay is recognised by the rest of
+        the request, not by the cart (which the first request emptied)."""
         request = {"items": "cart" if from_cart else items, "shipping_address": shipping_address, "note": note}
-        if coupon_code or points:
+        if (coupon_code or points) and not from_cart:
             request.update(coupon_code=coupon_code, points=points)
         fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None:
