@@ -158,11 +158,13 @@ class Carts:
         refused as cart_empty, unless it is the replay of one placed from it). The cart's
         points are a wish, spent up to the balance, as the cart shows them."""
         cart = await self._load(user_id)
+        _, lines = await self._lines(cart)  # without products deleted since, as the cart shows it
+        ordered = {line["product_id"] for line in lines}
         points = cart.get("points", 0)
         if points:
             points = min(points, (await self.checkout.points.store.account(user_id))["balance"])
-        return ([(i["product_id"], i["quantity"]) for i in cart["items"]], cart.get("coupon_code"), points,
-                cart["version"])
+        return ([(i["product_id"], i["quantity"]) for i in cart["items"] if i["product_id"] in ordered],
+                cart.get("coupon_code"), points, cart["version"])
 
     async def ordered(self, user_id: str, version: int) -> None:
         """Empty the cart an order was placed from, unless it changed meanwhile (another

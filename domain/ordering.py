@@ -39,10 +39,10 @@ PLACING_TTL = timedelta(seconds=30)
 
 class Orders:
     def __init__(self, orders, products, *, source: str, currency: str, payment_timeout_s: int,
-                 clock: Callable[[], datetime], checkout=None) -> None:
+                 clock: Callable[[], datetime]) -> None:
         self.orders = orders
         self.products = products
-        self.checkout = checkout  # domain.checkout.Checkout: coupons and points on orders
+        self.checkout = None  # domain.checkout.Checkout (coupons and points on orders), set by the hub once built
         self.source = source
         self.currency = currency
         self.payment_timeout = timedelta(seconds=payment_timeout_s)

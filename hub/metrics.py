@@ -40,3 +40,7 @@ WEBSOCKET_FRAMES = Counter(
 WEBSOCKET_CLOSED = Counter(
     "hub_websocket_closed_total", "WebSocket connections the hub closed, by reason", ["reason"]
 )
+COUPON_REDEMPTIONS = Counter(
+    "hub_coupon_redemptions_total", "Coupon uses taken by orders, refused at the limits, or given back",
+    ["outcome"],
+)

@@ -15,6 +15,8 @@ from datetime import datetime
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from hub.metrics import COUPON_REDEMPTIONS
+
 _PUBLIC = {"outbox": 0}
 
 
@@ -53,23 +55,27 @@ class CouponStore:
         return await self.col.find_one_and_update({"_id": code}, {"$set": {"active": active, "updated_at": now}},
                                                   _PUBLIC, return_document=ReturnDocument.AFTER)
 
-    async def _move(self, query: dict, update: dict, code: str) -> bool:
+    async def _move(self, query: dict, update: dict, code: str, *, outcome: str | None = None) -> bool:
         doc = await self.col.find_one_and_update(query, update, {"_id": 1})
         if doc is not None:
             self.on_outbox(code)
+            if outcome:
+                COUPON_REDEMPTIONS.labels(outcome).inc()
         return doc is not None
 
     async def take(self, code: str, user_id: str, *, limit: int, per_user_limit: int, marker: str,
                    expires_at: datetime, now: datetime, event: dict, key: str) -> bool:
         """One redemption for `user_id` if the coupon is active and both limits allow it."""
         used = f"users.{user_id}"
-        return await self._move(
+        taken = await self._move(
             {"_id": code, "active": True, "redeemed": {"$lt": limit}, "holds.id": {"$ne": marker},
              "$or": [{used: {"$exists": False}}, {used: {"$lt": per_user_limit}}]},
             {"$inc": {"redeemed": 1, used: 1}, "$set": {"updated_at": now},
              "$push": {"holds": {"id": marker, "user_id": user_id, "expires_at": expires_at},
                        "outbox": _outbox(event, key)}},
             code)
+        COUPON_REDEMPTIONS.labels("redeemed" if taken else "refused").inc()
+        return taken
 
     async def undo_take(self, code: str, marker: str, now: datetime, event: dict, key: str) -> bool:
         """Give back what `take` counted under `marker`, if it did; exactly once."""
@@ -81,7 +87,7 @@ class CouponStore:
             {"_id": code, "holds.id": marker},
             {"$inc": {"redeemed": -1, f"users.{user_id}": -1}, "$pull": {"holds": {"id": marker}},
              "$set": {"updated_at": now}, "$push": {"outbox": _outbox(event, key)}},
-            code)
+            code, outcome="released")
 
     async def give_back(self, code: str, user_id: str, marker: str, expires_at: datetime, now: datetime,
                         event: dict, key: str) -> bool:
@@ -91,7 +97,7 @@ class CouponStore:
             {"$inc": {"redeemed": -1, f"users.{user_id}": -1}, "$set": {"updated_at": now},
              "$push": {"holds": {"id": marker, "user_id": user_id, "expires_at": expires_at},
                        "outbox": _outbox(event, key)}},
-            code)
+            code, outcome="released")
 
     async def settle(self, code: str, marker: str) -> None:
         await self.col.update_one({"_id": code, "holds.id": marker}, {"$pull": {"holds": {"id": marker}}})
