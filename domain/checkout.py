@@ -127,11 +127,12 @@ class Checkout:
         now = self.clock()
         for code, marker in await self.coupons.expired_holds(now):
             oid, kind = marker.rsplit(":", 1)
-            order = await self.orders.get(oid, include_hidden=True)
             if kind == "unredeem":  # released; record that, then settle
                 await self.orders.set_fields(oid, {"coupon_released": True})
                 await self.coupons.settle(code, marker)
-            elif order is None:
+                continue
+            order = await self.orders.get(oid, include_hidden=True)
+            if order is None:
                 await self.coupons.undo_take(code, marker, now, self._coupon_event(
                     "released", {"_id": oid, "coupon_code": code}, None, reason="order_abandoned"), oid)
             elif order["status"] not in (PLACING, ABORTED):  # placed: keep; else Orders.sweep cleans it up
