@@ -14,6 +14,8 @@ import pytest
 
 from hub.outgoing import (DEFAULT_PUSH_HOSTS, OutgoingPolicy, OutgoingRefused, ResponseTooLarge, address_allowed,
                           parse_allowed_hosts, read_capped)
+from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F401  (fixtures)
+from tests.notify_e2e import customer, deliveries, inbox_item, request_notification
 
 pytestmark = pytest.mark.gen_test
 
@@ -386,3 +388,88 @@ async def test_https_trusts_the_extra_ca_file_and_nothing_else(peer, tmp_path):
     finally:
         await target.stop()
     assert len(target.requests) == 1
+
+
+# Through the hub's public surface ---------------------------------------------------------
+
+async def subscriptions(api, token) -> list[str]:
+    r = await api.call("GET", "/api/v1/users/me/push-subscriptions", token=token)
+    assert r.status == 200, r
+    return [s["endpoint"] for s in r.data["items"]]
+
+
+SUBSCRIPTION_ATTACKS = [
+    "http://127.0.0.1:{port}/push/x", "http://localhost:{port}/push/x", "http://[::1]:{port}/push/x",
+    "http://[::ffff:127.0.0.1]:{port}/push/x", "http://169.254.169.254/latest/meta-data/", "http://10.0.0.7/push",
+    "http://192.168.0.1/push", "http://[fd00::1]/push", "http://0.0.0.0:{port}/push", "http://2130706433:{port}/x",
+    "https://user:secret@fcm.googleapis.com/fcm/send/x", "ftp://fcm.googleapis.com/fcm/send/x",
+    "https://evil.example/fcm/send/x", "https://fcm.googleapis.com.evil.example/x",
+]
+
+
+@pytest.mark.parametrize("extra_env", [{"HUB_PUSH_ALLOWED_HOSTS": ",".join(DEFAULT_PUSH_HOSTS)}])
+async def test_push_subscriptions_to_internal_or_unlisted_endpoints_are_refused(api, push):
+    ann = await customer(api)
+    keys = push.new_subscription()["keys"]
+    for endpoint in SUBSCRIPTION_ATTACKS:
+        endpoint = endpoint.format(port=push.port)
+        r = await api.call("POST", "/api/v1/users/me/push-subscriptions", {"endpoint": endpoint, "keys": keys},
+                           token=ann.token)
+        assert r.status == 422, (endpoint, r)
+        assert r.data["error"]["details"][0]["field"] == "endpoint"
+    assert await subscriptions(api, ann.token) == []
+    assert push.received == [] and push.refused == []
+    # A public push service's endpoint is taken.
+    good = "https://fcm.googleapis.com/fcm/send/abc:def"
+    r = await api.call("POST", "/api/v1/users/me/push-subscriptions", {"endpoint": good, "keys": keys},
+                       token=ann.token)
+    assert r.status == 201, r
+    assert await subscriptions(api, ann.token) == [good]
+
+
+@pytest.mark.parametrize("extra_env", [{"HUB_PUSH_ALLOWED_HOSTS": "*"}])
+async def test_any_host_still_means_no_internal_address(api, push):
+    ann = await customer(api)
+    keys = push.new_subscription()["keys"]
+    for endpoint in (f"http://localhost:{push.port}/push/x", f"http://127.0.0.1:{push.port}/push/x",
+                     f"http://127.1:{push.port}/push/x"):
+        r = await api.call("POST", "/api/v1/users/me/push-subscriptions", {"endpoint": endpoint, "keys": keys},
+                           token=ann.token)
+        assert r.status == 422, (endpoint, r)
+    assert await subscriptions(api, ann.token) == []
+
+
+async def test_a_push_service_flooding_its_answer_fails_cleanly_and_the_next_push_goes(api, push, peer):
+    async def flood_with_headers(writer):
+        writer.write(f"HTTP/1.1 201 Created\r\nLocation: http://169.254.169.254/secret\r\n"
+                     f"X-Internal: db-password\r\nContent-Length: {HUGE}\r\n\r\n".encode())
+        chunk = b"x" * (1024 * 1024)
+        for _ in range(HUGE // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+
+    flooder = await peer(flood_with_headers)
+    ann, bob = await customer(api), await customer(api)
+    evil = {**push.new_subscription(), "endpoint": f"http://127.0.0.1:{flooder.port}/push/evil"}
+    assert (await api.call("POST", "/api/v1/users/me/push-subscriptions", evil, token=ann.token)).status == 201
+    assert (await api.call("POST", "/api/v1/users/me/push-subscriptions", push.new_subscription(),
+                           token=bob.token)).status == 201
+    before = rss_mb()
+    r = await request_notification(api, {"user_id": ann.id, "type": "order_note", "title": "Hi", "body": "x",
+                                         "channels": ["push"]})
+    assert r.status == 202, r
+    item = await inbox_item(api, ann.token, r.data["id"], settled=("sent", "failed"), timeout=15)
+    delivery = deliveries(item)["push"]
+    assert (delivery["status"], delivery["reason"]) == ("failed", "push_answer_too_large"), delivery
+    # What the service said stays with it: no header, no body, no Location in the delivery log.
+    shown = repr(item)
+    assert "169.254" not in shown and "db-password" not in shown and "xxxx" not in shown
+    assert delivery.get("provider_id") is None
+    assert rss_mb() - before < 64
+    assert len(flooder.requests) == 1
+
+    r = await request_notification(api, {"user_id": bob.id, "type": "order_note", "title": "Next", "body": "y",
+                                         "channels": ["push"]})
+    assert r.status == 202, r
+    [received] = await push.wait_for(1, timeout=10)
+    assert received["payload"]["title"] == "Next"
