@@ -17,6 +17,10 @@ OUTBOX_PUBLISHED = Counter(
 EVENTS_CONSUMED = Counter(
     "hub_events_consumed_total", "Kafka events handled, by consumer group and outcome", ["group", "outcome"]
 )
+EVENTS_DEAD_LETTERED = Counter(
+    "hub_events_dead_lettered_total", "Events sent to the dead-letter topic, by consumer group and why: "
+    "invalid_event, forged_source, rejected, unprocessable (or batch_unprocessable, not sent)", ["group", "code"]
+)
 CONSUMER_LAG = Gauge(
     "hub_consumer_lag_messages", "Messages not yet consumed, by consumer group and topic", ["group", "topic"]
 )
