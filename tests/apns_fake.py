@@ -47,6 +47,7 @@ class ApnsFake:
         self.clock = clock
         self.received: list[dict] = []  # accepted: {"token", "headers", "payload", "connection", "provider_token"}
         self.answered: list[tuple[str, int, str]] = []  # (token, status, reason) of every answer but GOAWAY
+        self.answered_at: list[float] = []  # time.monotonic() of each answer in `answered`
         self.connections = 0  # ever accepted
         self.goaways = 0
         self._answers: dict[str, list[dict]] = {}
@@ -171,6 +172,7 @@ class ApnsFake:
         if status == 200 and script and script["status"] != 200:
             status, reason = script["status"], script["reason"]
         self.answered.append((device, status, reason))
+        self.answered_at.append(time.monotonic())
         if status != 200:
             extra = [("retry-after", script["retry_after"])] if script and script["retry_after"] else []
             error = {"reason": reason}
