@@ -1,7 +1,8 @@
 """Apple Push Notification service: HTTP/2 over TLS with provider-token (JWT) auth.
 
-One httpx client per APNs host (production, sandbox), so all sends to a host share one
-multiplexed HTTP/2 connection. The provider token is an ES256 JWT (`kid` = key id,
+One httpx client per APNs host (production, sandbox), built by the outgoing policy
+(hub/outgoing.py: TLS trust with HUB_EXTRA_CA_FILE, timeouts, capped answers, no
+redirects), so all sends to a host share one multiplexed HTTP/2 connection. The provider token is an ES256 JWT (`kid` = key id,
 `iss` = team id, integer `iat`) signed once and reused for TOKEN_REFRESH_S: Apple refuses
 tokens older than an hour (403 ExpiredProviderToken) and renewals more often than every
 20 minutes. On ExpiredProviderToken the token is renewed once and the send tried again.
@@ -15,7 +16,6 @@ fails the requests in flight on that connection).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -25,15 +25,14 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from channels import provider_http
 from channels.base import Channel, Message, PermanentError, Sent, TransientError
+from channels.native_push import collapse_id, high_priority, post
 from channels.push import retry_after_seconds
 from domain.devices import APNS_TOKEN_RE
+from hub.outgoing import OutgoingPolicy
 
 TOKEN_REFRESH_S = 45 * 60  # inside Apple's hour, past its 20-minute minimum
 MAX_PAYLOAD_BYTES = 4096
-CONNECTION_RETRIES = 2  # immediate retries of a request whose connection broke (reset, GOAWAY)
-MAX_COLLAPSE_ID_BYTES = 64
 KEY_FILE_MAX_BYTES = 16 * 1024
 
 # Apple's reasons for a dead device token, and for a message retrying cannot fix.
@@ -63,34 +62,16 @@ def load_signing_key(path: str) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def collapse_id(message: Message) -> str | None:
-    """The entity the message is about (an order or a product), so a newer message about it
-    replaces an older one not yet shown; at most 64 bytes (longer ids are hashed)."""
-    data = message.data if isinstance(message.data, dict) else {}
-    for field, prefix in (("order_id", "order"), ("product_id", "product")):
-        value = data.get(field)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-            key = f"{prefix}-{value}"
-            if len(key.encode()) > MAX_COLLAPSE_ID_BYTES:
-                key = f"{prefix}-{hashlib.sha256(str(value).encode()).hexdigest()[:48]}"
-            return key
-    return None
-
-
-def high_priority(message: Message) -> bool:
-    return message.priority in ("high", "urgent")
-
-
 class ApnsChannel(Channel):
     name = "apns"
 
     def __init__(self, key_file: str, key_id: str, team_id: str, topic: str, base_url: str, sandbox_base_url: str,
-                 timeout_s: float, policy: provider_http.DestinationPolicy, *, extra_ca_file: str | None = None,
+                 policy: OutgoingPolicy, *, timeout_s: float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._key = load_signing_key(key_file)
         self._key_id, self._team_id, self._topic = key_id, team_id, topic
         self._base = {"production": base_url.rstrip("/"), "sandbox": sandbox_base_url.rstrip("/")}
-        self._timeout_s, self._policy, self._extra_ca_file = timeout_s, policy, extra_ca_file
+        self._timeout_s, self._policy = timeout_s, policy
         self._clock = clock
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._token: tuple[int, str] | None = None  # (iat, jwt)
@@ -118,8 +99,8 @@ class ApnsChannel(Channel):
     def _client(self, environment: str) -> httpx.AsyncClient:
         client = self._clients.get(environment)
         if client is None:
-            client = self._clients[environment] = provider_http.async_client(
-                self._policy, timeout_s=self._timeout_s, extra_ca_file=self._extra_ca_file)
+            client = self._clients[environment] = self._policy.client(
+                base_url=self._base[environment], http2=True, timeout_s=self._timeout_s)
         return client
 
     def payload(self, message: Message) -> bytes:
@@ -160,25 +141,15 @@ class ApnsChannel(Channel):
         environment = "sandbox" if device.get("environment") == "sandbox" else "production"
         url = f"{self._base[environment]}/3/device/{token}"
         content, headers = self.payload(message), self.headers(message)
-        renewed, broken = False, 0
+        renewed = False
         while True:
             provider_token = self.provider_token()
-            try:
-                response = await provider_http.post(self._client(environment), url, content=content,
-                                                    headers={**headers, "authorization": f"bearer {provider_token}"})
-            except httpx.TimeoutException:
-                raise TransientError("timeout", f"APNs ({environment}) did not answer in time") from None
-            except provider_http.RefusedDestination as exc:
-                raise PermanentError("destination_refused", str(exc)) from None
-            except httpx.TransportError as exc:
-                broken += 1
-                if broken <= CONNECTION_RETRIES:
-                    continue
-                raise TransientError("unreachable", f"APNs ({environment}): {type(exc).__name__}") from None
+            response, body = await post(self._client(environment), url, content,
+                                        {**headers, "authorization": f"bearer {provider_token}"}, f"APNs ({environment})")
             status = response.status_code
             if status == 200:
                 return Sent(provider_id=response.headers.get("apns-id"))
-            reason = _reason(response)
+            reason = _reason(body)
             if status == 403 and reason == "ExpiredProviderToken" and not renewed:
                 self._renew(provider_token)
                 renewed = True
@@ -191,9 +162,9 @@ class ApnsChannel(Channel):
         self._clients.clear()
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(body: bytes) -> str:
     try:
-        reason = json.loads(response.content).get("reason")
+        reason = json.loads(body).get("reason")
     except (ValueError, AttributeError):
         return ""
     return reason if isinstance(reason, str) else ""

@@ -2,9 +2,10 @@
 
 The OAuth2 access token comes from the service account through google-auth (which signs
 the RS256 assertion and posts it to the account's `token_uri`). Its refresh is
-synchronous, so it runs in a thread, on an httpx client of channels/provider_http.py
-(same TLS trust and destination policy as the sends); concurrent sends share one refresh;
-the token is refreshed ahead of its expiry, and once more when FCM answers 401.
+synchronous, so it runs in a thread; its HTTP request is handed back to the event loop
+and made there on a client of the outgoing policy (hub/outgoing.py), like the sends.
+Concurrent sends share one refresh; the token is refreshed ahead of its expiry, and once
+more when FCM answers 401.
 
 Errors: 404 UNREGISTERED and 403 SENDER_ID_MISMATCH mean the token is dead (gone);
 400 INVALID_ARGUMENT cannot be fixed by retrying; 429 and 5xx are transient with the
@@ -18,16 +19,17 @@ import json
 import re
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 from google.auth import _helpers, exceptions as google_exceptions, transport
 from google.oauth2 import service_account
 
-from channels import provider_http
-from channels.apns import CONNECTION_RETRIES, collapse_id, high_priority
 from channels.base import Channel, Message, PermanentError, Sent, TransientError
+from channels.native_push import MAX_ANSWER_BYTES, collapse_id, high_priority, post
 from channels.push import retry_after_seconds
 from domain.devices import FCM_TOKEN_RE
+from hub.outgoing import OutgoingPolicy, read_capped
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 REFRESH_AHEAD_S = 300.0  # refresh this long before expiry (half the lifetime when that is shorter)
@@ -63,32 +65,39 @@ def load_service_account(path: str, project_id: str | None) -> tuple[dict, str]:
 
 
 class _Response(transport.Response):
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
+    def __init__(self, status: int, headers, data: bytes) -> None:
+        self._status, self._headers, self._data = status, headers, data
 
     @property
     def status(self) -> int:
-        return self._response.status_code
+        return self._status
 
     @property
     def headers(self):
-        return self._response.headers
+        return self._headers
 
     @property
     def data(self) -> bytes:
-        return self._response.content
+        return self._data
 
 
 class _Request(transport.Request):
-    """google-auth's transport over a policy-checked httpx client."""
+    """google-auth's transport, called in a worker thread: the request itself runs on the
+    event loop, on a client of the outgoing policy."""
 
-    def __init__(self, client: httpx.Client) -> None:
-        self._client = client
+    def __init__(self, client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self._client, self._loop, self._timeout_s = client, loop, timeout_s
+
+    async def _fetch(self, method: str, url: str, body, headers) -> _Response:
+        async with self._client.stream(method, url, content=body, headers=headers) as response:
+            return _Response(response.status_code, response.headers, await read_capped(response, MAX_ANSWER_BYTES))
 
     def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
+        future = asyncio.run_coroutine_threadsafe(self._fetch(method, url, body, headers), self._loop)
         try:
-            return _Response(self._client.request(method, url, content=body, headers=headers))
-        except (httpx.HTTPError, provider_http.RefusedDestination) as exc:
+            return future.result(self._timeout_s + 1)  # the client's own timeout comes first
+        except Exception as exc:  # httpx errors, the policy's refusals, a loop shutting down
+            future.cancel()
             raise google_exceptions.TransportError(type(exc).__name__) from None
 
 
@@ -108,16 +117,18 @@ def data_strings(message: Message) -> dict[str, str]:
 class FcmChannel(Channel):
     name = "fcm"
 
-    def __init__(self, service_account_file: str, project_id: str | None, base_url: str, timeout_s: float,
-                 policy: provider_http.DestinationPolicy, *, extra_ca_file: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, service_account_file: str, project_id: str | None, base_url: str, policy: OutgoingPolicy, *,
+                 timeout_s: float | None = None, clock: Callable[[], float] = time.time) -> None:
         info, self.project = load_service_account(service_account_file, project_id)
+        token_uri = urlsplit(info["token_uri"])
+        self._token_origin = f"{token_uri.scheme}://{token_uri.netloc}"  # the operator's file names it: trusted
         self._credentials = service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])
-        self._url = f"{base_url.rstrip('/')}/v1/projects/{self.project}/messages:send"
-        self._timeout_s, self._policy, self._extra_ca_file = timeout_s, policy, extra_ca_file
+        self._base_url = base_url.rstrip("/")
+        self._url = f"{self._base_url}/v1/projects/{self.project}/messages:send"
+        self._timeout_s, self._policy = timeout_s, policy
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
-        self._token_client: httpx.Client | None = None
+        self._token_client: httpx.AsyncClient | None = None
         self._token: tuple[str, float] | None = None  # (access token, when to refresh it on our clock)
         self._refreshing: asyncio.Task | None = None
         self.refreshes = 0
@@ -139,9 +150,9 @@ class FcmChannel(Channel):
 
     async def _refresh(self) -> str:
         if self._token_client is None:
-            self._token_client = provider_http.sync_client(self._policy, timeout_s=self._timeout_s,
-                                                           extra_ca_file=self._extra_ca_file)
-        request = _Request(self._token_client)
+            self._token_client = self._policy.client(base_url=self._token_origin, timeout_s=self._timeout_s)
+        request = _Request(self._token_client, asyncio.get_running_loop(),
+                           self._timeout_s or self._policy.timeout_s)
         started = self._clock()
         try:
             token, lifetime = await asyncio.to_thread(self._refresh_sync, request)
@@ -186,32 +197,21 @@ class FcmChannel(Channel):
         if not isinstance(token, str) or not FCM_TOKEN_RE.match(token):
             raise PermanentError("bad_device_token", "not an FCM registration token", gone=True)
         if self._client is None:
-            self._client = provider_http.async_client(self._policy, timeout_s=self._timeout_s,
-                                                      extra_ca_file=self._extra_ca_file)
+            self._client = self._policy.client(base_url=self._base_url, http2=True, timeout_s=self._timeout_s)
         content = self.body(message, token)
         refused: str | None = None
-        broken = 0
         while True:
             access = await self.access_token(stale=refused)
-            try:
-                response = await provider_http.post(self._client, self._url, content=content, headers={
-                    "authorization": f"Bearer {access}", "content-type": "application/json; charset=UTF-8"})
-            except httpx.TimeoutException:
-                raise TransientError("timeout", "FCM did not answer in time") from None
-            except provider_http.RefusedDestination as exc:
-                raise PermanentError("destination_refused", str(exc)) from None
-            except httpx.TransportError as exc:
-                broken += 1
-                if broken <= CONNECTION_RETRIES:
-                    continue
-                raise TransientError("unreachable", f"FCM: {type(exc).__name__}") from None
+            response, body = await post(self._client, self._url, content, {
+                "authorization": f"Bearer {access}", "content-type": "application/json; charset=UTF-8"}, "FCM")
             status = response.status_code
             if status == 200:
-                return Sent(provider_id=_json(response).get("name"))
+                name = _json(body).get("name")
+                return Sent(provider_id=name if isinstance(name, str) else None)
             if status == 401 and refused is None:
                 refused = access
                 continue
-            raise _error(status, response)
+            raise _error(status, response.headers, body)
 
     async def close(self) -> None:
         if self._refreshing is not None:
@@ -220,20 +220,20 @@ class FcmChannel(Channel):
             await self._client.aclose()
             self._client = None
         if self._token_client is not None:
-            self._token_client.close()
+            await self._token_client.aclose()
             self._token_client = None
 
 
-def _json(response: httpx.Response) -> dict:
+def _json(body: bytes) -> dict:
     try:
-        value = json.loads(response.content)
+        value = json.loads(body)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
 
 
-def _error_code(response: httpx.Response) -> str:
-    error = _json(response).get("error")
+def _error_code(body: bytes) -> str:
+    error = _json(body).get("error")
     if not isinstance(error, dict):
         return ""
     for detail in error.get("details") or []:
@@ -242,14 +242,14 @@ def _error_code(response: httpx.Response) -> str:
     return error.get("status") if isinstance(error.get("status"), str) else ""
 
 
-def _error(status: int, response: httpx.Response) -> Exception:
-    code = _error_code(response)
+def _error(status: int, headers: httpx.Headers, body: bytes) -> Exception:
+    code = _error_code(body)
     what = f"FCM answered {status} {code[:64]}".rstrip()
     if code in GONE or status == 404:
         return PermanentError(GONE.get(code, "unregistered"), what, gone=True)
     if status == 429 or status >= 500:
         return TransientError(f"fcm_{status}" if status in (429, 500, 503) else "fcm_5xx", what,
-                              retry_after_s=retry_after_seconds(response.headers.get("retry-after")))
+                              retry_after_s=retry_after_seconds(headers.get("retry-after")))
     if status == 401:
         return TransientError("fcm_unauthenticated", what)
     if status == 400:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import secrets
+import ssl
 from decimal import Decimal
 from typing import Literal, Mapping
 from urllib.parse import urlsplit
 
 from domain.users import normalize_email
+from hub.outgoing import parse_allowed_hosts
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -100,6 +102,8 @@ class Settings(BaseModel):
     ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
     demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
+    push_allowed_hosts: str | None = Field(None, alias="HUB_PUSH_ALLOWED_HOSTS")  # hub/outgoing.py
+    extra_ca_file: str | None = Field(None, alias="HUB_EXTRA_CA_FILE")
 
     # Native mobile push (CONTRACT v2 §5; docs/notifications.md "Mobile push").
     apns_key_file: str | None = Field(None, alias="APNS_KEY_FILE")
@@ -111,8 +115,6 @@ class Settings(BaseModel):
     fcm_service_account_file: str | None = Field(None, alias="FCM_SERVICE_ACCOUNT_FILE")
     fcm_project_id: str | None = Field(None, alias="FCM_PROJECT_ID", pattern=r"^[a-z0-9-]{1,100}$")
     fcm_base_url: str = Field("https://fcm.googleapis.com", alias="FCM_BASE_URL")
-    extra_ca_file: str | None = Field(None, alias="HUB_EXTRA_CA_FILE")
-    push_allowed_hosts: str | None = Field(None, alias="HUB_PUSH_ALLOWED_HOSTS")
 
     @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
     @classmethod
@@ -127,10 +129,6 @@ class Settings(BaseModel):
             missing = next(name for name, value in apns.items() if not value)
             raise ValueError(f"{missing}: APNs needs {', '.join(apns)} set together")
         return self
-
-    @property
-    def push_allowed_host_list(self) -> list[str]:
-        return [host.lower().lstrip(".") for host in _split_list(self.push_allowed_hosts)]
 
     @field_validator("admin_email")
     @classmethod
@@ -156,6 +154,23 @@ class Settings(BaseModel):
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         return v and _url_with_scheme(v, ("http", "https")).rstrip("/")
+
+    @field_validator("push_allowed_hosts")
+    @classmethod
+    def _push_hosts(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_allowed_hosts(v)
+        return v
+
+    @field_validator("extra_ca_file")
+    @classmethod
+    def _ca_file(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=v)
+            except (OSError, ssl.SSLError):
+                raise ValueError("must be a readable file of PEM certificates") from None
+        return v
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -188,6 +203,10 @@ class Settings(BaseModel):
     @property
     def cors_origin_list(self) -> list[str]:
         return _split_list(self.cors_origins)
+
+    @property
+    def push_allowed_host_list(self) -> tuple[str, ...]:
+        return parse_allowed_hosts(self.push_allowed_hosts)
 
     def topic(self, name: str) -> str:
         """The Kafka topic name for a CONTRACT §3 topic, with the configured prefix."""
@@ -261,12 +280,6 @@ def _check_mobile_push(settings: Settings) -> None:
             load_service_account(settings.fcm_service_account_file, settings.fcm_project_id)
         except (OSError, ValueError) as exc:
             raise SettingsError(f"FCM_SERVICE_ACCOUNT_FILE: {exc}") from None
-    if settings.extra_ca_file:
-        try:
-            from channels.provider_http import ssl_context
-            ssl_context(settings.extra_ca_file)
-        except (OSError, ValueError) as exc:
-            raise SettingsError(f"HUB_EXTRA_CA_FILE: not readable PEM certificates ({type(exc).__name__})") from None
     if settings.production:
         for name, url in (("APNS_BASE_URL", settings.apns_base_url),
                           ("APNS_SANDBOX_BASE_URL", settings.apns_sandbox_base_url),

@@ -16,7 +16,6 @@ from domain.ordering import Orders
 from domain.payments import Payments
 from domain.points import Points
 from domain.tokens import AccessTokens
-from channels import provider_http
 from channels.apns import ApnsChannel
 from channels.email import EmailChannel
 from channels.fcm import FcmChannel
@@ -34,6 +33,7 @@ from hub.demo import seed as seed_demo
 from hub.metrics import DELIVERIES, PUSH_TARGETS
 from hub.notify_dispatcher import Dispatcher
 from hub.outbox import OutboxRelay
+from hub.outgoing import OutgoingPolicy
 from hub.ratelimit import RateLimiter
 from hub.realtime import FanOut, Realtime
 from hub.redis_client import connect_redis, redis_healthy
@@ -70,6 +70,7 @@ class Hub:
         self.dispatcher: Dispatcher | None = None
         self.channels: dict = {}
         self.demo_accounts: dict | None = None  # hub/demo.py's sign-ins, when HUB_DEMO seeded them
+        self.outgoing = OutgoingPolicy.from_settings(settings)  # every provider client's HTTP calls
 
     async def start(self) -> None:
         settings = self.settings
@@ -108,7 +109,8 @@ class Hub:
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
                              currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)
-        self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
+        self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_api_base,
+                                    self.outgoing) if settings.stripe_api_key else None
         self.points = Points(self.points_store, self.product_store, source=settings.event_source,
                              per_unit=settings.points_per_unit, ttl_days=settings.points_ttl_days, clock=utcnow)
         self.payments = Payments(self.payment_store, self.orders, self.order_store, self.stripe, self.points,
@@ -121,7 +123,7 @@ class Hub:
         self.realtime = Realtime(self.redis, settings.redis_prefix, history_size=settings.ws_history_size,
                                  history_age_s=settings.ws_history_ttl_s)
         await self.realtime.start()
-        self.channels = notification_channels(settings, self.realtime)
+        self.channels = notification_channels(settings, self.realtime, self.outgoing)
         self.templates = Templates(self.template_store)
         self.notifier = Notifier(
             self.notification_store, self.users, self.product_store, self.stock_alert_store, self.templates,
@@ -211,7 +213,7 @@ class Hub:
             self.mongo_client.close()
 
 
-def notification_channels(settings: Settings, realtime: Realtime) -> dict:
+def notification_channels(settings: Settings, realtime: Realtime, outgoing: OutgoingPolicy) -> dict:
     """The delivery channels this hub is configured for; the others are off."""
     timeout = settings.provider_timeout_s
     channels = {"websocket": WebSocketChannel(realtime)}
@@ -220,17 +222,15 @@ def notification_channels(settings: Settings, realtime: Realtime) -> dict:
     if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from:
         callback = f"{settings.public_url}/api/v1/webhooks/twilio" if settings.public_url else None
         channels["sms"] = SmsChannel(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from,
-                                     settings.twilio_api_base, callback, timeout)
+                                     settings.twilio_api_base, callback, timeout, policy=outgoing)
     if settings.vapid_private_key:
         channels["push"] = PushChannel(settings.vapid_private_key, settings.vapid_subject or "mailto:hub@localhost",
-                                       timeout)
-    # Native push: one policy for where the hub's provider calls may go (channels/provider_http.py).
-    policy = provider_http.DestinationPolicy(settings.push_allowed_host_list, settings.production)
+                                       timeout, policy=outgoing)
     if settings.apns_key_file:
         channels["apns"] = ApnsChannel(settings.apns_key_file, settings.apns_key_id, settings.apns_team_id,
                                        settings.apns_topic, settings.apns_base_url, settings.apns_sandbox_base_url,
-                                       timeout, policy, extra_ca_file=settings.extra_ca_file)
+                                       outgoing)
     if settings.fcm_service_account_file:
         channels["fcm"] = FcmChannel(settings.fcm_service_account_file, settings.fcm_project_id, settings.fcm_base_url,
-                                     timeout, policy, extra_ca_file=settings.extra_ca_file)
+                                     outgoing)
     return channels

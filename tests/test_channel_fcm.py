@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from channels import provider_http
 from channels.base import Message, PermanentError, Sent, TransientError
 from channels.fcm import FcmChannel, load_service_account
+from hub.outgoing import OutgoingPolicy
 from tests.fcm_fake import FcmFake
 from tests.local_tls import LocalCA
 
@@ -60,10 +60,9 @@ def clock():
 def channels(io_loop, ca, fcm, account_file, clock):
     made = []
 
-    def make(timeout_s: float = 2.0, project: str | None = None) -> FcmChannel:
-        policy = provider_http.DestinationPolicy(["127.0.0.1"], production=False)
-        made.append(FcmChannel(account_file, project, fcm.base_url, timeout_s, policy, extra_ca_file=ca.ca_file,
-                               clock=clock))
+    def make(timeout_s: float = 10.0, project: str | None = None) -> FcmChannel:
+        policy = OutgoingPolicy(allowed_hosts=(), ca_file=ca.ca_file)
+        made.append(FcmChannel(account_file, project, fcm.base_url, policy, timeout_s=timeout_s, clock=clock))
         return made[-1]
 
     yield make

@@ -1,6 +1,7 @@
 """Native push end to end: a hub configured with the APNs fake (HTTP/2 + TLS), the FCM fake
-(OAuth + messages:send over TLS) and the Web Push service, all trusted through
-HUB_EXTRA_CA_FILE and allowed through HUB_PUSH_ALLOWED_HOSTS. A notification's push
+(OAuth + messages:send over TLS) and the Web Push service; the test CA is trusted through
+HUB_EXTRA_CA_FILE, and the provider base URLs, the operator's own, need no allow-list
+(hub/outgoing.py). A notification's push
 delivery lists each target with its own outcome; dead tokens are pruned; a failing
 device is retried alone."""
 
@@ -65,7 +66,7 @@ def extra_env(tmp_path, ca, signing_key, apns, fcm):
         "APNS_KEY_FILE": str(key_file), "APNS_KEY_ID": KEY_ID, "APNS_TEAM_ID": TEAM_ID, "APNS_TOPIC": TOPIC,
         "APNS_BASE_URL": apns.base_url, "APNS_SANDBOX_BASE_URL": apns.base_url,
         "FCM_SERVICE_ACCOUNT_FILE": str(account_file), "FCM_BASE_URL": fcm.base_url,
-        "HUB_EXTRA_CA_FILE": ca.ca_file, "HUB_PUSH_ALLOWED_HOSTS": "127.0.0.1",
+        "HUB_EXTRA_CA_FILE": ca.ca_file,  # the base URLs are the operator's: no allow-list needed
     }
 
 
