@@ -228,6 +228,21 @@ async def test_a_dead_device_token_is_permanent_and_gone(apns, channel, status, 
     assert (info.value.reason, info.value.gone) == (reason, True)
 
 
+@pytest.mark.parametrize("status, apple_reason, reason", [
+    (413, "PayloadTooLarge", "payload_too_large"),
+    (400, "BadCollapseId", "bad_collapse_id"),
+    (403, "InvalidProviderToken", "invalid_provider_token"),
+    (400, "SomethingNew", "apns_rejected"),  # an unknown reason: a bounded label all the same
+])
+async def test_other_refusals_fail_without_retry_or_forgetting_the_device(apns, channel, status, apple_reason,
+                                                                           reason):
+    token = apns.device_token()
+    apns.answer(token, status, apple_reason)
+    with pytest.raises(PermanentError) as info:
+        await channel.send(message(token))
+    assert (info.value.reason, info.value.gone) == (reason, False)
+
+
 async def test_a_topic_apple_refuses_fails_without_forgetting_the_device(apns, channels):
     with pytest.raises(PermanentError) as info:
         await channels(topic="com.example.other").send(message(apns.device_token()))
