@@ -12,8 +12,9 @@ duplicate event finds the notification already stored and records nothing. When
   preferences (they may have changed while it was held): routing, expiry, do not
   disturb, frequency caps (once per notification, across channels);
 - a cleared one is sent; a transient failure is retried with backoff up to
-  `max_attempts`, a permanent one fails with its reason; a dead push subscription is
-  forgotten.
+  `max_attempts`, a permanent one fails with its reason. A push goes to each of the
+  user's targets (Web Push subscriptions, APNs and FCM devices), each with its own
+  outcome and retries; a dead subscription or device is forgotten.
 Every change is written conditionally on the status it moves from, so a provider's
 callback that overtook the send is never undone.
 """
@@ -370,9 +371,8 @@ class Notifier:
         if pending:
             return dict(_moved(delivery, QUEUED, pending[0]["reason"], now, attempts=attempts), cleared=True,
                         next_at=min(t["next_at"] for t in pending), targets=targets)
-        if sent:
-            return dict(_moved(delivery, SENT, None, now, attempts=attempts), targets=targets,
-                        provider_id=sent[0].get("provider_id"))
+        if sent:  # the providers' message ids stay in the targets, for operators
+            return dict(_moved(delivery, SENT, None, now, attempts=attempts), targets=targets)
         failed = [t for t in targets if t["status"] == FAILED]
         if failed:
             log.warning("push failed on every target",
