@@ -5,6 +5,8 @@ in the same run.
 
 - bare: one httpx HTTP/2 client per fake, a provider token / OAuth token made once, `-n`
   requests at `-c` in flight;
+- channel: the hub's own ApnsChannel / FcmChannel (outgoing policy, token caching, payload
+  checks, error classification), `-n` sends at `-c` in flight, in this process;
 - hub: `--users` customers, each with one APNs and one FCM device; `-n` notifications
   (`POST /api/v1/notifications`, push only, priority high so caps do not hold them) spread
   over them; rate = messages the fake accepted ÷ (last accepted − first request). Every
@@ -35,6 +37,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from harness import ROOT, Client, free_port, start_hub
 
 sys.path.insert(0, str(ROOT))
+from channels.apns import ApnsChannel  # noqa: E402
+from channels.base import Message  # noqa: E402
 from channels.fcm import FcmChannel  # noqa: E402
 from hub.outgoing import OutgoingPolicy  # noqa: E402
 
@@ -83,6 +87,33 @@ async def bare(fakes: dict, n: int, concurrency: int) -> dict[str, float]:
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             rates[name] = n / (time.perf_counter() - started)
+    return rates
+
+
+async def channels(fakes: dict, n: int, concurrency: int) -> dict[str, float]:
+    policy = OutgoingPolicy(ca_file=fakes["ca_file"], timeout_s=30)
+    made = {
+        "apns": ApnsChannel(fakes["key_file"], fakes["key_id"], fakes["team_id"], fakes["topic"], fakes["apns_url"],
+                            fakes["apns_url"], policy),
+        "fcm": FcmChannel(fakes["account_file"], None, fakes["fcm_url"], policy),
+    }
+    rates = {}
+    for name, channel in made.items():
+        def message(i: int) -> Message:
+            token = secrets.token_hex(32) if name == "apns" else f"tok{secrets.token_urlsafe(40)}"
+            return Message(notification_id=f"n{i}", user_id="u", address={"token": token}, type="order_shipped",
+                           content={"title": "Order shipped", "body": "On its way"}, priority="high",
+                           data={"order_id": str(i)}, badge=1)
+        jobs = iter(range(n))
+
+        async def worker() -> None:
+            for i in jobs:
+                await channel.send(message(i))
+        await channel.send(message(-1))  # connect and get a token first
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        rates[name] = n / (time.perf_counter() - started)
+        await channel.close()
     return rates
 
 
@@ -149,14 +180,16 @@ async def main() -> None:
         try:
             fakes = json.loads(fakes_proc.stdout.readline())
             bare_rates = await bare(fakes, args.n, args.c)
+            channel_rates = await channels(fakes, args.n, args.c)
             hub_rates = await through_hub(fakes, args.n, args.users, args.c)
         finally:
             fakes_proc.terminate()
             fakes_proc.wait(10)
     for name in ("apns", "fcm"):
         hub_rate = hub_rates.get(name)
-        shown = f"{hub_rate:8.1f}/s   ratio {hub_rate / bare_rates[name]:.2f}" if hub_rate else "not all delivered"
-        print(f"{name:<5} bare client {bare_rates[name]:8.1f}/s   hub {shown}")
+        shown = f"{hub_rate:8.1f}/s (ratio {hub_rate / bare_rates[name]:.2f})" if hub_rate else "not all delivered"
+        print(f"{name:<5} bare client {bare_rates[name]:8.1f}/s   hub channel {channel_rates[name]:8.1f}/s "
+              f"(ratio {channel_rates[name] / bare_rates[name]:.2f})   whole hub {shown}")
 
 
 if __name__ == "__main__":
