@@ -139,14 +139,10 @@ class FcmChannel(Channel):
         token = self._token
         if token is not None and token[0] != stale and self._clock() < token[1]:
             return token[0]
-        if self._refreshing is None:
+        if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.create_task(self._refresh())
-        task = self._refreshing
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if self._refreshing is task and task.done():
-                self._refreshing = None
+        # Shielded: a send that gives up (cancelled) does not cancel the others' refresh.
+        return await asyncio.shield(self._refreshing)
 
     async def _refresh(self) -> str:
         if self._token_client is None:
