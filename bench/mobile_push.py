@@ -133,9 +133,9 @@ async def through_hub(fakes: dict, n: int, users: int, concurrency: int) -> dict
             token = session["access_token"]
             ids.append(session["user"]["id"])
             for platform, device in (("apns", secrets.token_hex(32)), ("fcm", f"tok{secrets.token_urlsafe(40)}")):
-                status, _ = await client.call("POST", "/api/v1/users/me/devices",
+                status, answer = await client.call("POST", "/api/v1/users/me/devices",
                                               {"platform": platform, "token": device}, token)
-                assert status == 201
+                assert status == 201, (status, answer)
         before = counts(fakes)
         jobs = iter(range(n))
         headers = {"Content-Type": "application/json", "X-API-Key": SERVICE_KEY}

@@ -2,10 +2,12 @@
 
 One httpx client per APNs host (production, sandbox), built by the outgoing policy
 (hub/outgoing.py: TLS trust with HUB_EXTRA_CA_FILE, timeouts, capped answers, no
-redirects), so all sends to a host share one multiplexed HTTP/2 connection. The provider token is an ES256 JWT (`kid` = key id,
-`iss` = team id, integer `iat`) signed once and reused for TOKEN_REFRESH_S: Apple refuses
-tokens older than an hour (403 ExpiredProviderToken) and renewals more often than every
-20 minutes. On ExpiredProviderToken the token is renewed once and the send tried again.
+redirects), so all sends to a host share one multiplexed HTTP/2 connection.
+
+The provider token is an ES256 JWT (`kid` = key id, `iss` = team id, integer `iat`) signed
+once and reused for TOKEN_REFRESH_S: Apple refuses tokens older than an hour (403
+ExpiredProviderToken) and renewals more often than every 20 minutes. On
+ExpiredProviderToken the token is renewed once and the send tried again.
 
 A send raises PermanentError(gone=True) when Apple says the device token is dead (410,
 BadDeviceToken, DeviceTokenNotForTopic), PermanentError for what retrying cannot fix
