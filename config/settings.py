@@ -105,6 +105,31 @@ class Settings(BaseModel):
     push_allowed_hosts: str | None = Field(None, alias="HUB_PUSH_ALLOWED_HOSTS")  # hub/outgoing.py
     extra_ca_file: str | None = Field(None, alias="HUB_EXTRA_CA_FILE")
 
+    # Native mobile push (CONTRACT v2 §5; docs/notifications.md "Mobile push").
+    apns_key_file: str | None = Field(None, alias="APNS_KEY_FILE")
+    apns_key_id: str | None = Field(None, alias="APNS_KEY_ID", pattern=r"^[A-Z0-9]{10}$")
+    apns_team_id: str | None = Field(None, alias="APNS_TEAM_ID", pattern=r"^[A-Z0-9]{10}$")
+    apns_topic: str | None = Field(None, alias="APNS_TOPIC", pattern=r"^[A-Za-z0-9.-]{1,200}$")
+    apns_base_url: str = Field("https://api.push.apple.com", alias="APNS_BASE_URL")
+    apns_sandbox_base_url: str = Field("https://api.sandbox.push.apple.com", alias="APNS_SANDBOX_BASE_URL")
+    fcm_service_account_file: str | None = Field(None, alias="FCM_SERVICE_ACCOUNT_FILE")
+    fcm_project_id: str | None = Field(None, alias="FCM_PROJECT_ID", pattern=r"^[a-z0-9-]{1,100}$")
+    fcm_base_url: str = Field("https://fcm.googleapis.com", alias="FCM_BASE_URL")
+
+    @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
+    @classmethod
+    def _provider_url(cls, v: str) -> str:
+        return _url_with_scheme(v, ("http", "https")).rstrip("/")
+
+    @model_validator(mode="after")
+    def _apns_together(self) -> Settings:
+        apns = {"APNS_KEY_FILE": self.apns_key_file, "APNS_KEY_ID": self.apns_key_id,
+                "APNS_TEAM_ID": self.apns_team_id, "APNS_TOPIC": self.apns_topic}
+        if any(apns.values()) and not all(apns.values()):
+            missing = next(name for name, value in apns.items() if not value)
+            raise ValueError(f"{missing}: APNs needs {', '.join(apns)} set together")
+        return self
+
     @field_validator("admin_email")
     @classmethod
     def _admin_email(cls, v: str | None) -> str | None:
@@ -199,6 +224,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
     settings = _with_vapid_keys(settings)
+    _check_mobile_push(settings)
 
     if settings.production:
         if settings.demo:
@@ -236,6 +262,30 @@ def _with_vapid_keys(settings: Settings) -> Settings:
     if settings.vapid_public_key not in (None, public):
         raise SettingsError("VAPID_PUBLIC_KEY: does not match VAPID_PRIVATE_KEY")
     return settings.model_copy(update={"vapid_public_key": public})
+
+
+def _check_mobile_push(settings: Settings) -> None:
+    """The APNs key and the FCM service account are read now, so a bad file stops start-up
+    with one line instead of failing every send. Production talks to providers over https only."""
+    from channels.apns import load_signing_key
+    from channels.fcm import load_service_account
+
+    if settings.apns_key_file:
+        try:
+            load_signing_key(settings.apns_key_file)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"APNS_KEY_FILE: {exc}") from None
+    if settings.fcm_service_account_file:
+        try:
+            load_service_account(settings.fcm_service_account_file, settings.fcm_project_id)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"FCM_SERVICE_ACCOUNT_FILE: {exc}") from None
+    if settings.production:
+        for name, url in (("APNS_BASE_URL", settings.apns_base_url),
+                          ("APNS_SANDBOX_BASE_URL", settings.apns_sandbox_base_url),
+                          ("FCM_BASE_URL", settings.fcm_base_url)):
+            if not url.startswith("https://"):
+                raise SettingsError(f"{name}: must be https when HUB_ENV=production")
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -8,6 +8,7 @@ import tornado.web
 
 from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
 from handlers.base import NotFoundHandler
+from handlers.devices import DeviceHandler, DevicesHandler
 from handlers.events import EventsHandler
 from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHandler
 from handlers.orders import CancelHandler, OrderHandler, OrdersHandler, TransitionHandler
@@ -62,6 +63,8 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/templates/(?P<notification_type>[^/]+)/(?P<channel>[^/]+)", TemplateHandler),
     (rf"{API}/webhooks/twilio", TwilioStatusHandler),
     (r"/ws", WebSocketHandler),
+    (rf"{API}/users/me/devices", DevicesHandler),
+    (rf"{API}/users/me/devices/(?P<device_id>[^/]+)", DeviceHandler),
 ]
 
 

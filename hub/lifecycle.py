@@ -16,7 +16,9 @@ from domain.ordering import Orders
 from domain.payments import Payments
 from domain.points import Points
 from domain.tokens import AccessTokens
+from channels.apns import ApnsChannel
 from channels.email import EmailChannel
+from channels.fcm import FcmChannel
 from channels.push import PushChannel
 from channels.sms import SmsChannel
 from channels.websocket import WebSocketChannel
@@ -28,13 +30,14 @@ from hub.frequency_caps import FrequencyCaps
 from hub.kafka import Kafka
 from hub.mongo import connect_mongo, mongo_healthy
 from hub.demo import seed as seed_demo
-from hub.metrics import DELIVERIES
+from hub.metrics import DELIVERIES, PUSH_TARGETS
 from hub.notify_dispatcher import Dispatcher
 from hub.outbox import OutboxRelay
 from hub.outgoing import OutgoingPolicy
 from hub.ratelimit import RateLimiter
 from hub.realtime import FanOut, Realtime
 from hub.redis_client import connect_redis, redis_healthy
+from hub.store.devices import DeviceStore
 from hub.store.notifications import NotificationStore
 from hub.store.orders import OrderStore
 from hub.store.payments import PaymentStore
@@ -94,8 +97,10 @@ class Hub:
         self.notification_store = NotificationStore(self.db)
         self.template_store = TemplateStore(self.db)
         self.stock_alert_store = StockAlertStore(self.db)
+        self.devices = DeviceStore(self.db)
         for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
-                      self.points_store, self.notification_store, self.template_store, self.stock_alert_store):
+                      self.points_store, self.notification_store, self.template_store, self.stock_alert_store,
+                      self.devices):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
@@ -125,7 +130,9 @@ class Hub:
             FrequencyCaps(self.redis, settings.redis_prefix), self.channels, clock=utcnow,
             retry_base_s=settings.notify_retry_base_s, max_attempts=settings.notify_max_attempts,
             source=settings.event_source,
-            on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc())
+            on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc(),
+            devices=self.devices,
+            on_target=lambda kind, status, reason: PUSH_TARGETS.labels(kind, status, reason or "").inc())
         self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
                                      clock=utcnow)
         self.notifier.on_recorded = self.dispatcher.submit
@@ -166,6 +173,8 @@ class Hub:
             ("email", s.smtp_url, "SMTP_URL"),
             ("sms", s.twilio_account_sid and s.twilio_auth_token and s.twilio_from, "TWILIO_*"),
             ("push", s.vapid_private_key, "VAPID_PRIVATE_KEY"),
+            ("apns", s.apns_key_file, "APNS_KEY_FILE"),
+            ("fcm", s.fcm_service_account_file, "FCM_SERVICE_ACCOUNT_FILE"),
             ("payments", s.stripe_api_key, "STRIPE_API_KEY"),
         ):
             if not configured:
@@ -217,4 +226,11 @@ def notification_channels(settings: Settings, realtime: Realtime, outgoing: Outg
     if settings.vapid_private_key:
         channels["push"] = PushChannel(settings.vapid_private_key, settings.vapid_subject or "mailto:hub@localhost",
                                        timeout, policy=outgoing)
+    if settings.apns_key_file:
+        channels["apns"] = ApnsChannel(settings.apns_key_file, settings.apns_key_id, settings.apns_team_id,
+                                       settings.apns_topic, settings.apns_base_url, settings.apns_sandbox_base_url,
+                                       outgoing)
+    if settings.fcm_service_account_file:
+        channels["fcm"] = FcmChannel(settings.fcm_service_account_file, settings.fcm_project_id, settings.fcm_base_url,
+                                     outgoing)
     return channels

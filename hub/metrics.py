@@ -44,3 +44,7 @@ WEBSOCKET_FRAMES = Counter(
 WEBSOCKET_CLOSED = Counter(
     "hub_websocket_closed_total", "WebSocket connections the hub closed, by reason", ["reason"]
 )
+PUSH_TARGETS = Counter(
+    "hub_push_targets_total", "Push sends per target, by provider (webpush, apns, fcm), outcome and reason",
+    ["provider", "status", "reason"]
+)
