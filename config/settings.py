@@ -116,6 +116,11 @@ class Settings(BaseModel):
     fcm_project_id: str | None = Field(None, alias="FCM_PROJECT_ID", pattern=r"^[a-z0-9-]{1,100}$")
     fcm_base_url: str = Field("https://fcm.googleapis.com", alias="FCM_BASE_URL")
 
+    # Cart, coupons and points at checkout (CONTRACT v2 §5; docs/cart.md).
+    points_per_currency_unit: int = Field(100, alias="HUB_POINTS_PER_CURRENCY_UNIT", ge=1, le=1_000_000)
+    cart_reminder_after_s: int = Field(3600, alias="HUB_CART_REMINDER_AFTER_S", gt=0)
+    cart_max_items: int = Field(50, alias="HUB_CART_MAX_ITEMS", ge=1, le=100)
+
     @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
     @classmethod
     def _provider_url(cls, v: str) -> str:

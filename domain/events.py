@@ -13,6 +13,8 @@ TOPIC_OF_PREFIX = {
     "points": "points",
     "inventory": "inventory",
     "notification": "notifications",
+    "cart": "orders",  # cart.abandoned
+    "coupon": "orders",  # coupon.redeemed, coupon.released
 }
 _REQUIRED = ("specversion", "id", "source", "type")
 MAX_ATTRIBUTE_LENGTH = 256  # id, source, type, subject: ids and names, never prose

@@ -69,10 +69,13 @@ RULES: dict[str, tuple[Rule, ...]] = {
                                applies=_back_in_stock, topic=lambda d: f"stock-{d.get('product_id')}"),),
     "inventory.low": (Rule("stock_low", "stock", recipients=ADMINS, expires_after_s=3600,
                            topic=lambda d: f"low-{d.get('product_id')}"),),
+    # Reminders (docs/cart.md): marketing, so a user who turned marketing off gets none.
+    "cart.abandoned": (Rule("cart_reminder", "marketing", "low", topic=lambda d: "cart"),),
+    "coupon.expiring": (Rule("coupon_expiring", "marketing", "low", topic=lambda d: f"coupon-{d.get('code')}"),),
 }
 
 # The types whose data must name the user they concern.
-_NEEDS_USER = {"order", "payment", "points"}
+_NEEDS_USER = {"order", "payment", "points", "cart", "coupon"}
 
 
 @dataclass(frozen=True)

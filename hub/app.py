@@ -8,6 +8,8 @@ import tornado.web
 
 from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
 from handlers.base import NotFoundHandler
+from handlers.cart import CartCouponHandler, CartHandler, CartItemHandler, CartPointsHandler
+from handlers.coupons import CouponHandler, CouponsHandler
 from handlers.devices import DeviceHandler, DevicesHandler
 from handlers.events import EventsHandler
 from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHandler
@@ -65,6 +67,12 @@ ROUTES: list[tuple[str, type]] = [
     (r"/ws", WebSocketHandler),
     (rf"{API}/users/me/devices", DevicesHandler),
     (rf"{API}/users/me/devices/(?P<device_id>[^/]+)", DeviceHandler),
+    (rf"{API}/users/me/cart", CartHandler),
+    (rf"{API}/users/me/cart/items/(?P<product_id>[^/]+)", CartItemHandler),
+    (rf"{API}/users/me/cart/coupon", CartCouponHandler),
+    (rf"{API}/users/me/cart/points", CartPointsHandler),
+    (rf"{API}/coupons", CouponsHandler),
+    (rf"{API}/coupons/(?P<code>[^/]+)", CouponHandler),
 ]
 
 

@@ -11,8 +11,12 @@ import logging
 from config.settings import Settings
 from domain.accounts import Accounts
 from domain.clock import utcnow
+from domain.cart import Carts
 from domain.catalog import Catalog
+from domain.checkout import Checkout
+from domain.coupons import Coupons
 from domain.ordering import Orders
+from domain.orders import MAX_QUANTITY
 from domain.payments import Payments
 from domain.points import Points
 from domain.tokens import AccessTokens
@@ -38,6 +42,8 @@ from hub.ratelimit import RateLimiter
 from hub.realtime import FanOut, Realtime
 from hub.redis_client import connect_redis, redis_healthy
 from hub.store.devices import DeviceStore
+from hub.store.carts import CartStore
+from hub.store.coupons import CouponStore
 from hub.store.notifications import NotificationStore
 from hub.store.orders import OrderStore
 from hub.store.payments import PaymentStore
@@ -98,9 +104,11 @@ class Hub:
         self.template_store = TemplateStore(self.db)
         self.stock_alert_store = StockAlertStore(self.db)
         self.devices = DeviceStore(self.db)
+        self.coupon_store = CouponStore(self.db, self.relay.notify("coupons"))
+        self.cart_store = CartStore(self.db, self.relay.notify("carts"))
         for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
                       self.points_store, self.notification_store, self.template_store, self.stock_alert_store,
-                      self.devices):
+                      self.devices, self.coupon_store, self.cart_store):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
@@ -115,6 +123,9 @@ class Hub:
                              per_unit=settings.points_per_unit, ttl_days=settings.points_ttl_days, clock=utcnow)
         self.payments = Payments(self.payment_store, self.orders, self.order_store, self.stripe, self.points,
                                  source=settings.event_source, clock=utcnow)
+        self.checkout = Checkout(self.coupon_store, self.points, self.order_store, source=settings.event_source,
+                                 points_per_currency_unit=settings.points_per_currency_unit, clock=utcnow)
+        self.orders.checkout = self.checkout
         if settings.admin_email and settings.admin_password:
             await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
         if settings.demo:
@@ -135,6 +146,14 @@ class Hub:
             on_target=lambda kind, status, reason: PUSH_TARGETS.labels(kind, status, reason or "").inc())
         self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
                                      clock=utcnow)
+        cart_url = f"{settings.public_url or f'http://{settings.host}:{settings.port}'}/#/cart"
+        self.coupons = Coupons(self.coupon_store, source=settings.event_source, cart_url=cart_url, clock=utcnow,
+                               notify=self.notifier.record)
+        self.carts = Carts(self.cart_store, self.product_store, self.order_store, self.checkout,
+                           source=settings.event_source, currency=settings.currency, max_items=settings.cart_max_items,
+                           max_quantity=MAX_QUANTITY, remind_after_s=settings.cart_reminder_after_s, cart_url=cart_url,
+                           clock=utcnow, publish=lambda user_id, event: self.realtime.publish_events(
+                               [(event, [f"user:{user_id}"])]))
         self.notifier.on_recorded = self.dispatcher.submit
         self.dispatcher.start()
 
@@ -157,7 +176,8 @@ class Hub:
         ]
         for consumer in self.consumers:
             await consumer.start()
-        self.sweeper = Sweeper([self.orders.sweep, self.points.sweep, self.points.expire], settings.sweep_interval_s)
+        self.sweeper = Sweeper([self.orders.sweep, self.points.sweep, self.points.expire, self.checkout.sweep,
+                                self.carts.remind, self.coupons.remind_expiring], settings.sweep_interval_s)
         self.sweeper.start()
         self._announce_channels()
 

@@ -48,3 +48,7 @@ PUSH_TARGETS = Counter(
     "hub_push_targets_total", "Push sends per target, by provider (webpush, apns, fcm), outcome and reason",
     ["provider", "status", "reason"]
 )
+COUPON_REDEMPTIONS = Counter(
+    "hub_coupon_redemptions_total", "Coupon uses taken by orders, refused at the limits, or given back",
+    ["outcome"],
+)

@@ -41,6 +41,8 @@ _RENDERERS = {
     "orders": ("orders", _stored_events, _by_id),
     "payments": ("payments", _stored_events, _by_id),
     "points_accounts": ("points", _stored_events, _by_id),
+    "coupons": ("orders", _stored_events, _by_id),
+    "carts": ("orders", _stored_events, _by_id),
     "products": ("inventory", _inventory_events, lambda entries: {"$in": entries}),
 }
 
