@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("3b0c7c4e-58f4-4e7c-a1f5-0d8f3a6c2b11")
 PLACING_TTL = timedelta(seconds=30)
+MAX_NOTE = 500  # a status change's note, as PATCH /orders/{id} takes it
 
 
 class Orders:
@@ -238,10 +239,13 @@ class Orders:
         order = await self.orders.get(order_id)
         if order is None:
             raise Rejected(f"unknown order {order_id}")
+        note = event["data"].get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+            raise Rejected(f"data.note must be a string of at most {MAX_NOTE} characters")
         if await self.orders.has_applied(order_id, event["id"]):
             return
         try:
-            await self.transition(order, target, note=event["data"].get("note") or f"by {event['source']}",
+            await self.transition(order, target, note=note or f"by {event['source']}",
                                   actor=event["source"], event_id=event["id"])
         except (Conflict, Invalid) as exc:
             raise Rejected(exc.message) from None

@@ -16,6 +16,7 @@ from domain.errors import Conflict, Invalid, NotFound
 from domain.events import Rejected, cloud_event, event_time
 
 REDEEM_TTL = timedelta(seconds=30)
+MAX_AWARD = 1_000_000_000  # points in one award from another service (a product's points_price bound)
 _EXPIRE = "expire:"
 
 
@@ -128,10 +129,10 @@ class Points:
             raise Rejected(f"{event['type']} from other services is not applied; only points.awarded")
         data = event["data"]
         user_id, delta = data.get("user_id"), data.get("delta")
-        if not isinstance(user_id, str) or not user_id:
-            raise Rejected("data.user_id is missing")
-        if not isinstance(delta, int) or isinstance(delta, bool) or delta <= 0:
-            raise Rejected("data.delta must be a positive integer")
+        if not isinstance(user_id, str) or not 1 <= len(user_id) <= 64:
+            raise Rejected("data.user_id is missing or too long")
+        if not isinstance(delta, int) or isinstance(delta, bool) or not 0 < delta <= MAX_AWARD:
+            raise Rejected(f"data.delta must be a positive integer up to {MAX_AWARD}")
         reason = str(data.get("reason") or f"awarded by {event['source']}")[:200]
         await self._apply(user_id, "awarded", delta, reason, f"event:{event['id']}", expires_at=self.clock() + self.ttl)
 
