@@ -100,6 +100,9 @@ class Settings(BaseModel):
     ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
     demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
+    auth_failures_per_ip: int = Field(100, alias="HUB_AUTH_FAILURES_PER_IP", gt=0)  # failed sign-ins per client per hour
+    sms_allowed_countries: str | None = Field(None, alias="HUB_SMS_ALLOWED_COUNTRIES")
+    sms_max_per_day: int = Field(20, alias="HUB_SMS_MAX_PER_DAY", ge=0, le=10_000)
 
     @field_validator("admin_email")
     @classmethod
@@ -125,6 +128,16 @@ class Settings(BaseModel):
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         return v and _url_with_scheme(v, ("http", "https")).rstrip("/")
+
+    @field_validator("sms_allowed_countries")
+    @classmethod
+    def _calling_codes(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        codes = [code.removeprefix("+") for code in _split_list(v)]
+        if not codes or not all(re.fullmatch(r"[1-9]\d{0,2}", code) for code in codes):
+            raise ValueError("must be a comma-separated list of country calling codes such as 1,44")
+        return ",".join(codes)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -157,6 +170,10 @@ class Settings(BaseModel):
     @property
     def cors_origin_list(self) -> list[str]:
         return _split_list(self.cors_origins)
+
+    @property
+    def sms_country_codes(self) -> tuple[str, ...]:
+        return tuple(_split_list(self.sms_allowed_countries))
 
     def topic(self, name: str) -> str:
         """The Kafka topic name for a CONTRACT §3 topic, with the configured prefix."""

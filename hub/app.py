@@ -6,7 +6,7 @@ import logging
 
 import tornado.web
 
-from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
+from handlers.auth import LoginHandler, LogoutHandler, RefreshHandler, RegisterHandler
 from handlers.base import NotFoundHandler
 from handlers.events import EventsHandler
 from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHandler
@@ -62,6 +62,7 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/templates/(?P<notification_type>[^/]+)/(?P<channel>[^/]+)", TemplateHandler),
     (rf"{API}/webhooks/twilio", TwilioStatusHandler),
     (r"/ws", WebSocketHandler),
+    (rf"{API}/auth/logout", LogoutHandler),
 ]
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from domain.accounts import Accounts
 from domain.clock import utcnow
 from domain.catalog import Catalog
+from domain.errors import Conflict
 from domain.ordering import Orders
 from domain.payments import Payments
 from domain.points import Points
@@ -34,6 +35,7 @@ from hub.outbox import OutboxRelay
 from hub.ratelimit import RateLimiter
 from hub.realtime import FanOut, Realtime
 from hub.redis_client import connect_redis, redis_healthy
+from hub.store.login_failures import LoginFailureStore
 from hub.store.notifications import NotificationStore
 from hub.store.orders import OrderStore
 from hub.store.payments import PaymentStore
@@ -85,6 +87,7 @@ class Hub:
 
         self.users = UserStore(self.db)
         self.refresh_tokens = RefreshTokenStore(self.db)
+        self.login_failures = LoginFailureStore(self.db)
         self.product_store = ProductStore(self.db, self.relay.notify("products"))
         self.order_store = OrderStore(self.db, self.relay.notify("orders"))
         self.payment_store = PaymentStore(self.db, self.relay.notify("payments"))
@@ -92,12 +95,13 @@ class Hub:
         self.notification_store = NotificationStore(self.db)
         self.template_store = TemplateStore(self.db)
         self.stock_alert_store = StockAlertStore(self.db)
-        for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
+        for store in (self.users, self.refresh_tokens, self.login_failures, self.product_store, self.order_store, self.payment_store,
                       self.points_store, self.notification_store, self.template_store, self.stock_alert_store):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
-        self.accounts = Accounts(self.users, self.refresh_tokens, self.access_tokens, settings.refresh_token_ttl_s)
+        self.accounts = Accounts(self.users, self.refresh_tokens, self.access_tokens, settings.refresh_token_ttl_s,
+                                 login_failures=self.login_failures, sms_countries=settings.sms_country_codes)
         self.rate_limiter = RateLimiter(self.redis, settings.redis_prefix)
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
@@ -108,7 +112,10 @@ class Hub:
         self.payments = Payments(self.payment_store, self.orders, self.order_store, self.stripe, self.points,
                                  source=settings.event_source, clock=utcnow)
         if settings.admin_email and settings.admin_password:
-            await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
+            try:
+                await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
+            except Conflict as exc:
+                raise SettingsError(f"HUB_ADMIN_EMAIL: {exc.message}") from None
         if settings.demo:
             self.demo_accounts = await seed_demo(self)
 
