@@ -128,7 +128,8 @@ class Hub:
             self.notification_store, self.users, self.product_store, self.stock_alert_store, self.templates,
             FrequencyCaps(self.redis, settings.redis_prefix), self.channels, clock=utcnow,
             retry_base_s=settings.notify_retry_base_s, max_attempts=settings.notify_max_attempts,
-            source=settings.event_source,
+            source=settings.event_source, sms_countries=settings.sms_country_codes,
+            sms_max_per_day=settings.sms_max_per_day,
             on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc())
         self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
                                      clock=utcnow)
@@ -213,7 +214,7 @@ def notification_channels(settings: Settings, realtime: Realtime) -> dict:
     timeout = settings.provider_timeout_s
     channels = {"websocket": WebSocketChannel(realtime)}
     if settings.smtp_url:
-        channels["email"] = EmailChannel(settings.smtp_url, settings.smtp_from, timeout)
+        channels["email"] = EmailChannel(settings.smtp_url, settings.smtp_from, timeout, require_tls=settings.production)
     if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from:
         callback = f"{settings.public_url}/api/v1/webhooks/twilio" if settings.public_url else None
         channels["sms"] = SmsChannel(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from,
