@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -47,7 +49,7 @@ def client_key(address: str) -> str:
 
 class Accounts:
     def __init__(self, users, refresh_tokens, access_tokens: AccessTokens, refresh_ttl_s: int,
-                 clock: Callable[[], datetime] = utcnow, *, login_failures=None,
+                 clock: Callable[[], datetime] = utcnow, *, login_failures,
                  sms_countries: tuple[str, ...] = ()) -> None:
         self.users = users
         self.refresh_tokens = refresh_tokens
@@ -59,16 +61,25 @@ class Accounts:
         # OWASP's argon2id baseline (19 MiB, 2 passes, 1 lane): a brute-force guess stays
         # expensive while one sign-in costs ~25 ms of one core instead of ~150 ms.
         self._hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+        # One core is left to the event loop, so a flood of sign-ins slows sign-ins, not the hub.
+        self._hashing = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                           thread_name_prefix="password-hash")
         self._dummy_hash: str | None = None
 
-    # Passwords are hashed in a worker thread: argon2 takes tens of milliseconds by design
-    # and must not stall the event loop.
+    def close(self) -> None:
+        """Let the password-hashing threads go (at shutdown)."""
+        self._hashing.shutdown(wait=False, cancel_futures=True)
+
+    # Passwords are hashed in worker threads of their own: argon2 takes tens of milliseconds
+    # by design and must not stall the event loop, and a flood of sign-ins must not queue
+    # ahead of what else runs in the loop's default executor (DNS lookups among them).
     async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await asyncio.get_running_loop().run_in_executor(self._hashing, self._hasher.hash, password)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
         try:
-            return await asyncio.to_thread(self._hasher.verify, password_hash, password)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._hashing, self._hasher.verify, password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
 

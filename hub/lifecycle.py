@@ -68,6 +68,7 @@ class Hub:
         self.dispatcher: Dispatcher | None = None
         self.channels: dict = {}
         self.demo_accounts: dict | None = None  # hub/demo.py's sign-ins, when HUB_DEMO seeded them
+        self.accounts: Accounts | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -191,6 +192,8 @@ class Hub:
             await consumer.stop()  # commits the offsets of what was handled
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.accounts is not None:
+            self.accounts.close()
         for channel in self.channels.values():
             await channel.close()
         if self.realtime is not None:
