@@ -101,7 +101,7 @@ class Accounts:
         await self.users.insert(user)
         return await self._session(user)
 
-    async def login(self, email: str, password: str, client: str = "") -> dict:
+    async def login(self, email: str, password: str, client: str) -> dict:
         """Sign in from client address `client`. Unknown addresses are answered, counted and
         locked exactly like known ones, so neither timing nor lockout tells which exist."""
         now = self.clock()
