@@ -138,6 +138,11 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # Callers -----------------------------------------------------------------------
     @property
+    def client_ip(self) -> str:
+        """The caller's address, which per-client limits and lockouts count against."""
+        return self.request.remote_ip
+
+    @property
     def caller(self) -> Caller | None:
         """Who is asking, from a Bearer token or a service API key; None if anonymous."""
         if self._caller is False:

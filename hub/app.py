@@ -6,7 +6,7 @@ import logging
 
 import tornado.web
 
-from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
+from handlers.auth import LoginHandler, LogoutHandler, RefreshHandler, RegisterHandler
 from handlers.base import NotFoundHandler
 from handlers.cart import CartCouponHandler, CartHandler, CartItemHandler, CartPointsHandler
 from handlers.coupons import CouponHandler, CouponsHandler
@@ -73,6 +73,7 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/users/me/cart/points", CartPointsHandler),
     (rf"{API}/coupons", CouponsHandler),
     (rf"{API}/coupons/(?P<code>[^/]+)", CouponHandler),
+    (rf"{API}/auth/logout", LogoutHandler),
 ]
 
 
