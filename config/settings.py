@@ -100,6 +100,7 @@ class Settings(BaseModel):
     ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
     demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
+    redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")  # REDIS_URL names one node of a Redis Cluster
 
     @field_validator("admin_email")
     @classmethod
@@ -143,6 +144,15 @@ class Settings(BaseModel):
             raise ValueError(f"{missing}: must be set together with the other admin variable")
         if self.admin_password is not None and len(self.admin_password) < 8:
             raise ValueError("HUB_ADMIN_PASSWORD: must be at least 8 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_cluster(self) -> Settings:
+        if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "rediss://")):
+            raise ValueError("REDIS_CLUSTER: needs REDIS_URL, redis:// or rediss:// (a node of the cluster)")
+        # Keys carry a hash tag in braces (hub/realtime.py); a brace in the prefix would break it.
+        if "{" in self.redis_prefix or "}" in self.redis_prefix:
+            raise ValueError("HUB_REDIS_PREFIX: must not contain { or }")
         return self
 
     # Derived views ------------------------------------------------------------

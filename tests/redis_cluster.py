@@ -1,0 +1,111 @@
+"""A local Redis Cluster for tests: three masters (no replicas) from the machine's
+`redis-server`, on free ports, each in a temporary directory that is removed afterwards.
+
+`LocalRedisCluster.start()` raises `ClusterUnavailable` with the reason when it cannot run
+here (no redis-server or redis-cli on PATH, or the cluster does not form).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+MASTERS = 3
+
+
+class ClusterUnavailable(Exception):
+    pass
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports that are free now, and whose cluster-bus port (port + 10000) is free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+class LocalRedisCluster:
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+        self.ports: list[int] = []
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        """A seed node: the client learns the others from it."""
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def start(self, timeout: float = 30) -> "LocalRedisCluster":
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if not server or not cli:
+            raise ClusterUnavailable("redis-server and redis-cli are not installed (apt-get install redis-server)")
+        self.dir = Path(tempfile.mkdtemp(prefix="hub-redis-cluster-"))
+        try:
+            self._start(server, cli, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, server: str, cli: str, timeout: float) -> None:
+        self.ports = _free_ports(MASTERS)
+        for port in self.ports:
+            node_dir = self.dir / str(port)
+            node_dir.mkdir()
+            self.processes.append(subprocess.Popen(
+                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", str(node_dir / "nodes.conf"), "--dir", str(node_dir),
+                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=open(node_dir / "stderr.log", "wb")))
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while subprocess.run([cli, "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+                if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
+                    raise ClusterUnavailable(f"redis-server on port {port} did not start: {self._logs()}")
+                time.sleep(0.05)
+        created = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
+             "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True, timeout=timeout)
+        if created.returncode != 0:
+            raise ClusterUnavailable(f"redis-cli --cluster create failed: {created.stdout[-500:]} {created.stderr[-500:]}")
+        # Formed once every node says so (the slots are spread over the bus a moment later).
+        while not all(self._state_ok(cli, port) for port in self.ports):
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable("the cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _state_ok(cli: str, port: int) -> bool:
+        info = subprocess.run([cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True).stdout
+        return "cluster_state:ok" in info
+
+    def _logs(self) -> str:
+        return " ".join(p.read_text(errors="replace")[-300:] for p in self.dir.glob("*/stderr.log"))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = []
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
