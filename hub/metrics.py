@@ -40,3 +40,8 @@ WEBSOCKET_FRAMES = Counter(
 WEBSOCKET_CLOSED = Counter(
     "hub_websocket_closed_total", "WebSocket connections the hub closed, by reason", ["reason"]
 )
+OUTBOX_BACKLOG = Gauge(
+    "hub_outbox_backlog_documents",
+    "Documents holding events not yet published to Kafka, by topic, as of this process's last full scan (every 60 s)",
+    ["topic"],
+)
