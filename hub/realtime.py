@@ -212,13 +212,18 @@ class Realtime:
 
     async def _read(self) -> None:
         skip = len(self._channel(""))
+        failed = False
         while not self._stopping:
             try:
+                if failed:
+                    await self._resubscribe()
+                    failed = False
                 message = await self.pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("realtime subscription failed; reconnecting")
+                failed = True
                 await asyncio.sleep(1)
                 continue
             if message is None:
@@ -235,6 +240,22 @@ class Realtime:
                     seq, frame = int(seq), frame.encode()
                     for listener in list(listeners):
                         listener.deliver(key, seq, frame)
+
+
+    async def _resubscribe(self) -> None:
+        """A new subscriber connection, to every channel this process listens to. On a
+        cluster it goes to the node that owns its first channel's slot now: a key of that
+        slot is read first, which makes redis-py refresh its slot map if the master it knew
+        is gone (failed over), rather than reconnecting to a dead address for ever. Frames
+        published meanwhile are filled from history when the next one shows the gap."""
+        first = self._channel("_process")
+        await self.redis.exists(first)
+        old, self.pubsub = self.pubsub, self.redis.pubsub()
+        try:
+            await old.aclose()
+        except Exception:  # the old connection is broken anyway
+            pass
+        await self.pubsub.subscribe(first, *(self._channel(key) for key in self.local))
 
 
 class FanOut:

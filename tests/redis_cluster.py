@@ -1,5 +1,5 @@
-"""A local Redis Cluster for tests: three masters (no replicas) from the machine's
-`redis-server`, on free ports, each in a temporary directory that is removed afterwards.
+"""A local Redis Cluster for tests: three masters (and optionally a replica each) from the
+machine's `redis-server`, on free ports, each in a temporary directory that is removed afterwards.
 
 `LocalRedisCluster.start()` raises `ClusterUnavailable` with the reason when it cannot run
 here (no redis-server or redis-cli on PATH, or the cluster does not form).
@@ -40,7 +40,8 @@ def _free_ports(count: int) -> list[int]:
 
 
 class LocalRedisCluster:
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.dir: Path | None = None
         self.ports: list[int] = []
         self.processes: list[subprocess.Popen] = []
@@ -63,14 +64,15 @@ class LocalRedisCluster:
         return self
 
     def _start(self, server: str, cli: str, timeout: float) -> None:
-        self.ports = _free_ports(MASTERS)
+        self.ports = _free_ports(MASTERS * (1 + self.replicas))
         for port in self.ports:
             node_dir = self.dir / str(port)
             node_dir.mkdir()
             self.processes.append(subprocess.Popen(
                 [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                  "--cluster-config-file", str(node_dir / "nodes.conf"), "--dir", str(node_dir),
-                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+                 "--cluster-node-timeout", "1000"],  # a dead master is replaced within seconds
                 stdout=subprocess.DEVNULL, stderr=open(node_dir / "stderr.log", "wb")))
         deadline = time.monotonic() + timeout
         for port in self.ports:
@@ -80,14 +82,29 @@ class LocalRedisCluster:
                 time.sleep(0.05)
         created = subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
-             "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True, timeout=timeout)
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"], capture_output=True, text=True, timeout=timeout)
         if created.returncode != 0:
             raise ClusterUnavailable(f"redis-cli --cluster create failed: {created.stdout[-500:]} {created.stderr[-500:]}")
-        # Formed once every node says so (the slots are spread over the bus a moment later).
-        while not all(self._state_ok(cli, port) for port in self.ports):
+        # Formed once every node says so (the slots are spread over the bus a moment later),
+        # and every replica has synced (one that never did would not take over).
+        while not all(self._state_ok(cli, port) and self._synced(cli, port) for port in self.ports):
             if time.monotonic() > deadline:
                 raise ClusterUnavailable("the cluster did not reach cluster_state:ok")
             time.sleep(0.1)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node, as a crashed machine would go."""
+        process = self.processes[self.ports.index(port)]
+        process.kill()
+        process.wait()
+
+    def state_ok(self, port: int) -> bool:
+        return self._state_ok(shutil.which("redis-cli"), port)
+
+    @staticmethod
+    def _synced(cli: str, port: int) -> bool:
+        info = subprocess.run([cli, "-p", str(port), "info", "replication"], capture_output=True, text=True).stdout
+        return "role:master" in info or "master_link_status:up" in info
 
     @staticmethod
     def _state_ok(cli: str, port: int) -> bool:
