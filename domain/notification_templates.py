@@ -59,6 +59,11 @@ DEFAULTS: dict[str, tuple[str, str]] = {
                       "{{ product.name or 'It' }} is available again: {{ data.available }} in stock."),
     "stock_low": ("Low stock: {{ product.name or data.product_id }}",
                   "Only {{ data.available }} left (threshold {{ data.low_stock_threshold }})."),
+    "cart_reminder": ("Your cart is waiting",
+                      "You left {{ data.item_count }} item{{ 's' if data.item_count != 1 }} worth {{ data.subtotal }} "
+                      "{{ data.currency }} in your cart. Pick up where you left off: {{ data.cart_url }}"),
+    "coupon_expiring": ("Coupon {{ data.code }} ends soon",
+                        "Your coupon {{ data.code }} ends at {{ data.ends_at }}. Use it while it lasts: {{ data.cart_url }}"),
 }
 REQUESTED = ("{{ title }}", "{{ body }}")  # notification.requested without a template of its own
 

@@ -17,6 +17,10 @@ OUTBOX_PUBLISHED = Counter(
 EVENTS_CONSUMED = Counter(
     "hub_events_consumed_total", "Kafka events handled, by consumer group and outcome", ["group", "outcome"]
 )
+EVENTS_DEAD_LETTERED = Counter(
+    "hub_events_dead_lettered_total", "Events sent to the dead-letter topic, by consumer group and why: "
+    "invalid_event, forged_source, rejected, unprocessable (or batch_unprocessable, not sent)", ["group", "code"]
+)
 CONSUMER_LAG = Gauge(
     "hub_consumer_lag_messages", "Messages not yet consumed, by consumer group and topic", ["group", "topic"]
 )
@@ -39,6 +43,14 @@ WEBSOCKET_FRAMES = Counter(
 )
 WEBSOCKET_CLOSED = Counter(
     "hub_websocket_closed_total", "WebSocket connections the hub closed, by reason", ["reason"]
+)
+PUSH_TARGETS = Counter(
+    "hub_push_targets_total", "Push sends per target, by provider (webpush, apns, fcm), outcome and reason",
+    ["provider", "status", "reason"]
+)
+COUPON_REDEMPTIONS = Counter(
+    "hub_coupon_redemptions_total", "Coupon uses taken by orders, refused at the limits, or given back",
+    ["outcome"],
 )
 OUTBOX_BACKLOG = Gauge(
     "hub_outbox_backlog_documents",

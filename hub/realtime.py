@@ -26,6 +26,7 @@ from typing import Protocol
 from redis.exceptions import NoScriptError
 
 from domain.realtime_channels import channels_for_event, client_name
+from hub.dependency_errors import dependency_failure
 
 log = logging.getLogger(__name__)
 
@@ -274,5 +275,10 @@ class FanOut:
 
     async def flush(self) -> None:
         if self.pending:
-            await self.realtime.publish_events(self.pending)
+            try:
+                await self.realtime.publish_events(self.pending)
+            except Exception as exc:
+                if not dependency_failure(exc):
+                    self.pending = []  # never publishable: the consumer goes on without these frames
+                raise
             self.pending = []
