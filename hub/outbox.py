@@ -103,14 +103,15 @@ class OutboxRelay:
                 await asyncio.sleep(1)
 
     async def _scan(self) -> None:
+        found = dict.fromkeys((topic for topic, _, _ in _RENDERERS.values()), 0)
         for collection, (topic, _, _) in _RENDERERS.items():
-            found = 0
             async for doc in self.db[collection].find(_PENDING, {"_id": 1}):
                 self._pending.add((collection, doc["_id"]))
-                found += 1
-            # Normally near 0 (events leave within milliseconds); a count that stays up means
-            # Kafka is not taking them (docs/deployment.md, alert HubOutboxBacklog).
-            OUTBOX_BACKLOG.labels(topic).set(found)
+                found[topic] += 1
+        # Normally near 0 (events leave within milliseconds); a count that stays up means
+        # Kafka is not taking them (docs/deployment.md, alert HubOutboxBacklog).
+        for topic, count in found.items():
+            OUTBOX_BACKLOG.labels(topic).set(count)
 
     async def _drain(self) -> None:
         # A document notified again while its batch is in flight waits for the next round,

@@ -82,6 +82,18 @@ def test_cluster_mode_needs_a_redis_url_and_a_prefix_without_braces():
     assert not load_settings({"HUB_ENV": "test"}).redis_cluster
 
 
+def test_a_cluster_that_cannot_serve_a_slot_is_a_dependency_failure_retried_not_dropped():
+    """redis-py's cluster errors are not all RedisErrors; the consumers retry these (the
+    realtime fan-out keeps its batch) instead of treating them as the event's fault."""
+    from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
+
+    from hub.dependency_errors import dependency_failure
+
+    for exc in (SlotNotCoveredError("slot 42 is not covered"), RedisClusterException("no reachable node"),
+                ClusterDownError("CLUSTERDOWN")):
+        assert dependency_failure(exc), exc
+
+
 # The building blocks on the cluster ------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=60)
