@@ -45,35 +45,42 @@ class LocalRedisCluster:
         self.dir: Path | None = None
         self.ports: list[int] = []
         self.processes: list[subprocess.Popen] = []
+        self._logs_open: list = []
 
     @property
     def url(self) -> str:
         """A seed node: the client learns the others from it."""
         return f"redis://127.0.0.1:{self.ports[0]}"
 
-    def start(self, timeout: float = 30) -> "LocalRedisCluster":
+    def start(self, timeout: float = 30, attempts: int = 3) -> "LocalRedisCluster":
         server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if not server or not cli:
             raise ClusterUnavailable("redis-server and redis-cli are not installed (apt-get install redis-server)")
-        self.dir = Path(tempfile.mkdtemp(prefix="hub-redis-cluster-"))
-        try:
-            self._start(server, cli, timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(attempts):
+            self.dir = Path(tempfile.mkdtemp(prefix="hub-redis-cluster-"))
+            try:
+                self._start(server, cli, timeout)
+                return self
+            except BaseException as exc:
+                self.stop()
+                # Most likely another process took one of the free ports meanwhile: new ports.
+                if not isinstance(exc, ClusterUnavailable) or attempt == attempts - 1:
+                    raise
 
     def _start(self, server: str, cli: str, timeout: float) -> None:
         self.ports = _free_ports(MASTERS * (1 + self.replicas))
         for port in self.ports:
             node_dir = self.dir / str(port)
             node_dir.mkdir()
+            self._logs_open.append(open(node_dir / "stderr.log", "wb"))
             self.processes.append(subprocess.Popen(
                 [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                  "--cluster-config-file", str(node_dir / "nodes.conf"), "--dir", str(node_dir),
                  "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                 "--cluster-node-timeout", "1000"],  # a dead master is replaced within seconds
-                stdout=subprocess.DEVNULL, stderr=open(node_dir / "stderr.log", "wb")))
+                 # With replicas, a dead master is replaced within seconds; without, a node
+                 # slow on a loaded machine is not taken for dead (Redis's default).
+                 "--cluster-node-timeout", "1000" if self.replicas else "15000"],
+                stdout=subprocess.DEVNULL, stderr=self._logs_open[-1]))
         deadline = time.monotonic() + timeout
         for port in self.ports:
             while subprocess.run([cli, "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
@@ -124,5 +131,8 @@ class LocalRedisCluster:
                 process.kill()
                 process.wait()
         self.processes = []
+        for log in self._logs_open:
+            log.close()
+        self._logs_open = []
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
