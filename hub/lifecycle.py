@@ -34,7 +34,7 @@ from hub.frequency_caps import FrequencyCaps
 from hub.kafka import Kafka
 from hub.mongo import connect_mongo, mongo_healthy
 from hub.demo import seed as seed_demo
-from hub.metrics import DELIVERIES, PUSH_TARGETS
+from hub.metrics import DELIVERIES, PUSH_TARGETS, TEMPLATE_FAILURES
 from hub.notify_dispatcher import Dispatcher
 from hub.outbox import OutboxRelay
 from hub.outgoing import OutgoingPolicy
@@ -135,7 +135,8 @@ class Hub:
                                  history_age_s=settings.ws_history_ttl_s)
         await self.realtime.start()
         self.channels = notification_channels(settings, self.realtime, self.outgoing)
-        self.templates = Templates(self.template_store)
+        self.templates = Templates(self.template_store,
+                                   on_failure=lambda channel: TEMPLATE_FAILURES.labels(channel).inc())
         self.notifier = Notifier(
             self.notification_store, self.users, self.product_store, self.stock_alert_store, self.templates,
             FrequencyCaps(self.redis, settings.redis_prefix), self.channels, clock=utcnow,

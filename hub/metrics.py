@@ -21,6 +21,10 @@ EVENTS_DEAD_LETTERED = Counter(
     "hub_events_dead_lettered_total", "Events sent to the dead-letter topic, by consumer group and why: "
     "invalid_event, forged_source, rejected, unprocessable (or batch_unprocessable, not sent)", ["group", "code"]
 )
+TEMPLATE_FAILURES = Counter(
+    "hub_template_failures_total", "Admin templates that failed when rendering (the default was used), by channel",
+    ["channel"]
+)
 CONSUMER_LAG = Gauge(
     "hub_consumer_lag_messages", "Messages not yet consumed, by consumer group and topic", ["group", "topic"]
 )
