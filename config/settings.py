@@ -127,6 +127,8 @@ class Settings(BaseModel):
     sms_allowed_countries: str | None = Field(None, alias="HUB_SMS_ALLOWED_COUNTRIES")
     sms_max_per_day: int = Field(20, alias="HUB_SMS_MAX_PER_DAY", ge=0, le=10_000)
 
+    redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")  # REDIS_URL names one node of a Redis Cluster
+
     @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
     @classmethod
     def _provider_url(cls, v: str) -> str:
@@ -210,6 +212,15 @@ class Settings(BaseModel):
             raise ValueError(f"{missing}: must be set together with the other admin variable")
         if self.admin_password is not None and len(self.admin_password) < 8:
             raise ValueError("HUB_ADMIN_PASSWORD: must be at least 8 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_cluster(self) -> Settings:
+        if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "rediss://")):
+            raise ValueError("REDIS_CLUSTER: needs REDIS_URL, redis:// or rediss:// (a node of the cluster)")
+        # Keys carry a hash tag in braces (hub/realtime.py); a brace in the prefix would break it.
+        if "{" in self.redis_prefix or "}" in self.redis_prefix:
+            raise ValueError("HUB_REDIS_PREFIX: must not contain { or }")
         return self
 
     # Derived views ------------------------------------------------------------
