@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from domain.callers import SERVICE, Caller
 from domain.errors import DomainError, Forbidden, Unauthorized
+from handlers import bounded_json
 from hub.metrics import HTTP_LATENCY
 
 log = logging.getLogger("hub.http")
@@ -109,12 +110,20 @@ class BaseHandler(tornado.web.RequestHandler):
             self._too_large()
         return b"".join(self._chunks)
 
+    def json_body(self) -> Any:
+        """The request body decoded within bounds (handlers/bounded_json.py): 400 for
+        malformed, too deep or too large JSON, 422 naming each number out of range."""
+        try:
+            return bounded_json.loads(self.body() or b"null")
+        except bounded_json.MalformedJson as exc:
+            raise ApiError(400, "malformed_json", f"The request body is not usable JSON: {exc}.") from None
+        except bounded_json.NumbersOutOfRange as exc:
+            raise ApiError(422, "validation_failed", "Some numbers are out of range.",
+                           [{"field": field, "message": "number out of range"} for field in exc.fields]) from None
+
     def parse(self, model: type[Model]) -> Model:
         """The request body as `model`: 400 for malformed JSON, 422 naming each bad field."""
-        try:
-            data = json.loads(self.body() or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, "malformed_json", f"The request body is not valid JSON: {exc}.") from None
+        data = self.json_body()
         if not isinstance(data, dict):
             raise ApiError(422, "validation_failed", "The request body must be a JSON object.",
                            [{"field": "", "message": "expected an object"}])

@@ -17,7 +17,7 @@ class EventsHandler(BaseHandler):
         if caller is None or not caller.is_service:
             raise ApiError(401 if caller is None else 403, "service_key_required", "Send a service API key as X-API-Key.")
         try:
-            event = check_cloud_event(json.loads(self.body() or b"null"))
+            event = check_cloud_event(self.json_body())
         except ValueError as exc:
             code = 422 if isinstance(exc, InvalidEvent) else 400
             raise ApiError(code, "invalid_event" if code == 422 else "malformed_json", f"Not a usable CloudEvent: {exc}.") from None

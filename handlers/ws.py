@@ -7,7 +7,6 @@ hub/gateway.py and hub/realtime.py.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -16,6 +15,7 @@ import tornado.web
 import tornado.websocket
 
 from domain.errors import DomainError, Unauthorized
+from handlers import bounded_json
 from hub.gateway import Session, encode
 from hub.metrics import WEBSOCKET_CLOSED, WEBSOCKET_CONNECTIONS
 from hub.send_queue import SendQueue
@@ -117,9 +117,11 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if isinstance(message, bytes):
             return self._error("binary_not_supported", "Send JSON text frames.")
         try:
-            frame = json.loads(message)
-        except ValueError:
+            frame = bounded_json.loads(message)
+        except bounded_json.MalformedJson:
             return self._error("malformed_json", "Frames are JSON objects.")
+        except bounded_json.NumbersOutOfRange as exc:
+            return self._error("invalid_frame", f"Numbers out of range: {', '.join(exc.fields)}.")
         if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
             return self._error("invalid_frame", "A frame is a JSON object with an 'op'.")
         op = frame["op"]
