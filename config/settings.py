@@ -7,6 +7,7 @@ prints it and exits with code 2.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from decimal import Decimal
@@ -100,6 +101,16 @@ class Settings(BaseModel):
     ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
     demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
+    # Abuse limits (docs/security.md).
+    trusted_proxies: str | None = Field(None, alias="HUB_TRUSTED_PROXIES")
+    order_rate_per_user: int = Field(60, alias="HUB_ORDER_RATE_PER_USER", ge=1)
+    max_unpaid_orders: int = Field(10, alias="HUB_MAX_UNPAID_ORDERS", ge=1)
+    max_line_quantity: int = Field(100, alias="HUB_MAX_LINE_QUANTITY", ge=1, le=1000)  # domain.orders.MAX_QUANTITY
+    body_timeout_s: float = Field(30.0, alias="HUB_BODY_TIMEOUT_S", gt=0)
+    max_connections: int = Field(10_000, alias="HUB_MAX_CONNECTIONS", ge=1)
+    max_connections_per_ip: int = Field(256, alias="HUB_MAX_CONNECTIONS_PER_IP", ge=1)
+    ws_anonymous_max_subscriptions: int = Field(20, alias="HUB_WS_ANONYMOUS_MAX_SUBSCRIPTIONS", ge=1)
+    ws_anonymous_idle_s: float = Field(120.0, alias="HUB_WS_ANONYMOUS_IDLE_S", gt=0)
 
     @field_validator("admin_email")
     @classmethod
@@ -125,6 +136,16 @@ class Settings(BaseModel):
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         return v and _url_with_scheme(v, ("http", "https")).rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return ",".join(str(ipaddress.ip_network(item, strict=False)) for item in _split_list(v))
+        except ValueError:
+            raise ValueError("must be a comma-separated list of IP addresses or CIDRs") from None
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -27,7 +27,7 @@ def to_minor(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError("must be a decimal string or a number")
     if isinstance(value, str):
-        if len(value) > 12 or not _PRICE.match(value):
+        if len(value) > 12 or not _PRICE.fullmatch(value):
             raise ValueError("must be a decimal amount such as 12.50 (at most 2 places, up to 999999999.99)")
         return int(Decimal(value) * 100)
     if isinstance(value, float) and not math.isfinite(value):

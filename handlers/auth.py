@@ -33,7 +33,7 @@ class AuthHandler(BaseHandler):
     async def limit(self, account: str | None = None) -> None:
         """Per-IP and (for sign-in) per-account rate limits, across hub processes."""
         settings = self.hub.settings
-        await self.hub.rate_limiter.hit(f"auth-ip:{self.request.remote_ip}", settings.auth_rate_per_ip)
+        await self.hub.rate_limiter.hit(f"auth-ip:{self.client_ip}", settings.auth_rate_per_ip)
         if account:
             await self.hub.rate_limiter.hit(f"auth-account:{account}", settings.auth_rate_per_account)
 

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ValidationError
 from domain.callers import SERVICE, Caller
 from domain.errors import DomainError, Forbidden, Unauthorized
 from handlers import bounded_json
+from hub.client_ip import client_ip
 from hub.metrics import HTTP_LATENCY
+from hub.openapi import MAX_PATH_PARAMETER
 
 log = logging.getLogger("hub.http")
 Model = TypeVar("Model", bound=BaseModel)
@@ -59,8 +61,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         self.application.in_flight.add(self)
         declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.hub.settings.max_body_bytes:
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.hub.settings.max_body_bytes):
             self._too_large()
+        if any(len(value) > MAX_PATH_PARAMETER for value in self.path_kwargs.values()):
+            raise ApiError(404, "not_found", f"No such resource (ids are at most {MAX_PATH_PARAMETER} characters).")
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -75,7 +79,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.application.in_flight.discard(self)
-        HTTP_LATENCY.labels(type(self).__name__, self.request.method, str(self.get_status())).observe(
+        # Label values from fixed sets only: any client can send any method.
+        method = self.request.method if self.request.method in self.SUPPORTED_METHODS else "OTHER"
+        HTTP_LATENCY.labels(type(self).__name__, method, str(self.get_status())).observe(
             time.perf_counter() - self._started)
 
     def on_connection_close(self) -> None:
@@ -146,6 +152,12 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(data, default=str))
 
     # Callers -----------------------------------------------------------------------
+    @property
+    def client_ip(self) -> str:
+        """The client's address, through trusted proxies (hub/client_ip.py): what per-client
+        limits count by. Never `request.remote_ip` directly."""
+        return client_ip(self.request, self.hub.settings)
+
     @property
     def caller(self) -> Caller | None:
         """Who is asking, from a Bearer token or a service API key; None if anonymous."""

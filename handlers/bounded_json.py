@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 MAX_DEPTH = 32  # objects and arrays within each other; the deepest body the API takes has 5
@@ -70,7 +71,30 @@ def loads(raw: bytes | str) -> Any:
         raise MalformedJson(str(exc)) from None
     if _check_shape(data):
         raise NumbersOutOfRange(_paths_of_out_of_range(data))
+    # `\ud800` alone decodes to a string that is not Unicode text: nothing can store or
+    # send it. Looked for only when the body has such an escape at all.
+    if _SURROGATE_ESCAPE.search(raw if isinstance(raw, bytes) else raw.encode(errors="surrogatepass")):
+        _check_text(data)
     return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_text(data: Any) -> None:
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise MalformedJson("a \\u escape is half a surrogate pair") from None
 
 
 def _check_shape(data: Any) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictInt
 
@@ -11,16 +11,30 @@ from handlers.base import ApiError, BaseHandler
 from handlers.schemas import Body
 
 ProductId = Annotated[str, Field(min_length=1, max_length=64)]
+AddressLine = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class OrderLine(Body):
     product_id: ProductId
+    # HUB_MAX_LINE_QUANTITY narrows this (the OpenAPI document shows the setting).
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
+
+
+class ShippingAddress(Body):
+    name: AddressLine | None = None
+    line1: AddressLine | None = None
+    line2: AddressLine | None = None
+    city: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    region: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    postal_code: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")] | None = None
+    phone: Annotated[str, Field(min_length=1, max_length=32)] | None = None
 
 
 class OrderBody(Body):
     items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
-    shipping_address: dict[str, Any] | Annotated[str, Field(max_length=1000)] | None = None
+    # A typed address (only its known fields are kept) or one free-text line.
+    shipping_address: ShippingAddress | Annotated[str, Field(min_length=1, max_length=1000)] | None = None
     note: Annotated[str, Field(max_length=1000)] | None = None
 
 
@@ -43,19 +57,29 @@ class ListQuery(BaseModel):
 class OrdersHandler(BaseHandler):
     openapi = {
         "post": {"summary": "Place an order (optional Idempotency-Key header)", "body": OrderBody, "status": 201, "auth": "user"},
-        "get": {"summary": "Own orders, newest first (admins: all; status, user_id, page, limit)", "auth": "user"},
+        "get": {"summary": "Own orders, newest first (admins: all; status, user_id, page, limit)", "query": ListQuery,
+                "auth": "user"},
     }
 
     async def post(self) -> None:
         caller = self.require_user()
+        settings = self.hub.settings
+        await self.hub.rate_limiter.hit(f"orders-user:{caller.id}", settings.order_rate_per_user)
         body = self.parse(OrderBody)
+        too_many = [{"field": f"items.{n}.quantity", "message": f"at most {settings.max_line_quantity}"}
+                    for n, line in enumerate(body.items) if line.quantity > settings.max_line_quantity]
+        if too_many:
+            raise ApiError(422, "validation_failed", "Some quantities are too large.", too_many)
+        address = body.shipping_address
+        if isinstance(address, ShippingAddress):
+            address = address.model_dump(exclude_none=True)
         key = self.request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise ApiError(422, "validation_failed", "Idempotency-Key must be 1 to 255 characters.",
                            [{"field": "Idempotency-Key", "message": "1 to 255 characters"}])
         order, created = await self.hub.orders.place(
             caller.id, [(line.product_id, line.quantity) for line in body.items],
-            shipping_address=body.shipping_address, note=body.note, idempotency_key=key)
+            shipping_address=address, note=body.note, idempotency_key=key)
         if not created:
             self.set_header("Idempotent-Replayed", "true")
         self.send(public_order(order), 201)

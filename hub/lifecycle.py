@@ -101,7 +101,8 @@ class Hub:
         self.rate_limiter = RateLimiter(self.redis, settings.redis_prefix)
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
-                             currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)
+                             currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow,
+                             max_unpaid=settings.max_unpaid_orders)
         self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
         self.points = Points(self.points_store, self.product_store, source=settings.event_source,
                              per_unit=settings.points_per_unit, ttl_days=settings.points_ttl_days, clock=utcnow)

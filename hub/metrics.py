@@ -40,3 +40,7 @@ WEBSOCKET_FRAMES = Counter(
 WEBSOCKET_CLOSED = Counter(
     "hub_websocket_closed_total", "WebSocket connections the hub closed, by reason", ["reason"]
 )
+CONNECTIONS_REFUSED = Counter(
+    "hub_connections_refused_total", "TCP connections closed at once: over HUB_MAX_CONNECTIONS or the per-address cap",
+    ["reason"]
+)

@@ -120,3 +120,29 @@ async def test_a_too_deep_websocket_frame_is_an_error_and_the_socket_goes_on(api
     await ws.write_message(json.dumps({"op": "ping"}))
     assert json.loads(await ws.read_message()) == {"type": "pong"}
     ws.close()
+
+
+async def test_a_huge_content_length_or_id_is_a_4xx(api, hub_server):
+    before = await snapshot(hub_server.hub)
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub_server.port)
+    writer.write(b"POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Length: " + HUGE_INT[:4000].encode()
+                 + b"\r\n\r\n{}")
+    answer = await asyncio.wait_for(reader.read(200), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 4"), answer
+    for path in (f"/api/v1/products/{'x' * 5000}", f"/api/v1/orders/{'x' * 5000}"):
+        r = await api.call("GET", path, token=(await api.register())["access_token"])
+        assert r.status == 404, r
+    assert (await api.call("GET", "/healthz")).status == 200
+    counts = (await snapshot(hub_server.hub))["counts"]
+    assert counts["users"] == before["counts"]["users"] + 2 and counts["products"] == before["counts"]["products"]
+
+
+async def test_lone_surrogates_are_400_not_a_storage_error(api, hub_server):
+    before = await snapshot(hub_server.hub)
+    body = '{"email": "surrogate@example.com", "password": "correct-horse", "name": "bad \\ud800 name"}'
+    r = await api.call("POST", "/api/v1/auth/register", **raw(body))
+    assert r.status == 400 and r.error_code == "malformed_json", r
+    assert await snapshot(hub_server.hub) == before
+    fine = '{"email": "pair@example.com", "password": "correct-horse", "name": "ok \\ud83d\\ude00"}'
+    assert (await api.call("POST", "/api/v1/auth/register", **raw(fine))).status == 201
