@@ -17,6 +17,7 @@ from typing import Any
 MAX_DEPTH = 32  # objects and arrays within each other; the deepest body the API takes has 5
 MAX_VALUES = 100_000  # members and elements in one document
 _INT64 = 2**63
+_EXACT_FLOAT = 2**53
 _MAX_NUMBER_TEXT = 64  # characters of one number literal (a float has 17 significant digits)
 
 
@@ -54,6 +55,10 @@ def _float(text: str):
         return _OUT_OF_RANGE
     if value == 0 and any(digit in "123456789" for digit in text.lower().partition("e")[0]):
         return _OUT_OF_RANGE  # underflowed to zero: 1e-999999 is not 0
+    # JSON has one kind of number: 5.0 is the integer 5 (JSON Schema's "integer" says so too),
+    # exactly so up to 2**53.
+    if value.is_integer() and abs(value) <= _EXACT_FLOAT:
+        return int(value)
     return value
 
 

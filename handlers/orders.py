@@ -43,7 +43,7 @@ class CancelBody(Body):
 
 
 class TransitionBody(Body):
-    status: Annotated[str, Field(min_length=1, max_length=32)]
+    status: Literal[tuple(sorted(STATUSES))]  # type: ignore[valid-type]
     note: Annotated[str, Field(max_length=500)] | None = None
 
 
