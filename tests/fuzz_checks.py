@@ -16,6 +16,8 @@ STATE_DEPENDENT: dict[str, dict[str, set[str] | None]] = {
     # Whether a template compiles and renders, and which parts a channel needs (the channel
     # is in the path), is checked by rendering it.
     "PUT /api/v1/templates/{notification_type}/{channel}": {"invalid_template": None, "unknown_channel": None},
+    # Only products with a points price can be bought with points.
+    "POST /api/v1/points/redemptions": {"not_redeemable": None},
     # The Stripe-Signature is an HMAC of the body with the webhook secret.
     "POST /api/v1/webhooks/stripe": {"invalid_signature": None},
     # Web Push endpoints must be on an allowed host (HUB_PUSH_ALLOWED_HOSTS), a setting: only

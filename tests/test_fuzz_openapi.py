@@ -72,8 +72,9 @@ def hub_process(hub_env, tmp_path):
 def test_the_openapi_document_and_the_server_agree_under_fuzzing(hub_process, tmp_path):
     base, hub_log = hub_process
     admin = _call(base, "POST", "/api/v1/auth/login", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})["access_token"]
-    # Real ids, used for half of the path parameters, so that fuzzed bodies reach past the lookup.
-    product = _call(base, "POST", "/api/v1/products", {"name": "Fuzzed", "price": "5.00", "stock": 1000}, admin)
+    # Real ids, used for half of the ids in paths and bodies, so that fuzzed data reaches past the lookup.
+    product = _call(base, "POST", "/api/v1/products", {"name": "Fuzzed", "price": "5.00", "stock": 1000,
+                                                      "points_price": 10}, admin)
     order = _call(base, "POST", "/api/v1/orders", {"items": [{"product_id": product["id"], "quantity": 1}]}, admin)
     config = tmp_path / "schemathesis.toml"
     config.write_text(f"""
@@ -88,6 +89,8 @@ values = ["{order['id']}"]
 [parameters]
 "path.product_id" = {{ dictionary = "products", probability = 0.5 }}
 "path.order_id" = {{ dictionary = "orders", probability = 0.5 }}
+"body.items[*].product_id" = {{ dictionary = "products", probability = 0.5 }}
+"body.product_id" = {{ dictionary = "products", probability = 0.5 }}
 """)
     command = [SCHEMATHESIS, "--config-file", str(config), "run", f"{base}/api/v1/openapi.json",
                "--checks", "not_a_server_error,response_schema_conformance,schema_valid_data_is_accepted",
