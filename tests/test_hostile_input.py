@@ -146,3 +146,19 @@ async def test_lone_surrogates_are_400_not_a_storage_error(api, hub_server):
     assert await snapshot(hub_server.hub) == before
     fine = '{"email": "pair@example.com", "password": "correct-horse", "name": "ok \\ud83d\\ude00"}'
     assert (await api.call("POST", "/api/v1/auth/register", **raw(fine))).status == 201
+
+
+async def test_a_number_is_a_number_whatever_its_spelling(api, hub_server):
+    """JSON (and JSON Schema's "integer") has one kind of number: 2.0 and 2e0 are the integer 2,
+    as the OpenAPI document promises; 2.5 is not."""
+    admin = await api.admin_token()
+    product = await api.product(admin, stock=10)
+    token = (await api.register())["access_token"]
+    body = f'{{"items": [{{"product_id": "{product["id"]}", "quantity": 2.0}}, ' \
+           f'{{"product_id": "{product["id"]}", "quantity": 1e0}}]}}'
+    r = await api.call("POST", "/api/v1/orders", token=token, **raw(body))
+    assert r.status == 201 and sum(line["quantity"] for line in r.data["items"]) == 3, r
+    body = f'{{"items": [{{"product_id": "{product["id"]}", "quantity": 2.5}}]}}'
+    r = await api.call("POST", "/api/v1/orders", token=token, **raw(body))
+    assert r.status == 422 and fields(r) == {"items.0.quantity"}, r
+    assert (await api.call("GET", f"/api/v1/products/{product['id']}")).data["stock"] == 7
