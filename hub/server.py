@@ -31,7 +31,7 @@ DRAIN_S = 4  # of which in-flight requests may take this long
 class CappedHTTPServer(HTTPServer):
     """Refuses a connection beyond HUB_MAX_CONNECTIONS, or beyond HUB_MAX_CONNECTIONS_PER_IP
     from one peer address (a trusted proxy's connections carry many clients: not capped per
-    address). Closing at once costs the hub nothing; the client sees a reset and may retry.
+    address). Closing at once costs the hub nothing; the client sees the connection closed and may retry.
     WebSocket connections leave this count once upgraded; the gateway caps them itself."""
 
     def configure_caps(self, settings: Settings) -> None:

@@ -98,7 +98,8 @@ values = ["{order['id']}"]
                "--exclude-path", "/ws",  # the WebSocket upgrade, not a REST call (tests/test_ws_*.py)
                "--generation-database", "none", "--request-timeout", "10", "--no-color"]
     started = time.monotonic()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_LIMIT_S,
+    # Run from tmp_path: schemathesis keeps a cache of what it found in its working directory.
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_LIMIT_S,
                             env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_checks",
                                  "PYTHONPATH": str(ROOT)})
     elapsed = time.monotonic() - started
