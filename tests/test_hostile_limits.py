@@ -307,3 +307,15 @@ async def test_idle_anonymous_sockets_are_closed_and_busy_or_signed_in_ones_are_
             await ws.write_message(json.dumps({"op": "ping"}))
             assert await _reply(ws) == {"type": "pong"}
             ws.close()
+
+
+async def test_upgraded_websockets_leave_the_http_connection_count(io_loop, hub_env):
+    # The gateway caps sockets itself (per user, per address); an HTTP cap must not count them.
+    async with hub_with(hub_env, HUB_MAX_CONNECTIONS_PER_IP=3) as (server, api):
+        sockets = [await _ws(server.port) for _ in range(6)]
+        for ws in sockets:
+            await ws.write_message(json.dumps({"op": "ping"}))
+            assert await _reply(ws) == {"type": "pong"}
+        assert (await api.call("GET", "/healthz")).status == 200
+        for ws in sockets:
+            ws.close()
