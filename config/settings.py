@@ -129,6 +129,17 @@ class Settings(BaseModel):
 
     redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")  # REDIS_URL names one node of a Redis Cluster
 
+    # Abuse limits (docs/security.md).
+    trusted_proxies: str | None = Field(None, alias="HUB_TRUSTED_PROXIES")
+    order_rate_per_user: int = Field(60, alias="HUB_ORDER_RATE_PER_USER", ge=1)
+    max_unpaid_orders: int = Field(10, alias="HUB_MAX_UNPAID_ORDERS", ge=1)
+    max_line_quantity: int = Field(100, alias="HUB_MAX_LINE_QUANTITY", ge=1, le=1000)  # domain.orders.MAX_QUANTITY
+    body_timeout_s: float = Field(30.0, alias="HUB_BODY_TIMEOUT_S", gt=0)
+    max_connections: int = Field(10_000, alias="HUB_MAX_CONNECTIONS", ge=1)
+    max_connections_per_ip: int = Field(256, alias="HUB_MAX_CONNECTIONS_PER_IP", ge=1)
+    ws_anonymous_max_subscriptions: int = Field(20, alias="HUB_WS_ANONYMOUS_MAX_SUBSCRIPTIONS", ge=1)
+    ws_anonymous_idle_s: float = Field(120.0, alias="HUB_WS_ANONYMOUS_IDLE_S", gt=0)
+
     @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
     @classmethod
     def _provider_url(cls, v: str) -> str:
@@ -142,7 +153,6 @@ class Settings(BaseModel):
             missing = next(name for name, value in apns.items() if not value)
             raise ValueError(f"{missing}: APNs needs {', '.join(apns)} set together")
         return self
-
     @field_validator("admin_email")
     @classmethod
     def _admin_email(cls, v: str | None) -> str | None:
@@ -194,6 +204,15 @@ class Settings(BaseModel):
         if not codes or not all(re.fullmatch(r"[1-9]\d{0,2}", code) for code in codes):
             raise ValueError("must be a comma-separated list of country calling codes such as 1,44")
         return ",".join(codes)
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return ",".join(str(ipaddress.ip_network(item, strict=False)) for item in _split_list(v))
+        except ValueError:
+            raise ValueError("must be a comma-separated list of IP addresses or CIDRs") from None
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -26,6 +26,7 @@ from handlers.twilio import TwilioStatusHandler
 from handlers.users import MeHandler
 from handlers.web import WEB_ROUTES
 from handlers.ws import WebSocketHandler
+from hub.client_ip import client_ip
 from hub.openapi import build_openapi
 
 access_log = logging.getLogger("hub.access")
@@ -89,7 +90,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
             "status": status,
             "duration_ms": round(handler.request.request_time() * 1000, 2),
             "request_id": getattr(handler, "request_id", None),
-            "remote_ip": handler.request.remote_ip,
+            "remote_ip": client_ip(handler.request, handler.application.settings["hub"].settings),
         },
     )
 
@@ -99,7 +100,7 @@ def make_app(hub) -> tornado.web.Application:
         ROUTES + WEB_ROUTES,  # the web app's files (not API: left out of the OpenAPI document)
         default_handler_class=NotFoundHandler,
         hub=hub,
-        openapi=build_openapi(ROUTES),
+        openapi=build_openapi(ROUTES, hub.settings),
         cors_origins=frozenset(hub.settings.cors_origin_list),
         log_function=_log_request,
         serve_traceback=False,

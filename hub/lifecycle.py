@@ -17,7 +17,6 @@ from domain.checkout import Checkout
 from domain.coupons import Coupons
 from domain.errors import Conflict
 from domain.ordering import Orders
-from domain.orders import MAX_QUANTITY
 from domain.payments import Payments
 from domain.points import Points
 from domain.tokens import AccessTokens
@@ -121,7 +120,8 @@ class Hub:
         self.rate_limiter = RateLimiter(self.redis, settings.redis_prefix)
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
-                             currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)
+                             currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow,
+                             max_unpaid=settings.max_unpaid_orders)
         self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_api_base,
                                     self.outgoing) if settings.stripe_api_key else None
         self.points = Points(self.points_store, self.product_store, source=settings.event_source,
@@ -161,7 +161,7 @@ class Hub:
                                notify=self.notifier.record)
         self.carts = Carts(self.cart_store, self.product_store, self.order_store, self.checkout,
                            source=settings.event_source, currency=settings.currency, max_items=settings.cart_max_items,
-                           max_quantity=MAX_QUANTITY, remind_after_s=settings.cart_reminder_after_s, cart_url=cart_url,
+                           max_quantity=settings.max_line_quantity, remind_after_s=settings.cart_reminder_after_s, cart_url=cart_url,
                            clock=utcnow, publish=lambda user_id, event: self.realtime.publish_events(
                                [(event, [f"user:{user_id}"])]))
         self.notifier.on_recorded = self.dispatcher.submit

@@ -61,3 +61,7 @@ OUTBOX_BACKLOG = Gauge(
     "Documents holding events not yet published to Kafka, by topic, as of this process's last full scan (every 60 s)",
     ["topic"],
 )
+CONNECTIONS_REFUSED = Counter(
+    "hub_connections_refused_total", "TCP connections closed at once: over HUB_MAX_CONNECTIONS or the per-address cap",
+    ["reason"]
+)
