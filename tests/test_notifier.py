@@ -16,8 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis.asyncio as aioredis
 from fakeredis import FakeAsyncRedis
-from mongomock_motor import AsyncMongoMockClient
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from channels.base import Channel, PermanentError, Sent, TransientError
 from domain.events import Rejected
@@ -25,6 +24,7 @@ from domain.notification_templates import Templates
 from domain.notifications import LEASE, Notifier, public_notification
 from domain.users import public_user
 from hub.frequency_caps import FrequencyCaps
+from hub.mongo import embedded_client
 from hub.store.notifications import NotificationStore
 from hub.store.stock_alerts import StockAlertStore
 from hub.store.templates import TemplateStore
@@ -186,7 +186,7 @@ def requested(user_id: str, **fields) -> dict:
 @pytest.fixture
 def hub(io_loop):
     database = f"hub_notifier_test_{uuid.uuid4().hex[:12]}"
-    client = AsyncIOMotorClient(MONGODB_URI, tz_aware=True) if MONGODB_URI else AsyncMongoMockClient(tz_aware=True)
+    client = AsyncMongoClient(MONGODB_URI, tz_aware=True) if MONGODB_URI else embedded_client()
     redis = aioredis.from_url(REDIS_URL, decode_responses=True) if REDIS_URL else FakeAsyncRedis(decode_responses=True)
     h = Hub(client[database], redis, prefix=f"test-notifier-{uuid.uuid4().hex[:12]}:")
     io_loop.run_sync(h.setup)
@@ -198,7 +198,7 @@ def hub(io_loop):
             await redis.delete(*keys)
         await redis.aclose()
         await client.drop_database(database)
-        client.close()
+        await client.close()
     io_loop.run_sync(teardown)
 
 

@@ -25,7 +25,7 @@ def db(io_loop, hub_env):
     database = client[hub_env["MONGODB_DB"]]
     yield database
     io_loop.run_sync(lambda: client.drop_database(hub_env["MONGODB_DB"]))
-    client.close()
+    io_loop.run_sync(client.close)
 
 
 def a_user(email="u@example.com"):
