@@ -1,6 +1,5 @@
 """The notification engine end to end, in process (domain/notifications.Notifier): real
-stores (the embedded document store, or MongoDB when MONGODB_URI is set, in a database of
-its own), real frequency caps on Redis (the local server when it answers, else the
+stores (each document store, in a database of its own: tests/conftest.py), real frequency caps on Redis (the local server when it answers, else the
 in-process stand-in), real templates, fake channels that record what they are given and
 fail on demand, and a clock the test moves.
 
@@ -29,9 +28,9 @@ from hub.store.notifications import NotificationStore
 from hub.store.stock_alerts import StockAlertStore
 from hub.store.templates import TemplateStore
 from hub.store.users import UserStore
-from tests.conftest import MONGODB_URI, REDIS_URL
+from tests.conftest import REDIS_URL
 
-pytestmark = pytest.mark.gen_test
+pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
 
 # 23:00 in Paris (CEST, UTC+2) on 10 June 2026: inside a 22:00-08:00 window, which ends at
 # 06:00 UTC the next morning.
@@ -184,9 +183,9 @@ def requested(user_id: str, **fields) -> dict:
 
 
 @pytest.fixture
-def hub(io_loop):
+def hub(io_loop, mongo_uri):
     database = f"hub_notifier_test_{uuid.uuid4().hex[:12]}"
-    client = AsyncMongoClient(MONGODB_URI, tz_aware=True) if MONGODB_URI else embedded_client()
+    client = AsyncMongoClient(mongo_uri, tz_aware=True) if mongo_uri else embedded_client()
     redis = aioredis.from_url(REDIS_URL, decode_responses=True) if REDIS_URL else FakeAsyncRedis(decode_responses=True)
     h = Hub(client[database], redis, prefix=f"test-notifier-{uuid.uuid4().hex[:12]}:")
     io_loop.run_sync(h.setup)
