@@ -62,7 +62,8 @@ def pytest_configure(config):
 
 
 def pytest_generate_tests(metafunc):
-    if "mongo_uri" in metafunc.fixturenames and metafunc.definition.get_closest_marker("stores"):
+    chosen = any("mongo_uri" in mark.args[0] for mark in metafunc.definition.iter_markers("parametrize"))
+    if "mongo_uri" in metafunc.fixturenames and metafunc.definition.get_closest_marker("stores") and not chosen:
         metafunc.parametrize("mongo_uri", STORES, indirect=True)
 
 
