@@ -100,6 +100,15 @@ class Settings(BaseModel):
     ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
     demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
+    redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")  # REDIS_URL names a node of a Redis Cluster
+
+    @model_validator(mode="after")
+    def _redis_cluster(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("REDIS_CLUSTER: needs REDIS_URL (a node of the cluster)")
+        if "{" in self.redis_prefix or "}" in self.redis_prefix:
+            raise ValueError("HUB_REDIS_PREFIX: must not contain { or } (the hub's keys carry Redis Cluster hash tags)")
+        return self
 
     @field_validator("admin_email")
     @classmethod

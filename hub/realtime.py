@@ -1,9 +1,9 @@
 """Live fan-out to WebSocket connections on every hub process, with per-channel sequence
 numbers and retained history (CONTRACT §4; docs/realtime.md).
 
-One Redis script publishes a message on its channels atomically: once per message id (a
-redelivered event or a retried notification is not published twice), it takes the channel's
-next `seq` (INCR, shared by all processes), builds the frame around it (the payload was
+One Redis script publishes a message on a channel atomically: once per message id and
+channel (a redelivered event or a retried notification is not published twice), it takes
+the channel's next `seq` (INCR, shared by all processes), builds the frame around it (the payload was
 serialized once, by the caller), appends the frame to the channel's history (a Redis Stream
 capped by length and age) and PUBLISHes it. Each process subscribes in Redis only to the
 channels its own connections listen to, so it does work only for those, and hands each
@@ -24,26 +24,24 @@ log = logging.getLogger(__name__)
 DEDUPE_S = 900  # redeliveries come within minutes (a crash, a rebalance)
 SEQ_TTL_S = 30 * 86400  # a channel idle this long starts over; `since` beyond its seq is not recovered
 
-# KEYS: dedupe key, then (seq key, stream key, pub/sub channel) per channel.
-# ARGV: dedupe ttl, history length, history age (ms), seq ttl, then (frame head, frame tail) per channel.
+# One call per channel. KEYS: dedupe key, seq key, stream key (one hash tag: the channel, so
+# that they live in one Redis Cluster slot). ARGV: dedupe ttl, history length, history age
+# (ms), seq ttl, pub/sub channel, frame head, frame tail. Returns the seq, or nothing when
+# the message was already published on this channel.
 # Published as "<seq> <frame>" so a reader learns the seq without parsing the frame.
+# Sent with EVAL (Redis caches the compiled script): a Redis Cluster pipeline refuses EVALSHA.
 _PUBLISH = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {} end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return false end
 local now = redis.call('TIME')
 local min_id = math.floor(tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000) - tonumber(ARGV[3])
-local seqs = {}
-for i = 0, (#KEYS - 1) / 3 - 1 do
-  local seq_key, stream, channel = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  local seq = redis.call('INCR', seq_key)
-  redis.call('EXPIRE', seq_key, ARGV[4])
-  local frame = ARGV[5 + 2 * i] .. seq .. ARGV[6 + 2 * i]
-  redis.call('XADD', stream, 'MAXLEN', ARGV[2], '*', 's', seq, 'f', frame)
-  if min_id > 0 then redis.call('XTRIM', stream, 'MINID', min_id) end
-  redis.call('PEXPIRE', stream, ARGV[3])
-  redis.call('PUBLISH', channel, seq .. ' ' .. frame)
-  seqs[#seqs + 1] = seq
-end
-return seqs
+local seq = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local frame = ARGV[6] .. seq .. ARGV[7]
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[2], '*', 's', seq, 'f', frame)
+if min_id > 0 then redis.call('XTRIM', KEYS[3], 'MINID', min_id) end
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PUBLISH', ARGV[5], seq .. ' ' .. frame)
+return seq
 """
 
 
@@ -73,7 +71,6 @@ class Realtime:
         self.history_age_ms = history_age_s * 1000
         self.local: dict[str, set[Listener]] = {}
         self._confirmed: dict[str, asyncio.Future] = {}
-        self._publish = redis.register_script(_PUBLISH)
         self._since = redis.register_script(_SINCE)
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -81,11 +78,15 @@ class Realtime:
     def _channel(self, key: str) -> str:
         return f"{self.prefix}rt:{key}"
 
+    # A channel's keys share the hash tag {<channel key>}: the scripts touch them together.
     def _seq_key(self, key: str) -> str:
-        return f"{self.prefix}seq:{key}"
+        return f"{self.prefix}seq:{{{key}}}"
 
     def _stream(self, key: str) -> str:
-        return f"{self.prefix}history:{key}"
+        return f"{self.prefix}history:{{{key}}}"
+
+    def _dedupe_key(self, key: str, message_id: str) -> str:
+        return f"{self.prefix}rtid:{{{key}}}:{message_id}"
 
     async def start(self) -> None:
         self.pubsub = self.redis.pubsub()
@@ -101,19 +102,19 @@ class Realtime:
             await self.pubsub.aclose()
 
     # Publishing -------------------------------------------------------------------------
-    def _script_input(self, message_id: str, payloads: dict[str, tuple[str, str]]) -> tuple[list, list]:
-        keys, args = [f"{self.prefix}rtid:{message_id}"], [DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S]
-        for key, (head, tail) in payloads.items():
-            keys += [self._seq_key(key), self._stream(key), self._channel(key)]
-            args += [head, tail]
-        return keys, args
+    def _script_input(self, message_id: str, key: str, head: str, tail: str) -> tuple[list, list]:
+        keys = [self._dedupe_key(key, message_id), self._seq_key(key), self._stream(key)]
+        return keys, [DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S, self._channel(key), head, tail]
 
     async def publish(self, message_id: str, payloads: dict[str, tuple[str, str]]) -> dict[str, int]:
-        """Publishes once per `message_id`: for each channel key, the frame `head + seq + tail`.
-        Returns each channel's seq, or {} when the message was already published."""
-        keys, args = self._script_input(message_id, payloads)
-        seqs = await self._publish(keys=keys, args=args)
-        return dict(zip(payloads, (int(s) for s in seqs)))
+        """Publishes once per `message_id` and channel: for each channel key, the frame
+        `head + seq + tail`. Returns the seq of each channel it was published on now."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, (head, tail) in payloads.items():
+                keys, args = self._script_input(message_id, key, head, tail)
+                pipe.eval(_PUBLISH, len(keys), *keys, *args)
+            seqs = await pipe.execute()
+        return {key: int(seq) for key, seq in zip(payloads, seqs) if seq}
 
     async def publish_events(self, batch: list[tuple[dict, list[str]]]) -> None:
         """Each (CloudEvent, channel keys) as an `event` frame, the event serialized once for
@@ -121,10 +122,11 @@ class Realtime:
         async with self.redis.pipeline(transaction=False) as pipe:
             for event, keys in batch:
                 body = dumps(event)
-                payloads = {key: (f'{{"type":"event","channel":{dumps(client_name(key))},"seq":', f',"event":{body}}}')
-                            for key in keys}
-                keys_, args = self._script_input(f"event:{event['id']}", payloads)
-                await self._publish(keys=keys_, args=args, client=pipe)
+                for key in keys:
+                    keys_, args = self._script_input(f"event:{event['id']}", key,
+                                                     f'{{"type":"event","channel":{dumps(client_name(key))},"seq":',
+                                                     f',"event":{body}}}')
+                    pipe.eval(_PUBLISH, len(keys_), *keys_, *args)
             await pipe.execute()
 
     async def publish_notification(self, user_id: str, notification: dict) -> int:

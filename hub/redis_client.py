@@ -1,5 +1,5 @@
-"""The Redis connection: a real server when REDIS_URL is set, else fakeredis's
-in-process stand-in (one hub process only)."""
+"""The Redis connection: a real server when REDIS_URL is set (a Redis Cluster with
+REDIS_CLUSTER=1), else fakeredis's in-process stand-in (one hub process only)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ POOL_SIZE, POOL_WAIT_S = 64, 10
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
+    if settings.redis_cluster:
+        # Keys a script or a transaction touches together share a hash tag, so each such
+        # call lands on one node; the cluster client routes every call by its keys' slot.
+        return redis.RedisCluster.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
     if settings.redis_url:
         pool = redis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, decode_responses=True,
