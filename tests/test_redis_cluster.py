@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from config.settings import load_settings
+from config.settings import SettingsError, load_settings
 from domain.errors import RateLimited
 from hub.frequency_caps import FrequencyCaps
 from hub.ratelimit import RateLimiter
@@ -23,7 +23,6 @@ from tests.conftest import Api, placed
 from tests.redis_cluster import LocalCluster, Unavailable
 from tests.test_realtime_processes import Ws
 
-pytestmark = pytest.mark.gen_test(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +49,7 @@ def client(io_loop, cluster_env):
     io_loop.run_sync(redis.aclose)
 
 
+@pytest.mark.gen_test(timeout=60)
 async def test_the_nodes_share_the_slots_so_keys_spread_over_them(client):
     assert await client.ping()
     nodes = {(node.host, node.port) for node in client.get_primaries()}
@@ -59,6 +59,7 @@ async def test_the_nodes_share_the_slots_so_keys_spread_over_them(client):
     assert len(slots) > 10
 
 
+@pytest.mark.gen_test(timeout=60)
 async def test_fan_out_and_recovery_on_the_cluster(cluster_env):
     server = HubServer(load_settings(cluster_env))
     await server.start()
@@ -99,6 +100,7 @@ async def test_fan_out_and_recovery_on_the_cluster(cluster_env):
         await server.stop()
 
 
+@pytest.mark.gen_test(timeout=60)
 async def test_a_message_is_published_once_per_channel_on_the_cluster(client, cluster_env):
     realtime = Realtime(client, cluster_env["HUB_REDIS_PREFIX"], history_size=10, history_age_s=60)
     payload = ('{"seq":', "}")
@@ -110,6 +112,7 @@ async def test_a_message_is_published_once_per_channel_on_the_cluster(client, cl
         assert await realtime.since(key, 0) == (2, [(1, '{"seq":1}'), (2, '{"seq":2}')])
 
 
+@pytest.mark.gen_test(timeout=60)
 async def test_frequency_caps_hold_under_racing_admissions_on_the_cluster(client, cluster_env):
     caps = FrequencyCaps(client, cluster_env["HUB_REDIS_PREFIX"])
     now = datetime.now(timezone.utc)
@@ -123,6 +126,7 @@ async def test_frequency_caps_hold_under_racing_admissions_on_the_cluster(client
         assert extra[-1] is not None and extra[-1] > now  # the cap is full: held until it fits
 
 
+@pytest.mark.gen_test(timeout=60)
 async def test_rate_limits_on_the_cluster(client, cluster_env):
     limiter = RateLimiter(client, cluster_env["HUB_REDIS_PREFIX"])
     for _ in range(3):
@@ -132,6 +136,7 @@ async def test_rate_limits_on_the_cluster(client, cluster_env):
     await limiter.hit("ip:10.0.0.2", 3)  # another key, its own count
 
 
+@pytest.mark.gen_test(timeout=60)
 async def test_a_hub_on_the_cluster_rate_limits_sign_ins(cluster_env):
     cluster_env["HUB_AUTH_RATE_PER_IP"] = "3"
     server = HubServer(load_settings(cluster_env))
@@ -145,3 +150,14 @@ async def test_a_hub_on_the_cluster_rate_limits_sign_ins(cluster_env):
         assert health.status == 200 and health.data["redis"] == "up"
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize("environ, variable", [
+    ({"REDIS_CLUSTER": "1"}, "REDIS_CLUSTER"),
+    ({"REDIS_URL": "redis://r:6379", "HUB_REDIS_PREFIX": "hub{x}:"}, "HUB_REDIS_PREFIX"),
+], ids=["cluster-without-url", "braces-in-prefix"])
+def test_cluster_settings_that_cannot_work_are_refused_with_one_line(environ, variable):
+    with pytest.raises(SettingsError) as refused:
+        load_settings(environ)
+    message = str(refused.value)
+    assert message.startswith(f"{variable}:") and "\n" not in message, message
