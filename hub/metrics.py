@@ -40,3 +40,6 @@ WEBSOCKET_FRAMES = Counter(
 WEBSOCKET_CLOSED = Counter(
     "hub_websocket_closed_total", "WebSocket connections the hub closed, by reason", ["reason"]
 )
+OUTBOX_PENDING = Gauge(
+    "hub_outbox_pending_documents", "Documents with events this process has yet to publish (Kafka slow or down)"
+)

@@ -14,7 +14,7 @@ import json
 import logging
 
 from domain.products import inventory_events
-from hub.metrics import OUTBOX_PUBLISHED
+from hub.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,15 @@ class OutboxRelay:
         while self._pending:
             batch = self._pending
             self._pending = set()
+            OUTBOX_PENDING.set(len(batch))
             results = await asyncio.gather(*(self.publish(collection, doc_id) for collection, doc_id in batch),
                                            return_exceptions=True)
             failed = {item: result for item, result in zip(batch, results) if isinstance(result, Exception)}
             if failed:
                 self._pending.update(failed)
+                OUTBOX_PENDING.set(len(self._pending))
                 raise RuntimeError(f"outbox publish failed: {next(iter(failed.values()))!r}")
+        OUTBOX_PENDING.set(0)
 
     async def publish(self, collection: str, doc_id: str) -> list[dict]:
         """Publish one document's pending events, then remove them from it; the events."""
