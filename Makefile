@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench clean chromium
+.PHONY: run test bench clean chromium promtool
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 run: $(VENV)/.installed-run
 	$(PY) run.py
 
-test: $(VENV)/.installed-dev chromium
+test: $(VENV)/.installed-dev chromium promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # tests/test_web_browser.py drives the distribution's Chromium. Installed here when it is
@@ -38,6 +38,19 @@ ifeq ($(CHROMIUM_FOUND),)
 	  echo "make: no chromium here and no apt-get as root to install it: the browser tests will be skipped"; \
 	fi
 endif
+
+# tests/test_deploy.py checks the alert rules with promtool (Debian's prometheus package),
+# installed here the same way; without it those checks are skipped and say why.
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing prometheus (apt-get) for promtool"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1 \
+	      || echo "make: could not install prometheus: the alert-rule checks will be skipped"; \
+	  else \
+	    echo "make: no promtool and no apt-get as root to install it: the alert-rule checks will be skipped"; \
+	  fi; \
+	fi
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/auth_bench.py

@@ -51,7 +51,7 @@ class SecantusServer:
              "--log-level", "WARNING"],
             cwd=self.directory, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent, start_new_session=True)
-        self.uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        self.uri = f"mongodb://127.0.0.1:{port}/"  # it reports a one-node replica set: discovered like one
         deadline = time.monotonic() + START_LIMIT_S
         while True:
             if self.process.poll() is not None:
