@@ -56,6 +56,7 @@ class Message:
     data: dict = field(default_factory=dict)
     type: str = ""  # the notification type, e.g. order_shipped
     created_at: str = ""  # RFC 3339
+    badge: int | None = None  # native push: the user's unread count, shown on the app icon
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """Web Push (RFC 8030) with aes128gcm payload encryption (RFC 8291) and VAPID (RFC 8292).
 
-pywebpush encrypts the payload; the POST is ours, on one shared aiohttp session, because
-pywebpush's async path overrides the session's timeout with its own `timeout` argument
-(webpush_async: None, i.e. unbounded; send_async: 10000 s) and defaults TTL to 0.
+pywebpush encrypts the payload; the POST is ours, on one shared httpx client under the
+outgoing policy (hub/outgoing.py: endpoint hosts allow-listed, no private addresses, no
+redirects, total timeout, capped answer), because pywebpush posts anywhere, with no
+timeout by default, and defaults TTL to 0. Nothing the push service answers reaches the
+user but the status, as a reason code.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -17,20 +18,22 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-import aiohttp
 import http_ece
+import httpx
 from py_vapid import Vapid, VapidException
 from pywebpush import WebPusher, WebPushException
 
 from channels.base import Channel, Message, PermanentError, Sent, TransientError
 from channels.vapid import b64url_decode, b64url_encode, load_private_key
 from domain.notification_policy import PUSH_URGENCY
+from hub.outgoing import OutgoingPolicy, OutgoingRefused, ResponseTooLarge, read_capped
 
 # Push services refuse a VAPID token living more than 24 h; pywebpush uses 12 h. Signed
 # headers are reused until half of that is left, so clock skew never makes them stale.
 VAPID_LIFETIME_S = 12 * 3600
 VAPID_REFRESH_BEFORE_S = 6 * 3600
 VAPID_CACHE_SIZE = 256  # audiences are push service origins: a handful in practice
+MAX_ANSWER_BYTES = 4096  # push services answer 201 with an empty body, errors with a line of JSON
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -47,14 +50,15 @@ def topic_header(topic: str) -> str:
 class PushChannel(Channel):
     name = "push"
 
-    def __init__(self, vapid_private_key: str, vapid_subject: str, timeout_s: float, *,
+    def __init__(self, vapid_private_key: str, vapid_subject: str, timeout_s: float, *, policy: OutgoingPolicy,
                  clock: Callable[[], float] = time.time) -> None:
         self._vapid = Vapid(private_key=load_private_key(vapid_private_key))
         subject = vapid_subject.strip()
         self._subject = subject if SCHEME_RE.match(subject) else f"mailto:{subject}"
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._policy = policy
+        self._timeout_s = timeout_s
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
+        self._client: httpx.AsyncClient | None = None
         self._vapid_cache: dict[str, tuple[int, dict[str, str]]] = {}  # aud -> (exp, headers)
         try:  # refuse a subject py_vapid will not sign at startup, not at the first send
             self._vapid.sign({"aud": "https://push.example.com", "sub": self._subject})
@@ -76,11 +80,10 @@ class PushChannel(Channel):
         self._vapid_cache[aud] = (exp, headers)
         return headers
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        # Created here, inside the running loop, as aiohttp requires.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = self._policy.client(timeout_s=self._timeout_s)
+        return self._client
 
     async def send(self, message: Message) -> Sent:
         payload = json.dumps({
@@ -105,6 +108,10 @@ class PushChannel(Channel):
                 VapidException) as exc:
             raise PermanentError("bad_subscription", f"invalid push subscription: {type(exc).__name__}",
                                  gone=True) from None
+        try:  # a subscription stored before the allow-list changed may point elsewhere now
+            self._policy.check_url(endpoint, push_endpoint=True)
+        except OutgoingRefused as exc:
+            raise PermanentError("endpoint_not_allowed", f"push endpoint refused: {exc.reason}", gone=True) from None
         headers = {
             "TTL": str(max(0, int(message.ttl_s))),
             "Urgency": PUSH_URGENCY.get(message.priority, "normal"),
@@ -116,18 +123,21 @@ class PushChannel(Channel):
             headers["Topic"] = topic_header(message.topic)
         origin = f"{url.scheme}://{url.hostname}"  # for operators; the endpoint path is a credential
         try:
-            # No redirects: aiohttp would turn the POST into a GET on 301/302.
-            async with self._session_now().post(endpoint, data=body, headers=headers,
-                                                 allow_redirects=False) as response:
-                await response.read()  # so the connection goes back to the pool
-                status, location = response.status, response.headers.get("Location")
-                retry_after = response.headers.get("Retry-After")
-        except asyncio.TimeoutError:  # before ClientError: aiohttp's timeouts are both
+            async with self._http().stream("POST", endpoint, content=body, headers=headers) as response:
+                await read_capped(response, MAX_ANSWER_BYTES)  # read, so the connection goes back to the pool
+                status, retry_after = response.status_code, response.headers.get("Retry-After")
+        except OutgoingRefused as exc:  # at connect: the name now resolves to a refused address
+            if exc.reason == "unresolvable":
+                raise TransientError("unreachable", f"push service {origin} does not resolve") from None
+            raise PermanentError("endpoint_not_allowed", f"push service {origin}: {exc.reason}", gone=True) from None
+        except ResponseTooLarge:
+            raise PermanentError("push_answer_too_large", f"push service {origin} answered too much") from None
+        except httpx.TimeoutException:
             raise TransientError("timeout", f"push service {origin} did not answer in time") from None
-        except aiohttp.ClientError as exc:
+        except httpx.HTTPError as exc:
             raise TransientError("unreachable", f"push service {origin}: {type(exc).__name__}") from None
         if status in (200, 201, 202):
-            return Sent(provider_id=location)
+            return Sent()  # its Location is the push service's word: never shown to users
         if status in (404, 410):
             raise PermanentError("subscription_gone", f"push service {origin} answered {status}", gone=True)
         if status == 429 or status >= 500:
@@ -136,9 +146,9 @@ class PushChannel(Channel):
         raise PermanentError("push_rejected", f"push service {origin} answered {status}")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -147,7 +157,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also takes "²", which float() refuses
         return float(value)
     try:
         when = parsedate_to_datetime(value)

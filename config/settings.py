@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import secrets
+import ssl
 from decimal import Decimal
 from typing import Literal, Mapping
 from urllib.parse import urlsplit
 
 from domain.users import normalize_email
+from hub.outgoing import parse_allowed_hosts
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -100,7 +102,41 @@ class Settings(BaseModel):
     ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
     demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
+    push_allowed_hosts: str | None = Field(None, alias="HUB_PUSH_ALLOWED_HOSTS")  # hub/outgoing.py
+    extra_ca_file: str | None = Field(None, alias="HUB_EXTRA_CA_FILE")
+
+    # Native mobile push (CONTRACT v2 §5; docs/notifications.md "Mobile push").
+    apns_key_file: str | None = Field(None, alias="APNS_KEY_FILE")
+    apns_key_id: str | None = Field(None, alias="APNS_KEY_ID", pattern=r"^[A-Z0-9]{10}$")
+    apns_team_id: str | None = Field(None, alias="APNS_TEAM_ID", pattern=r"^[A-Z0-9]{10}$")
+    apns_topic: str | None = Field(None, alias="APNS_TOPIC", pattern=r"^[A-Za-z0-9.-]{1,200}$")
+    apns_base_url: str = Field("https://api.push.apple.com", alias="APNS_BASE_URL")
+    apns_sandbox_base_url: str = Field("https://api.sandbox.push.apple.com", alias="APNS_SANDBOX_BASE_URL")
+    fcm_service_account_file: str | None = Field(None, alias="FCM_SERVICE_ACCOUNT_FILE")
+    fcm_project_id: str | None = Field(None, alias="FCM_PROJECT_ID", pattern=r"^[a-z0-9-]{1,100}$")
+    fcm_base_url: str = Field("https://fcm.googleapis.com", alias="FCM_BASE_URL")
+
+    # Cart, coupons and points at checkout (CONTRACT v2 §5; docs/cart.md).
+    points_per_currency_unit: int = Field(100, alias="HUB_POINTS_PER_CURRENCY_UNIT", ge=1, le=1_000_000)
+    cart_reminder_after_s: int = Field(3600, alias="HUB_CART_REMINDER_AFTER_S", gt=0)
+    cart_max_items: int = Field(50, alias="HUB_CART_MAX_ITEMS", ge=1, le=100)
+
+    # Redis Cluster (docs/deployment.md).
     redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")  # REDIS_URL names a node of a Redis Cluster
+
+    @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
+    @classmethod
+    def _provider_url(cls, v: str) -> str:
+        return _url_with_scheme(v, ("http", "https")).rstrip("/")
+
+    @model_validator(mode="after")
+    def _apns_together(self) -> Settings:
+        apns = {"APNS_KEY_FILE": self.apns_key_file, "APNS_KEY_ID": self.apns_key_id,
+                "APNS_TEAM_ID": self.apns_team_id, "APNS_TOPIC": self.apns_topic}
+        if any(apns.values()) and not all(apns.values()):
+            missing = next(name for name, value in apns.items() if not value)
+            raise ValueError(f"{missing}: APNs needs {', '.join(apns)} set together")
+        return self
 
     @model_validator(mode="after")
     def _redis_cluster(self) -> Settings:
@@ -135,6 +171,23 @@ class Settings(BaseModel):
     def _http(cls, v: str | None) -> str | None:
         return v and _url_with_scheme(v, ("http", "https")).rstrip("/")
 
+    @field_validator("push_allowed_hosts")
+    @classmethod
+    def _push_hosts(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_allowed_hosts(v)
+        return v
+
+    @field_validator("extra_ca_file")
+    @classmethod
+    def _ca_file(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=v)
+            except (OSError, ssl.SSLError):
+                raise ValueError("must be a readable file of PEM certificates") from None
+        return v
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _kafka(cls, v: str | None) -> str | None:
@@ -167,6 +220,10 @@ class Settings(BaseModel):
     def cors_origin_list(self) -> list[str]:
         return _split_list(self.cors_origins)
 
+    @property
+    def push_allowed_host_list(self) -> tuple[str, ...]:
+        return parse_allowed_hosts(self.push_allowed_hosts)
+
     def topic(self, name: str) -> str:
         """The Kafka topic name for a CONTRACT §3 topic, with the configured prefix."""
         return f"{self.kafka_topic_prefix}{name}"
@@ -183,6 +240,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
     settings = _with_vapid_keys(settings)
+    _check_mobile_push(settings)
 
     if settings.production:
         if settings.demo:
@@ -220,6 +278,30 @@ def _with_vapid_keys(settings: Settings) -> Settings:
     if settings.vapid_public_key not in (None, public):
         raise SettingsError("VAPID_PUBLIC_KEY: does not match VAPID_PRIVATE_KEY")
     return settings.model_copy(update={"vapid_public_key": public})
+
+
+def _check_mobile_push(settings: Settings) -> None:
+    """The APNs key and the FCM service account are read now, so a bad file stops start-up
+    with one line instead of failing every send. Production talks to providers over https only."""
+    from channels.apns import load_signing_key
+    from channels.fcm import load_service_account
+
+    if settings.apns_key_file:
+        try:
+            load_signing_key(settings.apns_key_file)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"APNS_KEY_FILE: {exc}") from None
+    if settings.fcm_service_account_file:
+        try:
+            load_service_account(settings.fcm_service_account_file, settings.fcm_project_id)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"FCM_SERVICE_ACCOUNT_FILE: {exc}") from None
+    if settings.production:
+        for name, url in (("APNS_BASE_URL", settings.apns_base_url),
+                          ("APNS_SANDBOX_BASE_URL", settings.apns_sandbox_base_url),
+                          ("FCM_BASE_URL", settings.fcm_base_url)):
+            if not url.startswith("https://"):
+                raise SettingsError(f"{name}: must be https when HUB_ENV=production")
 
 
 def _one_line(exc: ValidationError) -> str:

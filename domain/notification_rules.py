@@ -17,6 +17,9 @@ from domain.events import Rejected
 from domain.notification_policy import CATEGORIES, CHANNELS, PRIORITIES
 
 _NAMESPACE = uuid.UUID("6f1d2f9e-1c4b-4a0e-9f3e-2b8a4c7d5e10")
+# notification.requested from another service, bounded as POST /api/v1/notifications bounds it.
+REQUESTED_TEXT_LIMITS = {"user_id": 64, "type": 64, "title": 200, "body": 2000}
+MAX_EXPIRES_AFTER_S = 30 * 86400
 
 # Recipients: the user the event concerns, every admin, or the users who asked to hear
 # when a product is back in stock.
@@ -66,10 +69,13 @@ RULES: dict[str, tuple[Rule, ...]] = {
                                applies=_back_in_stock, topic=lambda d: f"stock-{d.get('product_id')}"),),
     "inventory.low": (Rule("stock_low", "stock", recipients=ADMINS, expires_after_s=3600,
                            topic=lambda d: f"low-{d.get('product_id')}"),),
+    # Reminders (docs/cart.md): marketing, so a user who turned marketing off gets none.
+    "cart.abandoned": (Rule("cart_reminder", "marketing", "low", topic=lambda d: "cart"),),
+    "coupon.expiring": (Rule("coupon_expiring", "marketing", "low", topic=lambda d: f"coupon-{d.get('code')}"),),
 }
 
 # The types whose data must name the user they concern.
-_NEEDS_USER = {"order", "payment", "points"}
+_NEEDS_USER = {"order", "payment", "points", "cart", "coupon"}
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,9 @@ def plan(event: dict) -> list[Planned]:
 
 def requested(data: dict) -> Planned:
     """`notification.requested` as given: its own type, title, body, priority, channels."""
-    for name in ("user_id", "type", "title", "body"):
-        if not _text(data.get(name)):
-            raise Rejected(f"notification.requested needs a non-empty string '{name}'")
+    for name, limit in REQUESTED_TEXT_LIMITS.items():
+        if not _text(data.get(name)) or len(data[name]) > limit:
+            raise Rejected(f"notification.requested needs a non-empty string '{name}' of at most {limit} characters")
     priority = data.get("priority", "normal")
     if priority not in PRIORITIES:
         raise Rejected(f"priority must be one of {', '.join(PRIORITIES)}")
@@ -118,8 +124,8 @@ def requested(data: dict) -> Planned:
     if category not in CATEGORIES:
         raise Rejected(f"category must be one of {', '.join(CATEGORIES)}")
     ttl = data.get("expires_after_s")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
-        raise Rejected("expires_after_s must be a positive integer")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= MAX_EXPIRES_AFTER_S):
+        raise Rejected(f"expires_after_s must be a positive integer up to {MAX_EXPIRES_AFTER_S}")
     rule = Rule(data["type"], category, priority, expires_after_s=ttl)
     return Planned(rule, data["title"], data["body"], tuple(c for c in CHANNELS if c in channels))
 

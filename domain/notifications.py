@@ -12,8 +12,9 @@ duplicate event finds the notification already stored and records nothing. When
   preferences (they may have changed while it was held): routing, expiry, do not
   disturb, frequency caps (once per notification, across channels);
 - a cleared one is sent; a transient failure is retried with backoff up to
-  `max_attempts`, a permanent one fails with its reason; a dead push subscription is
-  forgotten.
+  `max_attempts`, a permanent one fails with its reason. A push goes to each of the
+  user's targets (Web Push subscriptions, APNs and FCM devices), each with its own
+  outcome and retries; a dead subscription or device is forgotten.
 Every change is written conditionally on the status it moves from, so a provider's
 callback that overtook the send is never undone.
 """
@@ -21,6 +22,7 @@ callback that overtook the send is never undone.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from datetime import datetime, timedelta
@@ -28,7 +30,7 @@ from typing import Callable
 
 from jinja2 import TemplateError
 
-from channels.base import Message, PermanentError, Sent, TransientError
+from channels.base import DeliveryError, Message, PermanentError, Sent, TransientError
 from domain.events import Rejected, topic_for
 from domain.notification_policy import (DELIVERED, FAILED, HELD, PENDING, QUEUED, SENT, SUPPRESSED,
                                         counts_against_caps, effective_preferences, retry_delay_s, route, timing)
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)  # a dispatch not finished by then is taken up again
 APPLIED_TOPICS = ("orders", "payments", "points")  # other services' events here are applied, then re-announced
 DEFAULT_PUSH_TTL_S = 24 * 3600
+# The `push` channel's targets: kind -> the key of its sender in `channels` (Web Push is "push").
+PUSH_SENDERS = {"webpush": "push", "apns": "apns", "fcm": "fcm"}
 
 
 class Notifier:
@@ -49,7 +53,8 @@ class Notifier:
                  clock: Callable[[], datetime], retry_base_s: float, max_attempts: int,
                  on_recorded: Callable[[str], None] = lambda nid: None,
                  on_delivery: Callable[[str, str, str | None], None] = lambda channel, status, reason: None,
-                 jitter: Callable[[], float] = random.random, source: str | None = None) -> None:
+                 jitter: Callable[[], float] = random.random, source: str | None = None, devices=None,
+                 on_target: Callable[[str, str, str | None], None] = lambda kind, status, reason: None) -> None:
         self.store = store
         self.users = users
         self.products = products
@@ -64,6 +69,8 @@ class Notifier:
         self.on_delivery = on_delivery
         self.jitter = jitter
         self.source = source  # the hub's own CloudEvents source
+        self.devices = devices  # native push devices (hub/store/devices.py), when APNs or FCM is on
+        self.on_target = on_target
         # What `record` just stored, for the `process` that follows at once: saves two reads.
         self._fresh: dict[str, tuple[dict, dict]] = {}
 
@@ -105,11 +112,18 @@ class Notifier:
             user = await self.users.get(str(user_id)) if user_id else None
             if user is None:
                 raise Rejected(f"unknown user {user_id!r}")
-            return [user]
-        if kind == ADMINS:
-            return await self.users.admins()
-        users = [await self.users.get(user_id) for user_id in watchers]
-        return [u for u in users if u is not None]
+            users = [user]
+        elif kind == ADMINS:
+            users = await self.users.admins()
+        else:
+            users = [u for u in [await self.users.get(user_id) for user_id in watchers] if u is not None]
+        return [await self._with_devices(u) for u in users]
+
+    async def _with_devices(self, user: dict | None) -> dict | None:
+        """The user with their native push devices under `devices` (when APNs or FCM is on)."""
+        if user is not None and self.devices is not None and ("apns" in self.channels or "fcm" in self.channels):
+            user["devices"] = await self.devices.of_user(user["_id"])
+        return user
 
     async def _notification(self, nid: str, event: dict, planned: Planned, user: dict) -> dict:
         rule, now = planned.rule, self.clock()
@@ -140,8 +154,9 @@ class Notifier:
 
     def _unavailable(self, user: dict) -> dict[str, str]:
         """Channels this user cannot be reached on, and why."""
-        reasons = {channel: "channel_off" for channel in ("email", "sms", "push", "websocket")
-                   if channel not in self.channels}
+        reasons = {channel: "channel_off" for channel in ("email", "sms", "websocket") if channel not in self.channels}
+        if not any(sender in self.channels for sender in PUSH_SENDERS.values()):
+            reasons["push"] = "channel_off"
         if not user.get("email"):
             reasons.setdefault("email", "no_address")
         bounce = email_bounce(user)
@@ -149,7 +164,7 @@ class Notifier:
             reasons.setdefault("email", "address_bounced")
         if not user.get("phone"):
             reasons.setdefault("sms", "no_address")
-        if not user.get("push_subscriptions"):
+        if not self._push_targets(user):
             reasons.setdefault("push", "no_address")
         return reasons
 
@@ -177,7 +192,7 @@ class Notifier:
             if doc is None:  # a crash between storing the job and the notification
                 await self.store.set_job(nid, None)
                 return
-            user = await self.users.get(doc["user_id"])
+            user = await self._with_devices(await self.users.get(doc["user_id"]))
         deliveries = doc["deliveries"]
         due = [channel for channel, d in deliveries.items() if _is_due(d, now)]
         changes: dict[str, dict] = {}
@@ -243,15 +258,14 @@ class Notifier:
         return changes
 
     async def _send(self, doc: dict, user: dict, channel: str, delivery: dict, now: datetime) -> dict:
+        if channel == "push":
+            return await self._push(doc, user, delivery, now)
         attempts = delivery.get("attempts", 0) + 1
         try:
             # The live channel shows what the inbox shows, rendered when it was recorded.
             content = ({"title": doc["title"], "body": doc["body"]} if channel == "websocket"
                        else await self._render(doc, channel, user))
-            if channel == "push":
-                sent = await self._push(doc, user, content)
-            else:
-                sent = await self.channels[channel].send(self._message(doc, user, channel, content))
+            sent = await self.channels[channel].send(self._message(doc, user, channel, content))
         except TransientError as exc:
             if attempts >= self.max_attempts:
                 return _moved(delivery, FAILED, exc.reason, now, attempts=attempts)
@@ -272,7 +286,8 @@ class Notifier:
         return dict(_moved(delivery, DELIVERED if sent.delivered else SENT, None, now, attempts=attempts),
                     provider_id=sent.provider_id)
 
-    def _message(self, doc: dict, user: dict, channel: str, content: dict, address=None) -> Message:
+    def _message(self, doc: dict, user: dict, channel: str, content: dict, address=None,
+                 badge: int | None = None) -> Message:
         if address is None:
             address = {"email": user.get("email"), "sms": user.get("phone")}.get(channel, user["_id"])
         if channel == "sms":
@@ -282,29 +297,103 @@ class Notifier:
             ttl = max(0, int((doc["expires_at"] - self.clock()).total_seconds()))
         return Message(notification_id=doc["_id"], user_id=doc["user_id"], address=address, content=content,
                        priority=doc["priority"], ttl_s=ttl, topic=doc.get("topic"), data=doc["data"],
-                       type=doc["type"], created_at=doc["created_at"].isoformat())
+                       type=doc["type"], created_at=doc["created_at"].isoformat(), badge=badge)
 
-    async def _push(self, doc: dict, user: dict, content: dict) -> Sent:
-        """To every device of the user: sent if one took it. Dead subscriptions are
-        forgotten; if none took it, the most hopeful failure is raised (transient first)."""
-        subscriptions = user.get("push_subscriptions") or []
-        if not subscriptions:
-            raise PermanentError("no_address", "no push subscription left")
-        channel = self.channels["push"]
-        results = await asyncio.gather(
-            *(channel.send(self._message(doc, user, "push", content, address=s)) for s in subscriptions),
-            return_exceptions=True)
-        gone = [s["endpoint"] for s, r in zip(subscriptions, results) if isinstance(r, PermanentError) and r.gone]
-        if gone:
-            await self.users.remove_push_subscriptions(user["_id"], gone)
-        accepted = [r for r in results if isinstance(r, Sent)]
-        if accepted:
-            return Sent(provider_id=accepted[0].provider_id)
-        for kind in (TransientError, PermanentError):
-            for result in results:
-                if isinstance(result, kind):
-                    raise result
-        raise next(r for r in results if isinstance(r, BaseException))
+    def _push_targets(self, user: dict) -> dict[str, dict]:
+        """The user's push targets on the senders this hub has: id -> {kind, address}."""
+        targets = {}
+        if "push" in self.channels:
+            for subscription in user.get("push_subscriptions") or []:
+                targets[webpush_id(subscription)] = {"kind": "webpush", "address": subscription}
+        for device in user.get("devices") or []:
+            if device["platform"] in self.channels:
+                targets[device["_id"]] = {"kind": device["platform"], "address": device}
+        return targets
+
+    async def _push(self, doc: dict, user: dict, delivery: dict, now: datetime) -> dict:
+        """One round of the push delivery. Its targets (the user's subscriptions and devices
+        when it was first sent) each keep their own status, attempts and retry time: a round
+        sends only to the targets due, never again to one that took it. The delivery stays
+        queued while a target waits for a retry; then it is sent if any target took it.
+        A target the provider calls dead is forgotten (subscription or device removed)."""
+        attempts = delivery.get("attempts", 0) + 1
+        try:
+            content = await self._render(doc, "push", user)
+        except TemplateError:
+            log.exception("template failed", extra={"notification_id": doc["_id"], "channel": "push"})
+            return _moved(delivery, FAILED, "template_error", now, attempts=attempts)
+        available = self._push_targets(user)
+        if delivery.get("targets") is None:
+            targets = [{"kind": t["kind"], "id": target_id, "status": QUEUED, "reason": None, "attempts": 0}
+                       for target_id, t in available.items()]
+        else:
+            targets = [dict(t) for t in delivery["targets"]]
+        # Read in the inbox or acknowledged live meanwhile: the phone need not ring.
+        seen = doc.get("read_at") is not None or doc["deliveries"].get("websocket", {}).get("status") == DELIVERED
+        due = []
+        for target in targets:
+            if target["status"] != QUEUED or (target.get("next_at") and target["next_at"] > now):
+                continue
+            if target["id"] not in available:  # removed by its user since the last round
+                target.update(status=FAILED, reason="removed", next_at=None, at=now)
+            elif seen:
+                target.update(status=SUPPRESSED, reason="seen", next_at=None, at=now)
+            else:
+                due.append(target)
+        badge = None
+        if any(t["kind"] != "webpush" for t in due):
+            badge = await self.store.unread_count(doc["user_id"])
+        results = await asyncio.gather(*(
+            self.channels[PUSH_SENDERS[t["kind"]]].send(
+                self._message(doc, user, "push", content, address=available[t["id"]]["address"], badge=badge))
+            for t in due), return_exceptions=True)
+        gone = []
+        for target, result in zip(due, results):
+            target["attempts"] = target.get("attempts", 0) + 1
+            target["at"] = now
+            if isinstance(result, Sent):
+                target.update(status=SENT, reason=None, next_at=None, provider_id=result.provider_id)
+            elif isinstance(result, TransientError) and target["attempts"] < self.max_attempts:
+                delay = retry_delay_s(target["attempts"], self.retry_base_s, self.jitter(), result.retry_after_s)
+                target.update(status=QUEUED, reason=result.reason, next_at=now + timedelta(seconds=delay))
+            elif isinstance(result, DeliveryError):
+                target.update(status=FAILED, reason=result.reason, next_at=None)
+                if isinstance(result, PermanentError) and result.gone:
+                    gone.append(available[target["id"]])
+            else:
+                raise result  # ours, not the provider's: the job runs again after its lease
+            self.on_target(target["kind"], target["status"], target["reason"])
+        await self._forget(user, gone)
+        if not targets:
+            return _moved(delivery, FAILED, "no_address", now, attempts=attempts)
+        pending = [t for t in targets if t["status"] == QUEUED]
+        sent = [t for t in targets if t["status"] == SENT]
+        if pending:
+            return dict(_moved(delivery, QUEUED, pending[0]["reason"], now, attempts=attempts), cleared=True,
+                        next_at=min(t["next_at"] for t in pending), targets=targets)
+        if sent:  # the providers' message ids stay in the targets, for operators
+            return dict(_moved(delivery, SENT, None, now, attempts=attempts), targets=targets)
+        failed = [t for t in targets if t["status"] == FAILED]
+        if failed:
+            log.warning("push failed on every target",
+                        extra={"notification_id": doc["_id"], "channel": "push", "reason": failed[0]["reason"]})
+        last = (failed or targets)[0]
+        return dict(_moved(delivery, FAILED if failed else last["status"], last["reason"], now, attempts=attempts),
+                    targets=targets)
+
+    async def _forget(self, user: dict, gone: list[dict]) -> None:
+        endpoints = [t["address"]["endpoint"] for t in gone if t["kind"] == "webpush"]
+        if endpoints:
+            await self.users.remove_push_subscriptions(user["_id"], endpoints)
+        devices = [t["address"] for t in gone if t["kind"] != "webpush"]
+        if devices and self.devices is not None:
+            await self.devices.remove_dead(devices)
+
+
+def webpush_id(subscription) -> str:
+    """A Web Push target's id in the delivery log: the endpoint URL is a credential, so a hash."""
+    endpoint = subscription.get("endpoint") if isinstance(subscription, dict) else None
+    return "wp-" + hashlib.sha256(str(endpoint).encode()).hexdigest()[:20]
 
 
 def _delivery(status: str, reason: str | None, now: datetime) -> dict:
@@ -341,4 +430,13 @@ def public_delivery(channel: str, delivery: dict) -> dict:
         "attempts": delivery.get("attempts", 0), "at": delivery["at"].isoformat(),
         "until": until.isoformat() if until and delivery["status"] in (QUEUED, HELD) else None,
         "provider_id": delivery.get("provider_id"),
+        **({"targets": [public_target(t) for t in delivery["targets"]]} if "targets" in delivery else {}),
     }
+
+
+def public_target(target: dict) -> dict:
+    """One device or subscription of a push delivery (CONTRACT v2 §5)."""
+    until = target.get("next_at") if target["status"] == QUEUED else None
+    return {"kind": target["kind"], "id": target["id"], "status": target["status"], "reason": target.get("reason"),
+            "attempts": target.get("attempts", 0), "at": target["at"].isoformat() if target.get("at") else None,
+            "until": until.isoformat() if until else None}

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("3b0c7c4e-58f4-4e7c-a1f5-0d8f3a6c2b11")
 PLACING_TTL = timedelta(seconds=30)
+MAX_NOTE = 500  # a status change's note, as PATCH /orders/{id} takes it
 
 
 class Orders:
@@ -42,6 +43,7 @@ class Orders:
                  clock: Callable[[], datetime]) -> None:
         self.orders = orders
         self.products = products
+        self.checkout = None  # domain.checkout.Checkout (coupons and points on orders), set by the hub once built
         self.source = source
         self.currency = currency
         self.payment_timeout = timedelta(seconds=payment_timeout_s)
@@ -49,10 +51,15 @@ class Orders:
 
     # Placing ---------------------------------------------------------------------------
     async def place(self, user_id: str, items: list[tuple[str, int]], *, shipping_address=None,
-                    note: str | None = None, idempotency_key: str | None = None) -> tuple[dict, bool]:
-        """The order and whether it was created now (False: an idempotent replay)."""
-        fingerprint = hashlib.sha256(json.dumps(
-            {"items": items, "shipping_address": shipping_address, "note": note}, sort_keys=True).encode()).hexdigest()
+                    note: str | None = None, idempotency_key: str | None = None, coupon_code: str | None = None,
+                    points: int = 0, from_cart: bool = False) -> tuple[dict, bool]:
+        """The order and whether it was created now (False: an idempotent replay). `from_cart`:
+        the items, coupon and points are the cart's, so a replay is recognised by the rest of
+        the request, not by the cart (which the first request emptied)."""
+        request = {"items": "cart" if from_cart else items, "shipping_address": shipping_address, "note": note}
+        if (coupon_code or points) and not from_cart:
+            request.update(coupon_code=coupon_code, points=points)
+        fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None:
             order_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{user_id}\n{idempotency_key}").hex
             existing = await self.orders.get(order_id, include_hidden=True)
@@ -60,6 +67,8 @@ class Orders:
                 return await self._replay(existing, fingerprint), False
         else:
             order_id = uuid.uuid4().hex
+        if not items:
+            raise Invalid("The cart is empty.", code="cart_empty")
 
         quantities = sum_quantities(items)
         products = await self.products.get_many(list(quantities))
@@ -73,11 +82,14 @@ class Orders:
                            details=[{"product_id": pid, "requested": quantities[pid], "available": products[pid]["stock"]}
                                     for pid in short])
         lines, total = price_lines(quantities, products)
+        priced = {"subtotal_minor": total, "total_minor": total}
+        if coupon_code or points:  # refused here (422 coupon_invalid, 409 insufficient_points) before taking stock
+            priced = await self.checkout.quote(user_id, lines, total, coupon_code, points)
         now = self.clock()
         expires = now + PLACING_TTL
         order = {
             "_id": order_id, "number": order_number(await self.orders.next_number()), "user_id": user_id,
-            "status": PLACING, "items": lines, "total_minor": total, "currency": self.currency,
+            "status": PLACING, "items": lines, **priced, "currency": self.currency,
             "shipping_address": shipping_address, "note": note, "created_at": now, "updated_at": now,
             "status_history": [], "outbox": [], "idempotency_key": idempotency_key, "fingerprint": fingerprint,
             "placing_expires_at": expires, "restock_pending": False, "restocked": [],
@@ -93,6 +105,12 @@ class Orders:
                 raise Conflict("Not enough stock for this order; nothing was reserved.", code="out_of_stock",
                                details=await self._shortfall(quantities, failed=product_id))
             taken.append(product_id)
+        if coupon_code or points:
+            try:
+                await self.checkout.take(order)
+            except (Conflict, Invalid):
+                await self._abandon(order_id, taken, marker, "order_failed")
+                raise
 
         history = history_entry("pending", now, None, user_id)
         event = cloud_event("order.created", self.source, event_data({**order, "status": "pending"}), subject=user_id, time=now)
@@ -102,6 +120,11 @@ class Orders:
             raise Conflict("The order took too long to place; nothing was reserved. Try again.", code="order_timeout")
         for product_id in taken:
             await self.products.settle(product_id, marker)
+        if coupon_code or points:
+            await self.checkout.settle(placed)
+            if placed["total_minor"] == 0:  # nothing left to pay: paid by the coupon and points
+                placed = await self.transition(placed, "confirmed", note="paid with coupon and points", actor="system",
+                                               only_from=frozenset({"pending"}), record={"paid_by": "discounts"})
         return placed, True
 
     async def _replay(self, existing: dict | None, fingerprint: str) -> dict:
@@ -122,6 +145,8 @@ class Orders:
         now = self.clock()
         for product_id in taken:
             await self.products.undo_take(product_id, marker, now, order_id, reason)
+        if self.checkout is not None:
+            await self.checkout.undo(order_id)
         await self.orders.delete_placing(order_id)
 
     async def _shortfall(self, quantities: dict[str, int], failed: str) -> list[dict]:
@@ -169,9 +194,11 @@ class Orders:
                                 subject=order["user_id"], time=now)
             if event_id is not None:
                 event["causationid"] = event_id  # CloudEvents extension: the external event applied
+            gives_back = target in ("cancelled", "refunded") and bool(order.get("coupon_code") or order.get("points_used"))
             moved = await self.orders.move(
                 order["_id"], order["status"], target, history=history_entry(target, now, note, actor), event=event,
-                now=now, extra={**(record or {}), **({"restock_pending": True} if target == "cancelled" else {})},
+                now=now, extra={**(record or {}), **({"restock_pending": True} if target == "cancelled" else {}),
+                                **({"release_pending": True} if gives_back else {})},
                 event_id=event_id)
             if moved is not None:
                 break
@@ -183,6 +210,8 @@ class Orders:
                 return order
         if target == "cancelled":
             await self.restock(moved)
+        if moved.get("release_pending"):
+            await self.checkout.give_back(moved)
         return moved
 
     async def restock(self, order: dict) -> None:
@@ -210,10 +239,13 @@ class Orders:
         order = await self.orders.get(order_id)
         if order is None:
             raise Rejected(f"unknown order {order_id}")
+        note = event["data"].get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+            raise Rejected(f"data.note must be a string of at most {MAX_NOTE} characters")
         if await self.orders.has_applied(order_id, event["id"]):
             return
         try:
-            await self.transition(order, target, note=event["data"].get("note") or f"by {event['source']}",
+            await self.transition(order, target, note=note or f"by {event['source']}",
                                   actor=event["source"], event_id=event["id"])
         except (Conflict, Invalid) as exc:
             raise Rejected(exc.message) from None

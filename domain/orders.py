@@ -85,6 +85,12 @@ def public_order(order: dict) -> dict:
             }
             for line in order["items"]
         ],
+        # Orders placed before coupons and points have no subtotal of their own: it is the total.
+        "subtotal": to_decimal_string(order.get("subtotal_minor", order["total_minor"])),
+        "coupon_code": order.get("coupon_code"),
+        "discount": to_decimal_string(order.get("discount_minor", 0)),
+        "points_used": order.get("points_used", 0),
+        "points_value": to_decimal_string(order.get("points_value_minor", 0)),
         "total": to_decimal_string(order["total_minor"]),
         "currency": order["currency"],
         "shipping_address": order.get("shipping_address"),

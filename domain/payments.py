@@ -37,6 +37,8 @@ class NotYet(DomainError):
 # Stripe does not order its webhooks: a refund may come before the success it refunds.
 # Refusing it makes Stripe retry; after this long we stop waiting for the success.
 REFUND_WAIT_S = 3600
+MAX_EXTERNAL_ID = 200  # order, provider and payment ids in another service's payment event
+MAX_REASON = 200  # a failure reason from another service, as stored and shown
 
 
 def payment_key(provider: str, payment_id: str) -> str:
@@ -232,9 +234,13 @@ class Payments:
             raise Rejected(f"event type {event['type']} is not a payment outcome")
         try:
             order_id, provider, payment_id = (str(data[k]) for k in ("order_id", "provider", "payment_id"))
+            if not all(1 <= len(v) <= MAX_EXTERNAL_ID for v in (order_id, provider, payment_id)):
+                raise ValueError(f"order_id, provider and payment_id must be 1 to {MAX_EXTERNAL_ID} characters")
             amount_minor = to_minor(data["amount"])
             currency = str(data.get("currency", "")).upper()
-        except (KeyError, ValueError) as exc:
+            if len(currency) > 3:
+                raise ValueError("currency must be an ISO 4217 code")
+        except (KeyError, ValueError, ArithmeticError) as exc:  # decimal.Overflow is an ArithmeticError
             raise Rejected(f"invalid payment data: {exc}") from None
         if await self.order_store.get(order_id) is None:
             raise Rejected(f"unknown order {order_id}")
@@ -242,7 +248,7 @@ class Payments:
             await self.succeeded(order_id, provider, payment_id, amount_minor, currency, event["id"])
         elif kind == "failed":
             await self.failed(order_id, provider, payment_id, amount_minor, currency,
-                              str(data.get("reason") or "payment failed"), event["id"])
+                              str(data.get("reason") or "payment failed")[:MAX_REASON], event["id"])
         else:
             key = payment_key(provider, payment_id)
             payment = await self.store.get(key)

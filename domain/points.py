@@ -16,6 +16,7 @@ from domain.errors import Conflict, Invalid, NotFound
 from domain.events import Rejected, cloud_event, event_time
 
 REDEEM_TTL = timedelta(seconds=30)
+MAX_AWARD = 1_000_000_000  # points in one award from another service (a product's points_price bound)
 _EXPIRE = "expire:"
 
 
@@ -69,7 +70,7 @@ class Points:
 
     async def _apply(self, user_id: str, kind: str, delta: int, reason: str, entry_id: str, *,
                      order_id: str | None = None, expires_at: datetime | None = None, shortfall: int = 0,
-                     expected_balance: int | None = None) -> int | None:
+                     expected_balance: int | None = None, hold: dict | None = None) -> int | None:
         """Append one entry and move the balance, as a compare-and-set on the balance (so the
         event can carry the exact balance after it). The balance after the entry once
         applied; None if the entry exists already, a debit is not covered, or
@@ -87,7 +88,7 @@ class Points:
             event = cloud_event(f"points.{kind}", self.source, {
                 "user_id": user_id, "delta": delta, "balance": balance + delta, "reason": reason,
                 "order_id": order_id, "entry_id": entry_id}, subject=user_id, time=event_time(now))
-            if await self.store.apply(user_id, entry, event, expected_balance=balance):
+            if await self.store.apply(user_id, entry, event, expected_balance=balance, hold=hold):
                 return balance + delta
             if expected_balance is not None:
                 return None
@@ -128,12 +129,32 @@ class Points:
             raise Rejected(f"{event['type']} from other services is not applied; only points.awarded")
         data = event["data"]
         user_id, delta = data.get("user_id"), data.get("delta")
-        if not isinstance(user_id, str) or not user_id:
-            raise Rejected("data.user_id is missing")
-        if not isinstance(delta, int) or isinstance(delta, bool) or delta <= 0:
-            raise Rejected("data.delta must be a positive integer")
+        if not isinstance(user_id, str) or not 1 <= len(user_id) <= 64:
+            raise Rejected("data.user_id is missing or too long")
+        if not isinstance(delta, int) or isinstance(delta, bool) or not 0 < delta <= MAX_AWARD:
+            raise Rejected(f"data.delta must be a positive integer up to {MAX_AWARD}")
         reason = str(data.get("reason") or f"awarded by {event['source']}")[:200]
         await self._apply(user_id, "awarded", delta, reason, f"event:{event['id']}", expires_at=self.clock() + self.ttl)
+
+    # Spending at checkout ------------------------------------------------------------
+    async def spend_for_order(self, user_id: str, order_id: str, points: int, hold_until: datetime) -> int | None:
+        """Take `points` for an order being placed, once (entry `spend:<order>`), leaving the
+        marker `<order>:points` until the order is placed; the balance after, or None when
+        the balance does not cover it."""
+        return await self._apply(user_id, "redeemed", -points, "order_checkout", f"spend:{order_id}",
+                                 order_id=order_id, hold={"id": f"{order_id}:points", "expires_at": hold_until})
+
+    async def return_for_order(self, user_id: str, order_id: str) -> None:
+        """Give back what `spend_for_order` took, once (entry `return:<order>`), if it took
+        anything. (Its reason is not `order_refunded`: that one counts refund reversals.)"""
+        account = await self.store.account(user_id)
+        spent = sum(-e["delta"] for e in account["entries"] if e["id"] == f"spend:{order_id}")
+        if spent:
+            await self._apply(user_id, "returned", spent, "order_points_returned", f"return:{order_id}",
+                              order_id=order_id)
+
+    async def settle_spend(self, user_id: str, order_id: str) -> None:
+        await self.store.settle(user_id, f"{order_id}:points")
 
     # The points mall -----------------------------------------------------------------
     async def redeem(self, user_id: str, product_id: str, quantity: int) -> tuple[dict, int]:

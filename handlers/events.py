@@ -21,6 +21,10 @@ class EventsHandler(BaseHandler):
         except ValueError as exc:
             code = 422 if isinstance(exc, InvalidEvent) else 400
             raise ApiError(code, "invalid_event" if code == 422 else "malformed_json", f"Not a usable CloudEvent: {exc}.") from None
+        if event["source"] == self.hub.settings.event_source:
+            # Only the hub speaks as the hub: its events skip the state machine (docs/security.md).
+            raise ApiError(422, "reserved_source", "This source is the hub's own; use your service's own source.",
+                           [{"field": "source", "message": "reserved for the hub"}])
         prefix = event["type"].split(".", 1)[0]
         if prefix not in TOPIC_OF_PREFIX:
             raise ApiError(422, "unknown_event_type", f"No topic takes events of type {event['type']!r}.",

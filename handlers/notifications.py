@@ -95,6 +95,7 @@ class NotificationsHandler(BaseHandler):
         event = cloud_event("notification.requested", self.hub.settings.event_source, data,
                             subject=request.user_id, event_id=event_id)
         kafka = self.hub.kafka
-        await kafka.producer.send_and_wait(kafka.topic(topic_for(event["type"])), json.dumps(event).encode(),
-                                           key=request.user_id.encode())
+        value = json.dumps(event).encode()
+        await kafka.producer.send_and_wait(kafka.topic(topic_for(event["type"])), value,
+                                           key=request.user_id.encode(), headers=kafka.signer.headers(value))
         self.send({"id": notification_id(event_id, request.type, request.user_id)}, 202)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from domain.orders import MAX_LINES, MAX_QUANTITY, STATUSES, public_order
 from handlers.base import ApiError, BaseHandler
+from handlers.cart import CouponCode, Points
 from handlers.schemas import Body
 
 ProductId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -19,9 +20,13 @@ class OrderLine(Body):
 
 
 class OrderBody(Body):
-    items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
+    items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)] | None = None
     shipping_address: dict[str, Any] | Annotated[str, Field(max_length=1000)] | None = None
     note: Annotated[str, Field(max_length=1000)] | None = None
+    # CONTRACT v2 §5: the items of the caller's cart (with its coupon and points unless given here).
+    from_cart: StrictBool = False
+    coupon_code: CouponCode | None = None
+    points: Points | None = None
 
 
 class CancelBody(Body):
@@ -53,9 +58,21 @@ class OrdersHandler(BaseHandler):
         if key is not None and not 1 <= len(key) <= 255:
             raise ApiError(422, "validation_failed", "Idempotency-Key must be 1 to 255 characters.",
                            [{"field": "Idempotency-Key", "message": "1 to 255 characters"}])
+        if (body.items is None) == (not body.from_cart):
+            raise ApiError(422, "validation_failed", "Send either items or from_cart: true.",
+                           [{"field": "items", "message": "required unless from_cart is true, and not with it"}])
+        coupon_code, points, cart_version = body.coupon_code, body.points, None
+        if body.from_cart:
+            items, cart_coupon, cart_points, cart_version = await self.hub.carts.for_order(caller.id)
+            coupon_code = coupon_code if "coupon_code" in body.model_fields_set else cart_coupon
+            points = cart_points if points is None else points
+        else:
+            items = [(line.product_id, line.quantity) for line in body.items]
         order, created = await self.hub.orders.place(
-            caller.id, [(line.product_id, line.quantity) for line in body.items],
-            shipping_address=body.shipping_address, note=body.note, idempotency_key=key)
+            caller.id, items, shipping_address=body.shipping_address, note=body.note, idempotency_key=key,
+            coupon_code=coupon_code, points=points or 0, from_cart=body.from_cart)
+        if cart_version is not None and created:
+            await self.hub.carts.ordered(caller.id, cart_version)
         if not created:
             self.set_header("Idempotent-Replayed", "true")
         self.send(public_order(order), 201)

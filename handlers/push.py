@@ -11,6 +11,7 @@ from domain.clock import utcnow
 from domain.errors import Conflict
 from handlers.base import ApiError, BaseHandler
 from handlers.schemas import Body
+from hub.outgoing import OutgoingRefused
 
 MAX_DEVICES = 10
 Base64Url = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
@@ -65,9 +66,11 @@ class PushSubscriptionsHandler(BaseHandler):
         caller = self.require_user()
         body = self.parse(SubscriptionBody)
         _push_channel(self)
-        if self.hub.settings.production and urlsplit(body.endpoint).scheme != "https":
-            raise ApiError(422, "validation_failed", "Push endpoints must be https.",
-                           [{"field": "endpoint", "message": "must be https"}])
+        try:  # https in production, a listed push service, no private address (hub/outgoing.py)
+            await self.hub.outgoing.check_push_endpoint(body.endpoint)
+        except OutgoingRefused as exc:
+            raise ApiError(422, "validation_failed", "This push endpoint is not allowed on this hub.",
+                           [{"field": "endpoint", "message": f"not allowed: {exc.reason}"}]) from None
         subscription = {"endpoint": body.endpoint, "keys": body.keys.model_dump(), "created_at": utcnow()}
         if not await self.hub.users.add_push_subscription(caller.id, subscription, MAX_DEVICES):
             raise Conflict(f"At most {MAX_DEVICES} devices per user; remove one first.", code="too_many_subscriptions")

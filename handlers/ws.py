@@ -27,6 +27,20 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_MANY = 4429
 CLOSE_SLOW = 4008
 RECONNECT_HINT_MS = (500, 5000)  # spread the reconnects of a restart
+MAX_FRAME_ID_CHARS = 64
+MAX_FRAME_ID_INT = 2 ** 53  # what a JavaScript client's number holds exactly
+MAX_CHANNEL_CHARS = 256  # longer names are no channel; an error does not repeat them
+
+
+def reply_to(frame: dict) -> dict:
+    """The fields a reply echoes (CONTRACT §5): the frame's `id` when it is a short string or an
+    integer a client can hold; anything else is not echoed (it would be ours to bound)."""
+    frame_id = frame.get("id")
+    if isinstance(frame_id, str) and len(frame_id) <= MAX_FRAME_ID_CHARS:
+        return {"id": frame_id}
+    if isinstance(frame_id, int) and not isinstance(frame_id, bool) and abs(frame_id) <= MAX_FRAME_ID_INT:
+        return {"id": frame_id}
+    return {}
 
 
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -74,7 +88,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         order = await self.hub.order_store.get(order_id)
         return order and order["user_id"]
 
-    def _authenticate(self, token) -> bool:
+    def _authenticate(self, token, reply: dict | None = None) -> bool:
         try:
             caller, expires = self.hub.access_tokens.verify(str(token))
         except Unauthorized as exc:
@@ -82,7 +96,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             return False
         current = self.session.caller
         if current is not None and current.id != caller.id:
-            self._error("already_authenticated", "This connection belongs to another user; open a new one.")
+            self._error("already_authenticated", "This connection belongs to another user; open a new one.", reply)
             return False
         if current is None:
             users = self.application.websocket_users
@@ -122,37 +136,43 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             return self._error("malformed_json", "Frames are JSON objects.")
         if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
             return self._error("invalid_frame", "A frame is a JSON object with an 'op'.")
-        op = frame["op"]
+        op, reply = frame["op"], reply_to(frame)
+        channel = frame.get("channel") if op in ("subscribe", "unsubscribe") else None
+        if isinstance(channel, str) and len(channel) <= MAX_CHANNEL_CHARS:
+            about = {"channel": channel}  # an error about a channel names it
+        else:
+            about = {}
         try:
             if op == "ping":
-                self.session.write({"type": "pong"})
+                self.session.write({"type": "pong", **reply})
             elif op == "auth":
-                if self._authenticate(frame.get("token")):
-                    self.session.write({"type": "authenticated", "user_id": self.session.caller.id})
+                if self._authenticate(frame.get("token"), reply):
+                    self.session.write({"type": "authenticated", "user_id": self.session.caller.id, **reply})
             elif op == "subscribe":
-                await self.session.subscribe(frame.get("channel"), frame.get("since"))
+                await self.session.subscribe(channel, frame.get("since"), reply)
             elif op == "unsubscribe":
-                await self.session.unsubscribe(frame.get("channel"))
-                self.session.write({"type": "unsubscribed", "channel": frame.get("channel")})
+                await self.session.unsubscribe(channel)
+                self.session.write({"type": "unsubscribed", "channel": channel, **reply})
             elif op == "ack":
-                await self._ack(frame.get("id"))
+                await self._ack(frame.get("id"), reply)
             else:
-                self._error("unknown_op", f"Unknown op {op!r}.")
+                self._error("unknown_op", f"Unknown op {op!r}.", reply)
         except DomainError as exc:
-            self._error(exc.code, exc.message)
+            self._error(exc.code, exc.message, {**about, **reply})
         except Exception:  # ours (Redis or the store unreachable), not the client's
             log.exception("websocket frame failed", extra={"op": op})
-            self._error("unavailable", "The hub could not do that just now; try again shortly.")
+            self._error("unavailable", "The hub could not do that just now; try again shortly.", {**about, **reply})
 
-    async def _ack(self, notification_id) -> None:
+    async def _ack(self, notification_id, reply: dict) -> None:
         caller = self.session.caller
         if caller is None:
-            return self._error("forbidden", "Authenticate first to acknowledge notifications.")
+            return self._error("forbidden", "Authenticate first to acknowledge notifications.", reply)
         if not isinstance(notification_id, str) or not await self.hub.notifier.acknowledge(caller.id, notification_id):
-            self._error("not_found", "No such notification of yours.")
+            return self._error("not_found", "No such notification of yours.", reply)
+        self.session.write({"type": "acked", **reply})
 
-    def _error(self, code: str, message: str) -> None:
-        self.session.write({"type": "error", "code": code, "message": message})
+    def _error(self, code: str, message: str, extra: dict | None = None) -> None:
+        self.session.write({"type": "error", "code": code, "message": message, **(extra or {})})
 
     def going_away(self) -> None:
         """Shutdown: a hint when to come back (jittered, so clients do not return at once), then 1001."""

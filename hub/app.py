@@ -8,6 +8,9 @@ import tornado.web
 
 from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
 from handlers.base import NotFoundHandler
+from handlers.cart import CartCouponHandler, CartHandler, CartItemHandler, CartPointsHandler
+from handlers.coupons import CouponHandler, CouponsHandler
+from handlers.devices import DeviceHandler, DevicesHandler
 from handlers.events import EventsHandler
 from handlers.ops import HealthHandler, MetricsHandler, OpenApiHandler, ReadyHandler
 from handlers.orders import CancelHandler, OrderHandler, OrdersHandler, TransitionHandler
@@ -62,6 +65,14 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/templates/(?P<notification_type>[^/]+)/(?P<channel>[^/]+)", TemplateHandler),
     (rf"{API}/webhooks/twilio", TwilioStatusHandler),
     (r"/ws", WebSocketHandler),
+    (rf"{API}/users/me/devices", DevicesHandler),
+    (rf"{API}/users/me/devices/(?P<device_id>[^/]+)", DeviceHandler),
+    (rf"{API}/users/me/cart", CartHandler),
+    (rf"{API}/users/me/cart/items/(?P<product_id>[^/]+)", CartItemHandler),
+    (rf"{API}/users/me/cart/coupon", CartCouponHandler),
+    (rf"{API}/users/me/cart/points", CartPointsHandler),
+    (rf"{API}/coupons", CouponsHandler),
+    (rf"{API}/coupons/(?P<code>[^/]+)", CouponHandler),
 ]
 
 

@@ -5,11 +5,14 @@
   out at most every COMMIT_INTERVAL_S (and at stop): a commit per fetched batch cost more
   than the events under load, and what a crash leaves uncommitted is redelivered and
   deduplicated like any redelivery.
-- A message that is not a valid CloudEvent, or that the handler rejects, goes to the
-  `dlq` topic with the reason, and the consumer goes on.
-- A failure of our own (store down) is retried with backoff, without committing.
-- The hub's own events (same `source`) are skipped where they describe changes already
-  made (`skip_own`); the notification engine reads them all.
+- A message that is not a valid CloudEvent, that the handler rejects, or whose data makes
+  the handler fail in any other way, goes to the `dlq` topic with the reason, and the
+  consumer goes on: data never stalls a partition.
+- A failure of our own dependencies (store, Redis, broker: hub/dependency_errors.py) is
+  retried with backoff, without committing.
+- An event claiming the hub's own `source` without the hub's signature is dead-lettered
+  (hub/event_signing.py). The hub's own events are skipped where they describe changes
+  already made (`skip_own`); the notification engine reads them all.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer
 
-from domain.events import InvalidEvent, Rejected, check_cloud_event
-from hub.metrics import CONSUMER_LAG, EVENTS_CONSUMED
+from domain.events import Rejected, check_cloud_event
+from hub.dependency_errors import dependency_failure
+from hub.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,13 @@ class EventConsumer:
             if handled is not None and self.flush is not None:
                 try:
                     await self._retrying(self.flush, "batch")
+                except Exception as exc:
+                    if dependency_failure(exc):  # stopping: all of this batch again next time
+                        handled = None
+                        raise
+                    # The batch's data cannot be completed; retrying would stall the partition.
+                    log.exception("batch flush failed on its data; going on", extra={"group": self.group})
+                    EVENTS_DEAD_LETTERED.labels(self.group, "batch_unprocessable").inc()
                 except BaseException:
                     handled = None  # nothing of this batch took effect for sure: all of it again
                     raise
@@ -135,17 +146,27 @@ class EventConsumer:
         """Handles one message or dead-letters it; retries failures of our own until they pass."""
         try:
             event = check_cloud_event(json.loads(message.value or b""))
-        except (ValueError, InvalidEvent) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            await self._dead_letter(message, f"invalid CloudEvent: {exc}")
+        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, envelope and bounds errors are ValueErrors
+            await self._dead_letter(message, "invalid_event", f"invalid CloudEvent: {exc}")
             return
-        if self.skip_own and event["source"] == self.source:
-            EVENTS_CONSUMED.labels(self.group, "own").inc()
-            return
+        if event["source"] == self.source:
+            if not self.kafka.signer.signed(message.headers, message.value):
+                await self._dead_letter(message, "forged_source",
+                                        f"claims the hub's own source {self.source!r} without the hub's signature")
+                return
+            if self.skip_own:
+                EVENTS_CONSUMED.labels(self.group, "own").inc()
+                return
         try:
             await self._retrying(lambda: self.handler(event), event["id"])
             EVENTS_CONSUMED.labels(self.group, "handled").inc()
         except Rejected as exc:
-            await self._dead_letter(message, str(exc))
+            await self._dead_letter(message, "rejected", str(exc))
+        except Exception as exc:
+            if dependency_failure(exc):  # only when stopping: the event is read again
+                raise
+            log.exception("event data made its handling fail", extra={"group": self.group, "work": event["id"]})
+            await self._dead_letter(message, "unprocessable", f"{type(exc).__name__}: {exc}")
 
     async def _retrying(self, work: Callable[[], Awaitable[None]], what: str) -> None:
         """Failures of our own, not the event's, are retried with backoff: never skipped."""
@@ -153,9 +174,9 @@ class EventConsumer:
         while True:
             try:
                 return await work()
-            except Rejected:
-                raise
-            except Exception:
+            except Exception as exc:
+                if not dependency_failure(exc):
+                    raise  # the data's fault: no retry can fix it
                 # `what` is the event's id, or "batch" for the flush after a batch.
                 log.exception("event handling failed; retrying", extra={"group": self.group, "work": what})
                 if self._stopping:
@@ -163,11 +184,16 @@ class EventConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
-    async def _dead_letter(self, message, reason: str) -> None:
+    async def _dead_letter(self, message, code: str, reason: str) -> None:
+        """`code` is one of a fixed set (a metric label), `reason` says what exactly."""
+        reason = reason[:1000]
         EVENTS_CONSUMED.labels(self.group, "dead_lettered").inc()
-        log.warning("event dead-lettered", extra={"group": self.group, "topic": message.topic, "reason": reason})
+        EVENTS_DEAD_LETTERED.labels(self.group, code).inc()
+        log.warning("event dead-lettered",
+                    extra={"group": self.group, "topic": message.topic, "code": code, "reason": reason})
         record = {
             "reason": reason,
+            "code": code,
             "group": self.group,
             "topic": message.topic,
             "partition": message.partition,

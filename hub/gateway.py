@@ -44,9 +44,9 @@ class Session:
     def write(self, frame: dict) -> None:
         self.send.put(encode(frame))
 
-    async def subscribe(self, channel, since) -> None:
-        """Joins the channel and answers `subscribed`, then the replay; Invalid or Forbidden
-        (and nothing changes) when the client may not."""
+    async def subscribe(self, channel, since, reply: dict | None = None) -> None:
+        """Joins the channel and answers `subscribed` (with the fields of `reply`, the frame's
+        id), then the replay; Invalid or Forbidden (and nothing changes) when the client may not."""
         kind, ident = parse_channel(channel)
         if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
             raise Invalid("'since' is a non-negative integer seq.", code="invalid_since")
@@ -59,12 +59,12 @@ class Session:
         self.waiting.setdefault(key, [])
         try:
             await self.realtime.join(key, self)
-            await self._catch_up(key, since, announce=True)
+            await self._catch_up(key, since, announce=True, reply=reply)
         except Exception:  # Redis unreachable: not subscribed, the client may try again
             await self._drop(key)
             raise
 
-    async def _catch_up(self, key: str, since: int | None, *, announce: bool) -> None:
+    async def _catch_up(self, key: str, since: int | None, *, announce: bool, reply: dict | None = None) -> None:
         try:
             current, frames = await self.realtime.since(key, since)
         except Exception:
@@ -74,7 +74,8 @@ class Session:
             return
         recovered = since is not None and frames is not None
         if announce or not recovered:
-            self.write({"type": "subscribed", "channel": self.names[key], "seq": current, "recovered": recovered})
+            self.write({"type": "subscribed", "channel": self.names[key], "seq": current, "recovered": recovered,
+                        **(reply or {})})
         for _seq, frame in frames or ():
             self.send.put(frame.encode())
         last = current

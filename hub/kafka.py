@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from config.settings import Settings
+from hub.event_signing import EventSigner
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Kafka:
     def __init__(self, settings: Settings, bootstrap_servers: str, *, embedded: bool = False) -> None:
         self.settings = settings
         self.bootstrap_servers = bootstrap_servers
+        self.signer = EventSigner(settings.jwt_secret)  # marks the hub's own events (hub/event_signing.py)
         # The bundled broker makes a joining member wait half its session timeout, and a
         # restarted process wait out its predecessor's: keep both short on one machine.
         # Real brokers refuse sessions under 6 s by default; they get aiokafka's 10 s.

@@ -11,12 +11,18 @@ import logging
 from config.settings import Settings
 from domain.accounts import Accounts
 from domain.clock import utcnow
+from domain.cart import Carts
 from domain.catalog import Catalog
+from domain.checkout import Checkout
+from domain.coupons import Coupons
 from domain.ordering import Orders
+from domain.orders import MAX_QUANTITY
 from domain.payments import Payments
 from domain.points import Points
 from domain.tokens import AccessTokens
+from channels.apns import ApnsChannel
 from channels.email import EmailChannel
+from channels.fcm import FcmChannel
 from channels.push import PushChannel
 from channels.sms import SmsChannel
 from channels.websocket import WebSocketChannel
@@ -28,12 +34,16 @@ from hub.frequency_caps import FrequencyCaps
 from hub.kafka import Kafka
 from hub.mongo import connect_mongo, mongo_healthy
 from hub.demo import seed as seed_demo
-from hub.metrics import DELIVERIES
+from hub.metrics import DELIVERIES, PUSH_TARGETS, TEMPLATE_FAILURES
 from hub.notify_dispatcher import Dispatcher
 from hub.outbox import OutboxRelay
+from hub.outgoing import OutgoingPolicy
 from hub.ratelimit import RateLimiter
 from hub.realtime import FanOut, Realtime
 from hub.redis_client import connect_redis, redis_healthy
+from hub.store.devices import DeviceStore
+from hub.store.carts import CartStore
+from hub.store.coupons import CouponStore
 from hub.store.notifications import NotificationStore
 from hub.store.orders import OrderStore
 from hub.store.payments import PaymentStore
@@ -66,6 +76,7 @@ class Hub:
         self.dispatcher: Dispatcher | None = None
         self.channels: dict = {}
         self.demo_accounts: dict | None = None  # hub/demo.py's sign-ins, when HUB_DEMO seeded them
+        self.outgoing = OutgoingPolicy.from_settings(settings)  # every provider client's HTTP calls
 
     async def start(self) -> None:
         settings = self.settings
@@ -92,8 +103,12 @@ class Hub:
         self.notification_store = NotificationStore(self.db)
         self.template_store = TemplateStore(self.db)
         self.stock_alert_store = StockAlertStore(self.db)
+        self.devices = DeviceStore(self.db)
+        self.coupon_store = CouponStore(self.db, self.relay.notify("coupons"))
+        self.cart_store = CartStore(self.db, self.relay.notify("carts"))
         for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
-                      self.points_store, self.notification_store, self.template_store, self.stock_alert_store):
+                      self.points_store, self.notification_store, self.template_store, self.stock_alert_store,
+                      self.devices, self.coupon_store, self.cart_store):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
@@ -102,11 +117,15 @@ class Hub:
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
                              currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)
-        self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
+        self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_api_base,
+                                    self.outgoing) if settings.stripe_api_key else None
         self.points = Points(self.points_store, self.product_store, source=settings.event_source,
                              per_unit=settings.points_per_unit, ttl_days=settings.points_ttl_days, clock=utcnow)
         self.payments = Payments(self.payment_store, self.orders, self.order_store, self.stripe, self.points,
                                  source=settings.event_source, clock=utcnow)
+        self.checkout = Checkout(self.coupon_store, self.points, self.order_store, source=settings.event_source,
+                                 points_per_currency_unit=settings.points_per_currency_unit, clock=utcnow)
+        self.orders.checkout = self.checkout
         if settings.admin_email and settings.admin_password:
             await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
         if settings.demo:
@@ -115,16 +134,27 @@ class Hub:
         self.realtime = Realtime(self.redis, settings.redis_prefix, history_size=settings.ws_history_size,
                                  history_age_s=settings.ws_history_ttl_s)
         await self.realtime.start()
-        self.channels = notification_channels(settings, self.realtime)
-        self.templates = Templates(self.template_store)
+        self.channels = notification_channels(settings, self.realtime, self.outgoing)
+        self.templates = Templates(self.template_store,
+                                   on_failure=lambda channel: TEMPLATE_FAILURES.labels(channel).inc())
         self.notifier = Notifier(
             self.notification_store, self.users, self.product_store, self.stock_alert_store, self.templates,
             FrequencyCaps(self.redis, settings.redis_prefix), self.channels, clock=utcnow,
             retry_base_s=settings.notify_retry_base_s, max_attempts=settings.notify_max_attempts,
             source=settings.event_source,
-            on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc())
+            on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc(),
+            devices=self.devices,
+            on_target=lambda kind, status, reason: PUSH_TARGETS.labels(kind, status, reason or "").inc())
         self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
                                      clock=utcnow)
+        cart_url = f"{settings.public_url or f'http://{settings.host}:{settings.port}'}/#/cart"
+        self.coupons = Coupons(self.coupon_store, source=settings.event_source, cart_url=cart_url, clock=utcnow,
+                               notify=self.notifier.record)
+        self.carts = Carts(self.cart_store, self.product_store, self.order_store, self.checkout,
+                           source=settings.event_source, currency=settings.currency, max_items=settings.cart_max_items,
+                           max_quantity=MAX_QUANTITY, remind_after_s=settings.cart_reminder_after_s, cart_url=cart_url,
+                           clock=utcnow, publish=lambda user_id, event: self.realtime.publish_events(
+                               [(event, [f"user:{user_id}"])]))
         self.notifier.on_recorded = self.dispatcher.submit
         self.dispatcher.start()
 
@@ -147,7 +177,8 @@ class Hub:
         ]
         for consumer in self.consumers:
             await consumer.start()
-        self.sweeper = Sweeper([self.orders.sweep, self.points.sweep, self.points.expire], settings.sweep_interval_s)
+        self.sweeper = Sweeper([self.orders.sweep, self.points.sweep, self.points.expire, self.checkout.sweep,
+                                self.carts.remind, self.coupons.remind_expiring], settings.sweep_interval_s)
         self.sweeper.start()
         self._announce_channels()
 
@@ -163,6 +194,8 @@ class Hub:
             ("email", s.smtp_url, "SMTP_URL"),
             ("sms", s.twilio_account_sid and s.twilio_auth_token and s.twilio_from, "TWILIO_*"),
             ("push", s.vapid_private_key, "VAPID_PRIVATE_KEY"),
+            ("apns", s.apns_key_file, "APNS_KEY_FILE"),
+            ("fcm", s.fcm_service_account_file, "FCM_SERVICE_ACCOUNT_FILE"),
             ("payments", s.stripe_api_key, "STRIPE_API_KEY"),
         ):
             if not configured:
@@ -201,7 +234,7 @@ class Hub:
             await self.mongo_client.close()
 
 
-def notification_channels(settings: Settings, realtime: Realtime) -> dict:
+def notification_channels(settings: Settings, realtime: Realtime, outgoing: OutgoingPolicy) -> dict:
     """The delivery channels this hub is configured for; the others are off."""
     timeout = settings.provider_timeout_s
     channels = {"websocket": WebSocketChannel(realtime)}
@@ -210,8 +243,15 @@ def notification_channels(settings: Settings, realtime: Realtime) -> dict:
     if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from:
         callback = f"{settings.public_url}/api/v1/webhooks/twilio" if settings.public_url else None
         channels["sms"] = SmsChannel(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from,
-                                     settings.twilio_api_base, callback, timeout)
+                                     settings.twilio_api_base, callback, timeout, policy=outgoing)
     if settings.vapid_private_key:
         channels["push"] = PushChannel(settings.vapid_private_key, settings.vapid_subject or "mailto:hub@localhost",
-                                       timeout)
+                                       timeout, policy=outgoing)
+    if settings.apns_key_file:
+        channels["apns"] = ApnsChannel(settings.apns_key_file, settings.apns_key_id, settings.apns_team_id,
+                                       settings.apns_topic, settings.apns_base_url, settings.apns_sandbox_base_url,
+                                       outgoing)
+    if settings.fcm_service_account_file:
+        channels["fcm"] = FcmChannel(settings.fcm_service_account_file, settings.fcm_project_id, settings.fcm_base_url,
+                                     outgoing)
     return channels

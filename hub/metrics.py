@@ -17,6 +17,14 @@ OUTBOX_PUBLISHED = Counter(
 EVENTS_CONSUMED = Counter(
     "hub_events_consumed_total", "Kafka events handled, by consumer group and outcome", ["group", "outcome"]
 )
+EVENTS_DEAD_LETTERED = Counter(
+    "hub_events_dead_lettered_total", "Events sent to the dead-letter topic, by consumer group and why: "
+    "invalid_event, forged_source, rejected, unprocessable (or batch_unprocessable, not sent)", ["group", "code"]
+)
+TEMPLATE_FAILURES = Counter(
+    "hub_template_failures_total", "Admin templates that failed when rendering (the default was used), by channel",
+    ["channel"]
+)
 CONSUMER_LAG = Gauge(
     "hub_consumer_lag_messages", "Messages not yet consumed, by consumer group and topic", ["group", "topic"]
 )
@@ -39,6 +47,14 @@ WEBSOCKET_FRAMES = Counter(
 )
 WEBSOCKET_CLOSED = Counter(
     "hub_websocket_closed_total", "WebSocket connections the hub closed, by reason", ["reason"]
+)
+PUSH_TARGETS = Counter(
+    "hub_push_targets_total", "Push sends per target, by provider (webpush, apns, fcm), outcome and reason",
+    ["provider", "status", "reason"]
+)
+COUPON_REDEMPTIONS = Counter(
+    "hub_coupon_redemptions_total", "Coupon uses taken by orders, refused at the limits, or given back",
+    ["outcome"],
 )
 OUTBOX_PENDING = Gauge(
     "hub_outbox_pending_documents", "Documents with events this process has yet to publish (Kafka slow or down)"

@@ -41,6 +41,8 @@ _RENDERERS = {
     "orders": ("orders", _stored_events, _by_id),
     "payments": ("payments", _stored_events, _by_id),
     "points_accounts": ("points", _stored_events, _by_id),
+    "coupons": ("orders", _stored_events, _by_id),
+    "carts": ("orders", _stored_events, _by_id),
     "products": ("inventory", _inventory_events, lambda entries: {"$in": entries}),
 }
 
@@ -129,8 +131,10 @@ class OutboxRelay:
                 return []
             topic, render, published = _RENDERERS[collection]
             events = render(doc, self.source)
-            sends = [await self.kafka.producer.send(self.kafka.topic(topic), json.dumps(event).encode(), key=key.encode())
-                     for key, event in events]
+            values = [(key, json.dumps(event).encode()) for key, event in events]
+            sends = [await self.kafka.producer.send(self.kafka.topic(topic), value, key=key.encode(),
+                                                    headers=self.kafka.signer.headers(value))
+                     for key, value in values]
             await asyncio.gather(*sends)
             await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": published(doc["outbox"])}})
             OUTBOX_PUBLISHED.labels(topic).inc(len(events))

@@ -18,6 +18,7 @@ import logging
 from typing import Protocol
 
 from domain.realtime_channels import channels_for_event, client_name
+from hub.dependency_errors import dependency_failure
 
 log = logging.getLogger(__name__)
 
@@ -223,5 +224,10 @@ class FanOut:
 
     async def flush(self) -> None:
         if self.pending:
-            await self.realtime.publish_events(self.pending)
+            try:
+                await self.realtime.publish_events(self.pending)
+            except Exception as exc:
+                if not dependency_failure(exc):
+                    self.pending = []  # never publishable: the consumer goes on without these frames
+                raise
             self.pending = []

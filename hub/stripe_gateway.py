@@ -1,20 +1,37 @@
-"""Stripe over its real HTTP API (async, through the stripe library's aiohttp client).
-STRIPE_API_BASE points it elsewhere, e.g. at a test double."""
+"""Stripe over its real HTTP API (async, through the stripe library's httpx client, on a
+client under the outgoing policy: hub/outgoing.py). STRIPE_API_BASE points it elsewhere,
+e.g. at a test double."""
 
 from __future__ import annotations
+
+import logging
+import re
 
 import stripe
 
 from domain.errors import DomainError
+from hub.outgoing import OutgoingPolicy
+
+log = logging.getLogger(__name__)
+STRIPE_CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # Stripe's error codes, e.g. card_declined
 
 
 class PaymentProviderError(DomainError):
     status, code = 502, "payment_provider_error"
 
 
+class _PolicyHTTPXClient(stripe.HTTPXClient):
+    """stripe's httpx client on our httpx client: the policy's timeouts, answer cap and
+    addresses instead of its own 80 s timeout and unbounded reads."""
+
+    def __init__(self, policy: OutgoingPolicy, api_base: str) -> None:
+        super().__init__(timeout=None)  # None: the client's own (the policy's) timeouts apply
+        self._client_async = policy.client(base_url=api_base)
+
+
 class StripeGateway:
-    def __init__(self, api_key: str, api_base: str) -> None:
-        self.http = stripe.AIOHTTPClient(timeout=15)
+    def __init__(self, api_key: str, api_base: str, policy: OutgoingPolicy) -> None:
+        self.http = _PolicyHTTPXClient(policy, api_base)
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
@@ -38,5 +55,11 @@ class StripeGateway:
                 options={"idempotency_key": idempotency_key},
             )
         except stripe.StripeError as exc:
-            raise PaymentProviderError(f"Stripe refused the payment intent: {exc.user_message or exc}") from None
+            # Stripe's own words stay in our logs: the caller gets a status and Stripe's error code.
+            code = exc.code if isinstance(exc.code, str) and STRIPE_CODE_RE.match(exc.code) else None
+            log.warning("Stripe refused a payment intent", extra={
+                "order_id": order_id, "provider_status": exc.http_status, "provider_code": code,
+                "provider_message": str(exc.user_message or exc)[:300]})
+            raise PaymentProviderError("The payment provider refused the payment intent.",
+                                       details={"provider_status": exc.http_status, "provider_code": code}) from None
         return {"id": intent.id, "client_secret": intent.client_secret}

@@ -76,6 +76,7 @@ def hub_env(hub_env, sink, twilio, push, extra_env):
         "HUB_PUBLIC_URL": PUBLIC_URL,
         "HUB_NOTIFY_RETRY_BASE_S": "0.2",
         "HUB_PROVIDER_TIMEOUT_S": "1",
+        "HUB_PUSH_ALLOWED_HOSTS": "127.0.0.1",  # the local push service
         **extra_env,
     })
     return hub_env

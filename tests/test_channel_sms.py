@@ -11,6 +11,7 @@ import pytest
 
 from channels.base import Message, PermanentError, TransientError
 from channels.sms import SmsChannel
+from hub.outgoing import OutgoingPolicy
 from tests.peers import TwilioFake
 
 pytestmark = [
@@ -38,7 +39,7 @@ def twilio(io_loop):
 
 
 def make_channel(base_url: str, *, token: str = TOKEN, callback: str | None = None, timeout_s: float = 2):
-    return SmsChannel(SID, token, FROM, base_url, callback, timeout_s)
+    return SmsChannel(SID, token, FROM, base_url, callback, timeout_s, policy=OutgoingPolicy())
 
 
 @pytest.fixture
@@ -157,6 +158,6 @@ async def test_unreachable_api_is_transient():
 
 async def test_close_closes_the_http_session(channel, twilio):
     await channel.send(message())
-    session = channel._client.http_client.session
+    session = channel._client.http_client._http
     await channel.close()
-    assert session.closed
+    assert session.is_closed

@@ -128,7 +128,7 @@ def test_every_alert_fires_in_its_promtool_test_case():
 
 def test_the_alerts_cover_what_an_operator_must_hear_about():
     watched = " ".join(rule["expr"] for rule in alert_rules())
-    for needed in ("hub_consumer_lag_messages", 'outcome="dead_lettered"', "hub_notification_deliveries_total",
+    for needed in ("hub_consumer_lag_messages", "hub_events_dead_lettered_total", "hub_notification_deliveries_total",
                    "hub_outbox_pending_documents", 'reason="slow_consumer"', 'status=~"5.."'):
         assert needed in watched, needed
     assert all(rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]

@@ -49,6 +49,9 @@ CONTRACT_TYPES = [
      [("back_in_stock", "stock", "normal", STOCK_WATCHERS)]),
     ("inventory.low", {"product_id": "p", "available": 2, "previous": 6, "low_stock_threshold": 5},
      [("stock_low", "stock", "normal", ADMINS)]),
+    # CONTRACT v2 §5: reminders, ordinary marketing notifications.
+    ("cart.abandoned", {"user_id": "u-1", "item_count": 2}, [("cart_reminder", "marketing", "low", USER)]),
+    ("coupon.expiring", {"user_id": "u-1", "code": "SUMMER"}, [("coupon_expiring", "marketing", "low", USER)]),
 ]
 
 

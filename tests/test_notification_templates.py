@@ -39,6 +39,10 @@ CASES = {
     "points_expired": ({"user_id": "u-1", "delta": -25, "balance": 35, "reason": "expired"}, ["25", "35"]),
     "back_in_stock": (STOCK, ["Blue Kettle", "7"]),
     "stock_low": (dict(STOCK, available=3, previous=12), ["Blue Kettle", "3", "10"]),
+    "cart_reminder": ({"user_id": "u-1", "item_count": 3, "subtotal": "42.00", "currency": "EUR",
+                       "cart_url": "https://shop.example/#/cart"}, ["3 items", "42.00 EUR", "https://shop.example/#/cart"]),
+    "coupon_expiring": ({"user_id": "u-1", "code": "SUMMER", "ends_at": "2026-07-01T00:00:00+00:00",
+                         "cart_url": "https://shop.example/#/cart"}, ["SUMMER", "https://shop.example/#/cart"]),
 }
 
 

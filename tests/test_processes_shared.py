@@ -88,7 +88,7 @@ class Deployment:
             await producer.stop()
 
     def pending_outbox(self) -> dict[str, int]:
-        return {name: n for name in ("products", "orders", "payments", "points_accounts")
+        return {name: n for name in ("products", "orders", "payments", "points_accounts", "coupons", "carts")
                 if (n := self.db[name].count_documents({"outbox.0": {"$exists": True}}))}
 
 

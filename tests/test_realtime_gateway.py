@@ -221,7 +221,8 @@ async def test_authorization_matrix_and_refusals_change_nothing(api, hub_server)
         other = clients["other"]
         theirs = await other.subscribe(f"order:{oid}")
         missing = await other.subscribe(f"order:{uuid.uuid4().hex}")
-        assert error_code(theirs) == "forbidden" and missing == theirs
+        assert error_code(theirs) == "forbidden"
+        assert {**missing, "channel": None} == {**theirs, "channel": None}  # each names its own channel
         for who in ("owner", "admin"):
             assert error_code(await clients[who].subscribe(f"order:{uuid.uuid4().hex}")) == "forbidden", who
 
@@ -586,14 +587,15 @@ async def test_ack_marks_the_websocket_delivery_delivered_for_its_owner_only(api
         item = await inbox_item(api, ann.token, nid)
         assert deliveries(item)["websocket"]["status"] == "sent", item["deliveries"]
 
-        # Ann's ack: no error, and the delivery moves to delivered.
+        # Ann's ack: acked, and the delivery moves to delivered.
         before = len(ann_ws.frames)
-        await ann_ws.send({"op": "ack", "id": nid})
-        await ann_ws.pong()  # frames are handled in order: the ack's answer (if any) would come first
+        assert await ann_ws.request({"op": "ack", "id": nid}) == {"type": "acked", "id": nid}
         await inbox_item(api, ann.token, nid, settled=("delivered",))
-        await ann_ws.send({"op": "ack", "id": nid})  # again: still hers, nothing to report
-        await ann_ws.pong()
-        assert ann_ws.frames[before:] == [{"type": "pong"}] * 2, ann_ws.frames[before:]
+        # Again: still hers, acked again (frames are handled in order: the ack's answer comes first).
+        await ann_ws.send({"op": "ack", "id": nid})
+        await ann_ws.send({"op": "ping"})
+        assert [await ann_ws.reply(), await ann_ws.reply()] == [{"type": "acked", "id": nid}, {"type": "pong"}]
+        assert ann_ws.frames[before:] == [{"type": "acked", "id": nid}] * 2 + [{"type": "pong"}], ann_ws.frames[before:]
 
         # Acked the moment it arrives (maybe before the hub has recorded it sent): delivered, and it stays so.
         r = await request_notification(api, {"user_id": ann.id, "type": "order_note", "title": "Again",
@@ -602,8 +604,7 @@ async def test_ack_marks_the_websocket_delivery_delivered_for_its_owner_only(api
         again = r.data["id"]
         await eventually(lambda: [f for f in ann_ws.live("user") if f["notification"]["id"] == again], 15,
                          interval=0.005, what="the second notification")
-        await ann_ws.send({"op": "ack", "id": again})
-        await ann_ws.pong()
+        assert await ann_ws.request({"op": "ack", "id": again}) == {"type": "acked", "id": again}
         await inbox_item(api, ann.token, again, settled=("delivered",))
         await asyncio.sleep(1.0)
         item = await inbox_item(api, ann.token, again)
@@ -752,5 +753,43 @@ async def test_a_repeated_live_frame_is_dropped_and_a_skipped_one_is_filled_from
         frames = await ws.wait_live(key, 5)
         assert seqs(frames) == [2, 3, 4, 5, 8]
         await ws.pong()
+    finally:
+        ws.close()
+
+
+# 7. Frame ids (CONTRACT §5) -------------------------------------------------------------------
+
+async def test_replies_echo_the_frame_id_and_channel_errors_name_the_channel(api, hub_server):
+    admin = await api.admin_token()
+    pid = (await fresh_product(api, admin))["id"]
+    ann = await api.register()
+    ws = await Ws.open(hub_server.port)
+    try:
+        assert await ws.request({"op": "ping", "id": "p-1"}) == {"type": "pong", "id": "p-1"}
+        assert await ws.request({"op": "ping", "id": 7}) == {"type": "pong", "id": 7}
+        # Ids a client cannot hold, or that are ours to bound, are not echoed.
+        for odd in ({"a": 1}, [1], True, "x" * 65, 2 ** 60, None):
+            assert await ws.request({"op": "ping", "id": odd}) == {"type": "pong"}, odd
+        # Several subscriptions in flight: each answer carries its frame's id; the refused
+        # ones name their channel.
+        frames = [{"op": "subscribe", "channel": f"product:{pid}", "id": "a"},
+                  {"op": "subscribe", "channel": "admin:orders", "id": "b"},
+                  {"op": "subscribe", "channel": "order:not-yours", "id": "c"},
+                  {"op": "subscribe", "channel": f"product:{pid}", "since": -1, "id": "d"}]
+        for frame in frames:
+            await ws.send(frame)
+        answers = [await ws.reply() for _ in frames]
+        assert is_subscribed(answers[0], f"product:{pid}") and answers[0]["id"] == "a", answers[0]
+        for answer, frame, code in zip(answers[1:], frames[1:], ("forbidden", "forbidden", "invalid_since")):
+            assert (answer["type"], answer["code"], answer["id"], answer["channel"]) == (
+                "error", code, frame["id"], frame["channel"]), answer
+        assert await ws.request({"op": "unsubscribe", "channel": f"product:{pid}", "id": "e"}) == {
+            "type": "unsubscribed", "channel": f"product:{pid}", "id": "e"}
+        answer = await ws.request({"op": "ack", "id": uuid.uuid4().hex})
+        assert answer["code"] == "forbidden" and "channel" not in answer
+        assert await ws.request({"op": "auth", "token": ann["access_token"], "id": 9}) == {
+            "type": "authenticated", "user_id": ann["user"]["id"], "id": 9}
+        answer = await ws.request({"op": "dance", "id": "f"})
+        assert (answer["code"], answer["id"]) == ("unknown_op", "f")
     finally:
         ws.close()

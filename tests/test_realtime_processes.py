@@ -35,10 +35,12 @@ from tornado.websocket import websocket_connect
 
 from config.settings import Settings
 from domain.tokens import AccessTokens
+from hub.event_signing import EventSigner
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, REDIS_URL, Api, placed
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "realtime-processes-secret-" + "z" * 32
+SIGNER = EventSigner(JWT_SECRET)  # the events below stand for the hub's own (source /hub)
 LIVE_LIMIT_S = 1.0  # "well under a second", from the REST call's return to the frame
 
 
@@ -572,8 +574,8 @@ async def test_clients_that_stop_reading_are_cut_off_and_memory_stays_bounded(si
     try:
         # Warm up (the consumer's first fetch, Redis subscriptions, buffers), then measure.
         for _ in range(3):
-            await producer.send_and_wait(topic, json.dumps(order_event(-1, order_id, user_id, PAD)).encode(),
-                                         key=order_id.encode())
+            warm_up = json.dumps(order_event(-1, order_id, user_id, PAD)).encode()
+            await producer.send_and_wait(topic, warm_up, key=order_id.encode(), headers=SIGNER.headers(warm_up))
         await reader.wait_for(lambda f: f.get("seq") == 3, timeout=30)
         await asyncio.sleep(0.5)
         baseline = hub.rss_bytes()
@@ -585,7 +587,8 @@ async def test_clients_that_stop_reading_are_cut_off_and_memory_stays_bounded(si
             acks = []
             for n in range(first, first + BATCH):
                 raw_event = json.dumps(order_event(n, order_id, user_id, PAD)).encode()
-                acks.append(await producer.send(topic, raw_event, key=order_id.encode()))
+                acks.append(await producer.send(topic, raw_event, key=order_id.encode(),
+                                                headers=SIGNER.headers(raw_event)))
                 produced += len(raw_event)
             await asyncio.gather(*acks)
             acked = time.monotonic()

@@ -34,6 +34,8 @@ class OrderStore:
         # Lets the relay's recovery scan find documents with unpublished events cheaply.
         await self.col.create_index("updated_at", name="outbox_pending",
                                     partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.col.create_index("updated_at", name="release_pending",
+                                    partialFilterExpression={"release_pending": True})
 
     async def next_number(self) -> int:
         """A unique, increasing sequence from one atomic $inc (no read-max-then-increment)."""
@@ -120,3 +122,16 @@ class OrderStore:
     async def restock_unfinished(self, updated_before: datetime, limit: int = 200) -> list[dict]:
         cursor = self.col.find({"restock_pending": True, "updated_at": {"$lt": updated_before}}, _NO_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
+
+    # Coupons and points of an order (domain/checkout.py) -----------------------------------
+    async def set_fields(self, order_id: str, fields: dict) -> None:
+        await self.col.update_one({"_id": order_id}, {"$set": fields})
+
+    async def release_unfinished(self, updated_before: datetime, limit: int = 200) -> list[dict]:
+        cursor = self.col.find({"release_pending": True, "updated_at": {"$lt": updated_before}}, _NO_OUTBOX).limit(limit)
+        return await cursor.to_list(limit)
+
+    async def placed_since(self, user_id: str, since: datetime) -> bool:
+        """Whether the user placed an order at or after `since` (the cart reminder's test)."""
+        return await self.col.count_documents({"user_id": user_id, "created_at": {"$gte": since},
+                                               "status": HIDDEN}, limit=1) > 0

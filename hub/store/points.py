@@ -29,6 +29,7 @@ class PointsStore:
         await self.col.create_index("updated_at", name="outbox_pending",
                                     partialFilterExpression={"outbox.0": {"$exists": True}})
         await self.col.create_index("next_expiry", name="next_expiry", sparse=True)
+        await self.col.create_index("holds.expires_at", name="holds_expiry")
         await self.redemptions.create_index([("user_id", 1), ("created_at", -1)], name="user_newest")
 
     async def account(self, user_id: str) -> dict:
@@ -38,13 +39,17 @@ class PointsStore:
         doc["entries"] = [_decode(text) for text in doc["entries"]]
         return doc
 
-    async def apply(self, user_id: str, entry: dict, event: dict, *, expected_balance: int) -> bool:
+    async def apply(self, user_id: str, entry: dict, event: dict, *, expected_balance: int,
+                    hold: dict | None = None) -> bool:
         """Append `entry` and add its delta to the balance if the balance is still
-        `expected_balance` and the entry is new; False otherwise (nothing changed)."""
+        `expected_balance` and the entry is new; False otherwise (nothing changed). `hold`
+        (a marker `{id, expires_at}`, like a product's) is left in the same update."""
         query: dict = {"_id": user_id, "entry_ids": {"$ne": entry["id"]}, "balance": expected_balance}
         update = {"$inc": {"balance": entry["delta"]}, "$set": {"updated_at": entry["at"]},
                   "$push": {"entries": _encode(entry), "entry_ids": entry["id"],
                             "outbox": {"id": event["id"], "key": user_id, "event": event}}}
+        if hold is not None:
+            update["$push"]["holds"] = hold
         if entry.get("expires_at"):
             update["$min"] = {"next_expiry": entry["expires_at"]}
         try:
@@ -60,6 +65,14 @@ class PointsStore:
 
     async def has_entry(self, user_id: str, entry_id: str) -> bool:
         return await self.col.count_documents({"_id": user_id, "entry_ids": entry_id}) > 0
+
+    async def settle(self, user_id: str, marker: str) -> None:
+        await self.col.update_one({"_id": user_id, "holds.id": marker}, {"$pull": {"holds": {"id": marker}}})
+
+    async def expired_holds(self, now, limit: int = 500) -> list[tuple[str, str]]:
+        """(user id, marker) of markers past their expiry: left by a process that died."""
+        cursor = self.col.find({"holds.expires_at": {"$lt": now}}, {"holds": 1}).limit(limit)
+        return [(doc["_id"], hold["id"]) async for doc in cursor for hold in doc["holds"] if hold["expires_at"] < now]
 
     async def due_for_expiry(self, now, limit: int = 200) -> list[str]:
         cursor = self.col.find({"next_expiry": {"$lte": now}}, {"_id": 1}).limit(limit)

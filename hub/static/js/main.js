@@ -7,6 +7,7 @@ import { realtime } from './live.js';
 import { adminCatalogPage, adminOrdersPage } from './pages/admin.js';
 import { registerPage, signInPage } from './pages/auth.js';
 import { catalogPage } from './pages/catalog.js';
+import { adminCouponsPage } from './pages/coupons.js';
 import { cartPage } from './pages/checkout.js';
 import { notificationsPage, startBell } from './pages/notifications.js';
 import { orderPage, ordersPage } from './pages/orders.js';
@@ -25,6 +26,7 @@ const ROUTES = [
   [/^\/preferences$/, preferencesPage],
   [/^\/admin$/, adminCatalogPage],
   [/^\/admin\/orders$/, adminOrdersPage],
+  [/^\/admin\/coupons$/, adminCouponsPage],
 ];
 
 class Scope {
@@ -127,7 +129,8 @@ function renderNav() {
   const items = [link('#/', 'Catalog'), h('li', {}, cartLink)];
   if (user) {
     items.push(link('#/orders', 'My orders'), link('#/notifications', 'Inbox'), link('#/preferences', 'Preferences'));
-    if (session.isAdmin) items.push(link('#/admin', 'Admin: catalog'), link('#/admin/orders', 'Order board'));
+    if (session.isAdmin) items.push(link('#/admin', 'Admin: catalog'), link('#/admin/orders', 'Order board'),
+      link('#/admin/coupons', 'Coupons'));
     items.push(h('li', {}, h('button', { type: 'button', class: 'link', id: 'sign-out', onclick: signOut },
       'Sign out', h('span', { class: 'visually-hidden' }, ` ${user.email}`))));
   } else {

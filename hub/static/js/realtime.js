@@ -15,6 +15,8 @@
 //   reset if the buffer does not reach back).
 // - State for the connection indicator: 'idle' | 'connecting' | 'online' | 'offline', with
 //   `retryAt` (ms) while waiting to reconnect. Event "state".
+// - Every subscribe carries an `id`; the hub echoes it, and an `error` about a channel names it,
+//   so a refused subscription reaches that channel's listeners (onError) among many in flight.
 
 const BUFFER = 50; // frames kept per channel for late listeners
 const PING_EVERY_MS = 25_000;
@@ -40,6 +42,7 @@ export class Realtime extends EventTarget {
     this.timer = null;
     this.pingTimer = null;
     this.pongTimer = null;
+    this.frameIds = 0;
     window.addEventListener('online', () => this._wake());
     window.addEventListener('offline', () => this._setState(this.ws ? this.state : 'offline'));
     document.addEventListener('visibilitychange', () => {
@@ -53,9 +56,11 @@ export class Realtime extends EventTarget {
    * is at (X-Channel-Seq of a REST read); onFrame(frame) for `event`/`notification` frames;
    * onReset() when history cannot fill a gap and the state must be reloaded by REST;
    * onSubscribed(frame) after every (re)subscription, and at once for a channel followed
-   * already: from then on every change reaches onFrame (read lists by REST after it). */
-  listen(name, { since = null, onFrame = () => {}, onReset = () => {}, onSubscribed = () => {} } = {}) {
-    const listener = { onFrame, onReset, onSubscribed, seq: since };
+   * already: from then on every change reaches onFrame (read lists by REST after it);
+   * onError(frame) when the hub refuses the subscription. */
+  listen(name, { since = null, onFrame = () => {}, onReset = () => {}, onSubscribed = () => {},
+                 onError = () => {} } = {}) {
+    const listener = { onFrame, onReset, onSubscribed, onError, seq: since };
     let channel = this.channels.get(name);
     if (!channel) {
       channel = { seq: since, pending: true, listeners: new Set(), buffer: [] };
@@ -225,7 +230,8 @@ export class Realtime extends EventTarget {
 
   _subscribe(name, channel) {
     channel.pending = true;
-    const frame = { op: 'subscribe', channel: name };
+    this.frameIds += 1;
+    const frame = { op: 'subscribe', channel: name, id: this.frameIds };
     if (channel.seq !== null && channel.seq !== undefined) frame.since = channel.seq;
     this._send(frame);
   }
@@ -252,8 +258,9 @@ export class Realtime extends EventTarget {
       case 'pong': clearTimeout(this.pongTimer); return undefined;
       case 'reconnect': this.hintMs = Number(frame.after_ms) || 1000; return undefined;
       case 'error':
-        // Errors name no channel; they change nothing on the hub. Tell whoever cares.
-        console.warn('hub:', frame.code, frame.message);
+        // Errors change nothing on the hub; one about a channel names it.
+        console.warn('hub:', frame.code, frame.message, frame.channel || '');
+        this._onChannelError(frame);
         this.dispatchEvent(new CustomEvent('error', { detail: frame }));
         return undefined;
       default: return undefined; // authenticated, unsubscribed, and what later versions add
@@ -280,6 +287,13 @@ export class Realtime extends EventTarget {
     }
     // recovered: the missed frames follow, in order, before any live one.
     for (const listener of channel.listeners) listener.onSubscribed(frame);
+  }
+
+  _onChannelError(frame) {
+    const channel = frame.channel && this.channels.get(frame.channel);
+    if (!channel || !channel.pending) return;
+    channel.pending = false;
+    for (const listener of channel.listeners) listener.onError(frame);
   }
 
   _onFrame(frame) {

@@ -128,8 +128,8 @@ function productCard(product) {
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const n = Math.max(1, Math.floor(Number(quantity.value) || 1));
-    cart.add(current, n);
-    toast(`Added ${n} × ${current.name} to the cart.`, { kind: 'ok', href: '#/cart' });
+    cart.add(current, n).then(() => toast(`Added ${n} × ${current.name} to the cart.`, { kind: 'ok', href: '#/cart' }),
+      (error) => toast(error.message, { kind: 'error' }));
   });
 
   return {

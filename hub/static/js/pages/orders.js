@@ -77,6 +77,8 @@ export async function orderPage(view) {
       since: Number.isFinite(seq) ? seq : null,
       onFrame: (frame) => apply(frame.event),
       onReset: () => load(),
+      onError: () => body.prepend(h('p', { class: 'notice', role: 'status' },
+        'Live updates are not available for this order just now; reload the page to see changes.')),
     });
   }
 

@@ -1,0 +1,58 @@
+"""What the APNs and FCM channels share: the collapse key, the priority rule, and one
+POST under the outgoing policy (hub/outgoing.py) with its failures classified."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+
+from channels.base import Message, PermanentError, TransientError
+from hub.outgoing import OutgoingRefused, ResponseTooLarge, read_capped
+
+CONNECTION_RETRIES = 2  # immediate retries of a request whose connection broke (reset, GOAWAY)
+MAX_COLLAPSE_ID_BYTES = 64  # APNs' limit for apns-collapse-id
+MAX_ANSWER_BYTES = 16 * 1024  # provider answers are small JSON
+
+
+def collapse_id(message: Message) -> str | None:
+    """The entity the message is about (an order or a product), so a newer message about it
+    replaces an older one not yet shown; at most 64 bytes (longer ids are hashed)."""
+    data = message.data if isinstance(message.data, dict) else {}
+    for field, prefix in (("order_id", "order"), ("product_id", "product")):
+        value = data.get(field)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            key = f"{prefix}-{value}"
+            if len(key.encode()) > MAX_COLLAPSE_ID_BYTES:
+                key = f"{prefix}-{hashlib.sha256(str(value).encode()).hexdigest()[:48]}"
+            return key
+    return None
+
+
+def high_priority(message: Message) -> bool:
+    return message.priority in ("high", "urgent")
+
+
+async def post(client: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str],
+               provider: str) -> tuple[httpx.Response, bytes]:
+    """The answer and its body (capped). A connection that breaks before the answer (a
+    reset, a GOAWAY that fails the requests in flight) is tried again on a new one, up to
+    CONNECTION_RETRIES times; then TransientError("unreachable"). Timeouts are transient;
+    a destination the policy refuses or an oversized answer is permanent."""
+    broken = 0
+    while True:
+        try:
+            async with client.stream("POST", url, content=content, headers=headers) as response:
+                return response, await read_capped(response, MAX_ANSWER_BYTES)
+        except OutgoingRefused as exc:
+            if exc.reason == "unresolvable":
+                raise TransientError("unreachable", f"{provider} does not resolve") from None
+            raise PermanentError("destination_refused", f"{provider}: {exc.reason}") from None
+        except ResponseTooLarge:
+            raise PermanentError("answer_too_large", f"{provider} answered too much") from None
+        except httpx.TimeoutException:
+            raise TransientError("timeout", f"{provider} did not answer in time") from None
+        except httpx.TransportError as exc:
+            broken += 1
+            if broken > CONNECTION_RETRIES:
+                raise TransientError("unreachable", f"{provider}: {type(exc).__name__}") from None
