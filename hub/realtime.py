@@ -3,11 +3,11 @@ numbers and retained history (CONTRACT §4; docs/realtime.md).
 
 One Redis script publishes a message on a channel atomically: once per message id and
 channel (a redelivered event or a retried notification is not published twice), it takes
-the channel's next `seq` (INCR, shared by all processes), builds the frame around it (the payload was
-serialized once, by the caller), appends the frame to the channel's history (a Redis Stream
-capped by length and age) and PUBLISHes it. Each process subscribes in Redis only to the
-channels its own connections listen to, so it does work only for those, and hands each
-message to them as one encoded frame.
+the channel's next `seq` (INCR, shared by all processes), builds the frame around it (the
+payload was serialized once, by the caller), appends the frame to the channel's history (a
+Redis Stream capped by length and age) and PUBLISHes it. Each process subscribes in Redis
+only to the channels its own connections listen to, so it does work only for those, and
+hands each message to them as one encoded frame.
 """
 
 from __future__ import annotations
