@@ -121,6 +121,10 @@ class Settings(BaseModel):
     cart_reminder_after_s: int = Field(3600, alias="HUB_CART_REMINDER_AFTER_S", gt=0)
     cart_max_items: int = Field(50, alias="HUB_CART_MAX_ITEMS", ge=1, le=100)
 
+    # Broadcasts (CONTRACT v2 §5; docs/notifications.md).
+    broadcast_batch_size: int = Field(500, alias="HUB_BROADCAST_BATCH_SIZE", ge=1, le=10_000)
+    broadcast_concurrency: int = Field(128, alias="HUB_BROADCAST_CONCURRENCY", ge=1, le=10_000)
+
     @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
     @classmethod
     def _provider_url(cls, v: str) -> str:

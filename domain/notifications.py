@@ -73,6 +73,10 @@ class Notifier:
         self.on_target = on_target
         # What `record` just stored, for the `process` that follows at once: saves two reads.
         self._fresh: dict[str, tuple[dict, dict]] = {}
+        # Set by the hub: (user id, category) → the signed one-click unsubscribe URL that
+        # marketing emails carry (RFC 8058); and who hears of a broadcast's deliveries moving.
+        self.unsubscribe_url: Callable[[str, str], str] | None = None
+        self.on_broadcast_moves: Callable[[dict, dict], None] = lambda doc, moves: None
 
     # Recording -------------------------------------------------------------------------
     async def record(self, event: dict) -> list[str]:
@@ -100,6 +104,29 @@ class Notifier:
                 # nobody twice: the ids are stable). Alerts of deleted accounts go too.
                 await self.stock_alerts.remove(event["data"]["product_id"], watchers)
         return ids
+
+    async def record_batch(self, event: dict, planned: Planned, users: list[dict],
+                           extra: dict) -> tuple[list[tuple[dict, dict]], set[str]]:
+        """`record` for many recipients of one planned notification (a broadcast's batch),
+        with `extra` fields on each, in two bulk writes. Returns (notification, user) for
+        each and the ids stored now: the others were stored by an earlier try of the batch.
+        The new ones with work wait for `process`, which the caller runs."""
+        built = []
+        for user in users:
+            user = await self._with_devices(user)
+            doc = await self._notification(notification_id(event["id"], planned.rule.type, user["_id"]),
+                                           event, planned, user)
+            doc.update(extra)
+            built.append((doc, user))
+        pending = {doc["_id"] for doc, _ in built if any(d["status"] == QUEUED for d in doc["deliveries"].values())}
+        stored = await self.store.insert_many([doc for doc, _ in built], due_at=self.clock() + LEASE, pending=pending)
+        for doc, user in built:
+            if doc["_id"] in stored and doc["_id"] in pending:
+                self._fresh[doc["_id"]] = (doc, user)
+        return built, stored
+
+    def is_fresh(self, nid: str) -> bool:
+        return nid in self._fresh
 
     async def _watchers(self, event: dict) -> list[str]:
         product_id = event["data"].get("product_id")
@@ -204,8 +231,11 @@ class Notifier:
             sent = await asyncio.gather(*(self._send(doc, user, c, changes.get(c, deliveries[c]), now) for c in sendable))
             changes.update(zip(sendable, sent))
         expected = {channel: deliveries[channel]["status"] for channel in changes}
-        for channel in await self.store.update_deliveries(nid, changes, expected):
+        applied = await self.store.update_deliveries(nid, changes, expected)
+        for channel in applied:
             self.on_delivery(channel, changes[channel]["status"], changes[channel].get("reason"))
+        if applied and doc.get("broadcast_id"):
+            self.on_broadcast_moves(doc, {c: (expected[c], changes[c]["status"]) for c in applied})
         deliveries.update(changes)
         waits = [d.get("next_at") or d.get("release_at") for d in deliveries.values() if d["status"] in (QUEUED, HELD)]
         await self.store.set_job(nid, min((w for w in waits if w is not None), default=None),
@@ -295,9 +325,14 @@ class Notifier:
         ttl = DEFAULT_PUSH_TTL_S
         if doc.get("expires_at") is not None:
             ttl = max(0, int((doc["expires_at"] - self.clock()).total_seconds()))
+        headers = {}
+        if channel == "email" and doc["category"] == "marketing" and self.unsubscribe_url is not None:
+            # RFC 8058 one-click unsubscribe, as the large mailbox providers require of bulk senders.
+            headers = {"List-Unsubscribe": f"<{self.unsubscribe_url(doc['user_id'], 'marketing')}>",
+                       "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
         return Message(notification_id=doc["_id"], user_id=doc["user_id"], address=address, content=content,
                        priority=doc["priority"], ttl_s=ttl, topic=doc.get("topic"), data=doc["data"],
-                       type=doc["type"], created_at=doc["created_at"].isoformat(), badge=badge)
+                       type=doc["type"], created_at=doc["created_at"].isoformat(), badge=badge, headers=headers)
 
     def _push_targets(self, user: dict) -> dict[str, dict]:
         """The user's push targets on the senders this hub has: id -> {kind, address}."""

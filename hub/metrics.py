@@ -52,3 +52,8 @@ COUPON_REDEMPTIONS = Counter(
     "hub_coupon_redemptions_total", "Coupon uses taken by orders, refused at the limits, or given back",
     ["outcome"],
 )
+BROADCAST_RECIPIENTS = Counter(
+    "hub_broadcast_recipients_total", "Broadcast recipients handled by this process: processed (notified by "
+    "their rules), or skipped (the broadcast was cancelled first); rate() gives recipients per second",
+    ["outcome"],
+)
