@@ -41,6 +41,7 @@ EXPANSION_LEASE = timedelta(seconds=30)
 POLL_S = 1.0
 PROGRESS_EVERY_S = 0.5  # progress frames to admins, per broadcast and process, at most this often
 MAX_BATCH_IDS = 10_000  # a batch event naming more users is not ours
+READ_BATCHES = 10  # the audience is read this many batches at a time (up to MAX_BATCH_IDS ids)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NAMESPACE = uuid.UUID("3c1f0a7e-52a4-4d8b-a0b6-9e5f1c2d7a31")
 
@@ -149,7 +150,8 @@ class Broadcasts:
             self._wake.clear()
 
     async def expand(self, broadcast_id: str) -> None:
-        """Publishes the rest of the broadcast's audience as batches, while the lease is ours."""
+        """Publishes the rest of the broadcast's audience as batches, while the lease is ours.
+        The audience is read READ_BATCHES batches at a time (one query), then published."""
         owner, now = uuid.uuid4().hex, self.clock()
         doc = await self.store.claim(broadcast_id, owner, now, now + EXPANSION_LEASE)
         if doc is None:
@@ -160,23 +162,25 @@ class Broadcasts:
         audience, cursor, page = doc["audience"], doc["cursor"], doc["pages"]
         while True:
             ids, cursor, last = await self._page(audience, cursor)
-            if ids:
-                await self.publish(cloud_event("broadcast.batch", self.source, {
-                    "broadcast_id": broadcast_id, "page": page, "user_ids": ids}, event_id=f"{broadcast_id}-{page}"))
-                doc = await self.store.expanded_page(broadcast_id, owner, cursor, len(ids),
-                                                     self.clock() + EXPANSION_LEASE, last=last)
-            else:
-                doc = await self.store.expansion_done(broadcast_id, owner)
+            batches = [ids[i:i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
+            # Published together; a process that dies before the cursor moves leaves them to be
+            # published again, with the same page numbers: their batches count once.
+            await asyncio.gather(*(self.publish(cloud_event(
+                "broadcast.batch", self.source, {"broadcast_id": broadcast_id, "page": page + n, "user_ids": batch},
+                event_id=f"{broadcast_id}-{page + n}")) for n, batch in enumerate(batches)))
+            doc = await self.store.expanded_page(broadcast_id, owner, cursor, len(ids), len(batches),
+                                                 self.clock() + EXPANSION_LEASE, last=last)
             if doc is None or doc["status"] == CANCELLED:
                 return  # the lease went to another process, or the broadcast was cancelled
-            if last or not ids:
+            if last:
                 await self._maybe_finish(doc)
                 return
-            page += 1
+            page += len(batches)
 
     async def _page(self, audience: dict, cursor) -> tuple[list[str], object, bool]:
-        """The next page of user ids, the cursor after it, and whether it is the last."""
-        size = self.batch_size
+        """The next user ids (READ_BATCHES batches' worth), the cursor after them, and
+        whether they are the last."""
+        size = min(MAX_BATCH_IDS, self.batch_size * READ_BATCHES)
         if "user_ids" in audience:
             start = cursor or 0
             ids = audience["user_ids"][start:start + size]

@@ -59,11 +59,11 @@ class BroadcastStore:
             {"_id": broadcast_id, "expanded": False, "lease_until": {"$lte": now}},
             {"$set": {"lease_until": until, "lease_owner": owner}}, return_document=ReturnDocument.AFTER)
 
-    async def expanded_page(self, broadcast_id: str, owner: str, cursor, recipients: int, until: datetime,
-                            *, last: bool) -> dict | None:
-        """A page was published: moves the cursor on (and the status from queued to running)
+    async def expanded_page(self, broadcast_id: str, owner: str, cursor, recipients: int, pages: int,
+                            until: datetime, *, last: bool) -> dict | None:
+        """Pages were published: moves the cursor on (and the status from queued to running)
         while the lease is still ours; None if it is not."""
-        changes: dict = {"$set": {"cursor": cursor, "lease_until": until}, "$inc": {"pages": 1,
+        changes: dict = {"$set": {"cursor": cursor, "lease_until": until}, "$inc": {"pages": pages,
                                                                                    "recipients": recipients}}
         if last:
             changes["$set"]["expanded"] = True
@@ -72,11 +72,6 @@ class BroadcastStore:
         if doc is not None and doc["status"] == QUEUED:
             await self.col.update_one({"_id": broadcast_id, "status": QUEUED}, {"$set": {"status": RUNNING}})
         return doc
-
-    async def expansion_done(self, broadcast_id: str, owner: str) -> dict | None:
-        return await self.col.find_one_and_update({"_id": broadcast_id, "lease_owner": owner},
-                                                  {"$set": {"expanded": True}}, _LIGHT,
-                                                  return_document=ReturnDocument.AFTER)
 
     async def stop_expanding(self, broadcast_id: str) -> None:
         await self.col.update_one({"_id": broadcast_id}, {"$set": {"expanded": True}})
