@@ -76,6 +76,7 @@ class Notifier:
         # Set by the hub: (user id, category) → the signed one-click unsubscribe URL that
         # marketing emails carry (RFC 8058); and who hears of a broadcast's deliveries moving.
         self.unsubscribe_url: Callable[[str, str], str] | None = None
+        self._shared_renders: dict[tuple, dict[str, str]] = {}  # a broadcast's renders, shared by its recipients
         self.on_broadcast_moves: Callable[[dict, dict], None] = lambda doc, moves: None
 
     # Recording -------------------------------------------------------------------------
@@ -202,7 +203,20 @@ class Notifier:
             "user": {"name": user.get("name") or "", "email": user.get("email") or ""},
         }
         try:
-            return await self.templates.render(doc["type"], channel, user.get("locale"), context)
+            if doc.get("broadcast_id") is None:
+                return await self.templates.render(doc["type"], channel, user.get("locale"), context)
+            # A broadcast's content is the same for every recipient unless the template names
+            # the user: then rendered once per channel and locale, not once per recipient.
+            parts, _ = await self.templates.parts_for(doc["type"], channel, user.get("locale"))
+            if self.templates.personal(parts):
+                return await self.templates.render_parts(parts, context)
+            key = (doc["broadcast_id"], channel, user.get("locale"), context["title"], context["body"])
+            rendered = self._shared_renders.get(key)
+            if rendered is None:
+                if len(self._shared_renders) >= 1000:
+                    self._shared_renders.clear()
+                rendered = self._shared_renders[key] = await self.templates.render_parts(parts, context)
+            return rendered
         except TemplateError:
             # A broken override must not lose the message: the shipped template still works.
             log.warning("template failed at render; using the default",

@@ -205,3 +205,22 @@ async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_a
             await server.stop()
         if MONGODB_URI:
             await second.hub.mongo_client.drop_database(hub_env["MONGODB_DB"])
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_content_is_rendered_per_locale_once_but_per_user_when_the_template_names_the_user(api, hub_server,
+                                                                                                  sink):
+    admin = await api.admin_token()
+    r = await api.call("PUT", "/api/v1/templates/flash_sale/email", {
+        "locale": "de", "subject": "Hallo {{ user.name }}: {{ title }}", "text": "{{ body }}",
+        "html": "<p>{{ rendered_body }}</p>"}, token=admin)
+    assert r.status == 200, r
+    english = await stored_users(hub_server.hub, 3)
+    german = await stored_users(hub_server.hub, 2, locale="de")
+    bid = await start_broadcast(api, announcement({"user_ids": [u["_id"] for u in english + german]},
+                                                  channels=["email"]))
+    await finished(api, bid, timeout=30)
+    messages = await sink.wait_for(5, timeout=10)
+    subjects = {m["To"]: m["Subject"] for m in messages}
+    assert {subjects[u["email"]] for u in english} == {"Flash sale"}
+    assert {subjects[u["email"]] for u in german} == {f"Hallo {u['name']}: Flash sale" for u in german}
