@@ -77,6 +77,7 @@ class Notifier:
         # marketing emails carry (RFC 8058); and who hears of a broadcast's deliveries moving.
         self.unsubscribe_url: Callable[[str, str], str] | None = None
         self._shared_renders: dict[tuple, dict[str, str]] = {}  # a broadcast's renders, shared by its recipients
+        self._admitted: dict[str, datetime | None] = {}  # caps decided for a batch, for its `process`
         self.on_broadcast_moves: Callable[[dict, dict], None] = lambda doc, moves: None
 
     # Recording -------------------------------------------------------------------------
@@ -128,6 +129,30 @@ class Notifier:
 
     def is_fresh(self, nid: str) -> bool:
         return nid in self._fresh
+
+    async def admit_batch(self, nids: list[str]) -> None:
+        """The frequency caps of many just-recorded notifications in one Redis round trip,
+        for the `process` of each that follows (which would otherwise ask one at a time).
+        Only those that will reach the caps step: not expired, not held for DND, counted."""
+        now, entries = self.clock(), []
+        for nid in nids:
+            doc, user = self._fresh.get(nid, (None, None))
+            if doc is None or user is None or not counts_against_caps(doc["priority"]):
+                continue
+            prefs = effective_preferences(user.get("preferences"))
+            frequency = prefs["frequency"]
+            if (not frequency["max_per_hour"] or not frequency["max_per_day"]
+                    or timing(prefs, user.get("timezone") or "UTC", doc["priority"], now, doc.get("expires_at"))):
+                continue
+            queued = [c for c, d in doc["deliveries"].items() if d["status"] == QUEUED and not d.get("cleared")]
+            routed = route(prefs, doc["type"], doc["category"], queued, self._unavailable(user))
+            if any(status != SUPPRESSED for status, _ in routed.values()):
+                entries.append((doc["user_id"], nid, frequency["max_per_hour"], frequency["max_per_day"]))
+        self._admitted.update(await self.caps.admit_many(entries, now))
+
+    def forget_admitted(self, nids: list[str]) -> None:
+        for nid in nids:
+            self._admitted.pop(nid, None)
 
     async def _watchers(self, event: dict) -> list[str]:
         product_id = event["data"].get("product_id")
@@ -287,8 +312,11 @@ class Notifier:
             if not frequency["max_per_hour"] or not frequency["max_per_day"]:
                 held = (SUPPRESSED, "frequency_cap", None)  # a cap of 0: such messages never fit
             else:
-                release = await self.caps.admit(doc["user_id"], doc["_id"], now, frequency["max_per_hour"],
-                                                frequency["max_per_day"])
+                if doc["_id"] in self._admitted:  # counted with its batch (`admit_batch`)
+                    release = self._admitted.pop(doc["_id"])
+                else:
+                    release = await self.caps.admit(doc["user_id"], doc["_id"], now, frequency["max_per_hour"],
+                                                    frequency["max_per_day"])
                 if release is not None:
                     held = (HELD, "frequency_cap", min(release, expires_at) if expires_at else release)
         for channel in fresh:

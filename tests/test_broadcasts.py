@@ -179,10 +179,10 @@ async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_a
         api = Api(f"http://127.0.0.1:{first.port}")
         users = await stored_users(first.hub, 2_000)
         await topic_with(api, "everyone", [u["_id"] for u in users])
-        sink.stall_next(0.01, count=10_000)
+        sink.stall_next(0.02, count=10_000)
         bid = await start_broadcast(api, announcement({"topic": "everyone"}, channels=["email"]))
-        await eventually(lambda: _processed_at_least(api, bid, 400), 120, interval=0.05, what="under way")
-        assert handled[0] > 0 and handled[1] > 0, handled  # both processes take batches
+        # Both processes take batches (the group's partitions are shared once both joined).
+        await eventually(lambda: handled[0] > 0 and handled[1] > 0, 120, interval=0.05, what="both under way")
         assert (await progress(api, bid))["processed"] < 2_000
         running.remove(first)
         await first.stop()  # half-way: its partitions go to the second process
