@@ -224,3 +224,22 @@ async def test_content_is_rendered_per_locale_once_but_per_user_when_the_templat
     subjects = {m["To"]: m["Subject"] for m in messages}
     assert {subjects[u["email"]] for u in english} == {"Flash sale"}
     assert {subjects[u["email"]] for u in german} == {f"Hallo {u['name']}: Flash sale" for u in german}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_frequency_caps_hold_broadcast_messages_over_the_cap(api, hub_server, sink):
+    capped = await stored_users(hub_server.hub, 3, preferences={"frequency": {"max_per_hour": 1, "max_per_day": 5}})
+    free = await stored_users(hub_server.hub, 3)
+    audience = {"user_ids": [u["_id"] for u in capped + free]}
+    first = await start_broadcast(api, announcement(audience, channels=["email"]))
+    assert (await finished(api, first, timeout=30))["counts"] == {"email": {"sent": 6}}
+    second = await start_broadcast(api, announcement(audience, channels=["email"], title="Second"))
+    done = await finished(api, second, timeout=30)
+    assert done["counts"] == {"email": {"sent": 3, "held": 3}}
+    store = hub_server.hub.notification_store
+    for user in capped:
+        doc = await store.col.find_one({"broadcast_id": second, "user_id": user["_id"]})
+        assert doc["deliveries"]["email"]["status"] == "held"
+        assert doc["deliveries"]["email"]["reason"] == "frequency_cap"
+    await sink.wait_for(9, timeout=10)
+    await quietly(1.0, lambda: len(sink.messages) == 9)
