@@ -68,6 +68,7 @@ class Broadcasts:
         self._first_round: set[str] = set()  # notifications a batch is dispatching: counted with their page
         self._moves: dict[str, Counter] = defaultdict(Counter)  # later delivery moves, not yet counted
         self._progress_at: dict[str, float] = {}
+        self._progress_later: dict[str, dict] = {}
 
     # Requests ----------------------------------------------------------------------------
     async def create(self, caller_id: str, key: str | None, request: dict) -> tuple[dict, bool]:
@@ -137,6 +138,8 @@ class Broadcasts:
         while True:
             try:
                 await self.flush_moves()
+                for doc in list(self._progress_later.values()):
+                    await self._progress(doc, force=True)
                 for broadcast_id in await self.store.to_expand(self.clock(), 10):
                     await self.expand(broadcast_id)
             except asyncio.CancelledError:
@@ -280,7 +283,9 @@ class Broadcasts:
             return
         now = asyncio.get_running_loop().time()
         if not force and now - self._progress_at.get(doc["_id"], 0.0) < PROGRESS_EVERY_S:
+            self._progress_later[doc["_id"]] = doc  # the latest state goes out with the next POLL_S round
             return
+        self._progress_later.pop(doc["_id"], None)
         self._progress_at[doc["_id"]] = now
         if len(self._progress_at) > 1000:
             self._progress_at.clear()
