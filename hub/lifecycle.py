@@ -193,8 +193,9 @@ class Hub:
                           handler=self._notify, source=settings.event_source, skip_own=False),
             EventConsumer(self.kafka, group="hub-realtime", topics=["orders", "payments", "points", "inventory"],
                           handler=fan_out.add, flush=fan_out.flush, source=settings.event_source, skip_own=False),
+            # A batch is up to HUB_BROADCAST_BATCH_SIZE recipients: seconds of work each.
             EventConsumer(self.kafka, group="hub-broadcasts", topics=["broadcasts"], handler=self.broadcasts.handle_batch,
-                          source=settings.event_source, skip_own=False),
+                          source=settings.event_source, skip_own=False, max_poll_records=1),
         ]
         for consumer in self.consumers:
             await consumer.start()
