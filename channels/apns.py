@@ -39,7 +39,7 @@ KEY_FILE_MAX_BYTES = 16 * 1024
 
 # Apple's reasons for a dead device token, and for a message retrying cannot fix.
 GONE = {"BadDeviceToken": "bad_device_token", "DeviceTokenNotForTopic": "device_token_not_for_topic",
-        "Unregistered": "unregistered"}
+        "Unregistered": "unregistered", "ExpiredToken": "expired_token"}
 REJECTED = {
     "PayloadTooLarge": "payload_too_large", "BadTopic": "bad_topic", "TopicDisallowed": "topic_disallowed",
     "MissingTopic": "bad_topic", "BadCollapseId": "bad_collapse_id", "BadExpirationDate": "bad_expiration",
@@ -174,7 +174,8 @@ def _reason(body: bytes) -> str:
 
 def _error(status: int, reason: str, environment: str, retry_after: str | None) -> Exception:
     what = f"APNs ({environment}) answered {status} {reason[:64]}".rstrip()
-    if status == 410 or reason in GONE:
+    # Gone only on Apple's own word (a reason in its JSON answer), not on any 410 a proxy might give.
+    if reason in GONE or (status == 410 and reason):
         return PermanentError(GONE.get(reason, "unregistered"), what, gone=True)
     if status == 429 or status >= 500:
         return TransientError(f"apns_{status}" if status in (429, 500, 503) else "apns_5xx", what,

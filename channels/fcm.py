@@ -241,7 +241,8 @@ def _error_code(body: bytes) -> str:
 def _error(status: int, headers: httpx.Headers, body: bytes) -> Exception:
     code = _error_code(body)
     what = f"FCM answered {status} {code[:64]}".rstrip()
-    if code in GONE or status == 404:
+    # Gone only on FCM's own word: a 404 from a wrong FCM_BASE_URL must not delete every device.
+    if code in GONE or (status == 404 and code == "NOT_FOUND"):
         return PermanentError(GONE.get(code, "unregistered"), what, gone=True)
     if status == 429 or status >= 500:
         return TransientError(f"fcm_{status}" if status in (429, 500, 503) else "fcm_5xx", what,

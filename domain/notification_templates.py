@@ -5,9 +5,12 @@ each channel's parts are made: email `subject`, `text`, `html`; SMS `text`; push
 WebSocket `title`, `body`. Admins may replace any channel's parts for a type and locale;
 lookup falls back from the user's locale to `en`, then to the shipped default.
 
-The sandbox stops templates from reaching Python internals; HTML parts are autoescaped,
-so data from events (a product name, a service's title) cannot inject markup. A missing
-variable renders empty rather than failing the delivery.
+The sandbox (domain/template_sandbox.py) stops templates from reaching Python internals
+and bounds what they may cost (numbers, text sizes, steps, time); HTML parts are
+autoescaped, so data from events (a product name, a service's title) cannot inject markup.
+A missing variable renders empty rather than failing the delivery. A template is compiled
+and rendered on sample data before it is saved; one that still fails when sending (on
+real data) is counted and the shipped default is used instead.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from jinja2 import ChainableUndefined, TemplateError, TemplateRuntimeError, meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import ChainableUndefined, TemplateError, meta
 
 from domain.errors import Invalid
+from domain.template_sandbox import BoundedSandbox, BudgetExceeded, render_bounded
 
 PARTS = {
     "email": ("subject", "text", "html"),
@@ -67,8 +70,19 @@ DEFAULTS: dict[str, tuple[str, str]] = {
 }
 REQUESTED = ("{{ title }}", "{{ body }}")  # notification.requested without a template of its own
 
-_TEXT = ImmutableSandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
-_HTML = ImmutableSandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
+_TEXT = BoundedSandbox(autoescape=False, undefined=ChainableUndefined)
+_HTML = BoundedSandbox(autoescape=True, undefined=ChainableUndefined)
+MAX_COMPILED = 1000  # compiled templates kept; replaced overrides must not pile up
+
+# What a template is tried on before it is saved: the fields the shipped templates use.
+SAMPLE_CONTEXT = {
+    "data": {"order_id": "5f0c0ffee", "number": "1001", "status": "shipped", "total": "12.50", "amount": "12.50",
+             "currency": "USD", "reason": "requested", "delta": 25, "balance": 125, "product_id": "5f0bead",
+             "available": 3, "previous": 0, "low_stock_threshold": 5, "user_id": "5f0ace"},
+    "product": {"id": "5f0bead", "name": "Mug", "slug": "mug"}, "type": "order_shipped", "priority": "normal",
+    "title": "Order 1001 shipped", "body": "Your order 1001 is on its way.",
+    "user": {"name": "Ann", "email": "ann@example.com"},
+}
 
 EMAIL_HTML = """<!doctype html>
 <html><body style="font-family: sans-serif; max-width: 560px; margin: auto">
@@ -101,7 +115,9 @@ def check_parts(channel: str, parts: dict[str, str]) -> None:
             errors.append({"field": name, "message": f"at most {MAX_TEMPLATE_CHARS} characters"})
             continue
         try:
-            (_HTML if name == "html" else _TEXT).parse(source)
+            compiled = _compile(source, html=name == "html")
+            context = dict(SAMPLE_CONTEXT, rendered_title="Title", rendered_body="Body")
+            render_bounded(compiled, context)  # on sample data: what fails here fails on every message
         except TemplateError as exc:
             line = getattr(exc, "lineno", None)
             errors.append({"field": name, "message": f"invalid template{f' (line {line})' if line else ''}: {exc.message}"})
@@ -112,6 +128,10 @@ def check_parts(channel: str, parts: dict[str, str]) -> None:
         raise Invalid("The template is not valid.", code="invalid_template", details=errors)
 
 
+def _compile(source: str, *, html: bool):
+    return (_HTML if html else _TEXT).compile_template(source)
+
+
 class Templates:
     """Renders a notification for a channel. Admin overrides come from `store` (a small
     collection), cached for CACHE_S so rendering costs no read; the process that saves
@@ -119,9 +139,12 @@ class Templates:
 
     CACHE_S = 5.0
 
-    def __init__(self, store, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store, clock: Callable[[], float] = time.monotonic,
+                 on_failure: Callable[[str], None] = lambda channel: None) -> None:
+        """`on_failure(channel)` counts an override that failed when rendering (a metric)."""
         self.store = store
         self.clock = clock
+        self.on_failure = on_failure
         self._overrides: dict[tuple[str, str, str], dict] = {}
         self._loaded_at: float | None = None
         self._compiled: dict[tuple[bool, str], object] = {}
@@ -145,8 +168,13 @@ class Templates:
     async def render(self, notification_type: str, channel: str, locale: str | None, context: dict) -> dict[str, str]:
         """Raises TemplateError when a template fails at render time (the delivery fails
         permanently with reason `template_error`)."""
-        parts, _ = await self.parts_for(notification_type, channel, locale)
-        return await self.render_parts(parts, context)
+        parts, source = await self.parts_for(notification_type, channel, locale)
+        try:
+            return await self.render_parts(parts, context)
+        except TemplateError:
+            if source != "default":
+                self.on_failure(channel)
+            raise
 
     async def render_parts(self, parts: dict[str, str], context: dict) -> dict[str, str]:
         out = {name: self._render(source, context, html=False) for name, source in parts.items() if name != "html"}
@@ -157,16 +185,17 @@ class Templates:
 
     def _render(self, source: str, context: dict, *, html: bool) -> str:
         template = self._compiled.get((html, source))
-        if template is None:
-            if len(self._compiled) > 1000:  # replaced overrides must not pile up
-                self._compiled.clear()
-            template = self._compiled[(html, source)] = (_HTML if html else _TEXT).from_string(source)
+        if isinstance(template, str):  # ran out of its budget before: as costly on every message
+            raise BudgetExceeded(template)
         try:
-            return template.render(context).strip()
-        except TemplateError:
+            if template is None:
+                if len(self._compiled) > MAX_COMPILED:
+                    self._compiled.clear()
+                template = self._compiled[(html, source)] = _compile(source, html=html)
+            return render_bounded(template, context).strip()
+        except BudgetExceeded as exc:
+            self._compiled[(html, source)] = exc.message
             raise
-        except Exception as exc:  # 1/0, abs('x'), a range over the sandbox's limit: the template's fault
-            raise TemplateRuntimeError(f"{type(exc).__name__}: {exc}") from exc
 
     def personal(self, parts: dict[str, str]) -> bool:
         """Does any part name the recipient (`user`)? If not, everyone with the same

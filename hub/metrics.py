@@ -21,6 +21,10 @@ EVENTS_DEAD_LETTERED = Counter(
     "hub_events_dead_lettered_total", "Events sent to the dead-letter topic, by consumer group and why: "
     "invalid_event, forged_source, rejected, unprocessable (or batch_unprocessable, not sent)", ["group", "code"]
 )
+TEMPLATE_FAILURES = Counter(
+    "hub_template_failures_total", "Admin templates that failed when rendering (the default was used), by channel",
+    ["channel"]
+)
 CONSUMER_LAG = Gauge(
     "hub_consumer_lag_messages", "Messages not yet consumed, by consumer group and topic", ["group", "topic"]
 )
@@ -51,6 +55,15 @@ PUSH_TARGETS = Counter(
 COUPON_REDEMPTIONS = Counter(
     "hub_coupon_redemptions_total", "Coupon uses taken by orders, refused at the limits, or given back",
     ["outcome"],
+)
+OUTBOX_BACKLOG = Gauge(
+    "hub_outbox_backlog_documents",
+    "Documents holding events not yet published to Kafka, by topic, as of this process's last full scan (every 60 s)",
+    ["topic"],
+)
+CONNECTIONS_REFUSED = Counter(
+    "hub_connections_refused_total", "TCP connections closed at once: over HUB_MAX_CONNECTIONS or the per-address cap",
+    ["reason"]
 )
 BROADCAST_RECIPIENTS = Counter(
     "hub_broadcast_recipients_total", "Broadcast recipients handled by this process: processed (notified by "

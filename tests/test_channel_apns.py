@@ -219,6 +219,7 @@ async def test_a_token_from_a_clock_in_the_future_is_invalid(apns, channels, clo
     (410, "Unregistered", "unregistered"),
     (400, "BadDeviceToken", "bad_device_token"),
     (400, "DeviceTokenNotForTopic", "device_token_not_for_topic"),
+    (410, "ExpiredToken", "expired_token"),
 ])
 async def test_a_dead_device_token_is_permanent_and_gone(apns, channel, status, apple_reason, reason):
     token = apns.device_token()

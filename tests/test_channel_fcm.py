@@ -204,6 +204,15 @@ async def test_a_dead_registration_token_is_permanent_and_gone(fcm, channel, sta
     assert (info.value.reason, info.value.gone) == (reason, True)
 
 
+async def test_a_404_that_is_not_fcms_word_keeps_the_token(fcm, channels):
+    """A wrong FCM_BASE_URL (here: a path the fake does not serve) must not delete every device."""
+    channel = channels()
+    channel._url = f"{fcm.base_url}/v1/wrong/path:send"
+    with pytest.raises(PermanentError) as info:
+        await channel.send(message(fcm.registration_token()))
+    assert (info.value.reason, info.value.gone) == ("fcm_rejected", False)
+
+
 async def test_another_project_is_a_sender_id_mismatch(fcm, channels):
     with pytest.raises(PermanentError) as info:
         await channels(project="someone-else").send(message(fcm.registration_token()))
