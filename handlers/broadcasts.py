@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictInt, model_validator
+from pydantic import Field, StrictInt
 
 from domain.broadcasts import public_broadcast
 from domain.notification_policy import CATEGORIES, CHANNELS, PRIORITIES
@@ -13,20 +13,23 @@ from domain.notification_rules import MAX_EXPIRES_AFTER_S
 from handlers.base import ApiError, BaseHandler
 from handlers.notifications import NotificationType
 from handlers.schemas import Body
-from handlers.topics import KEY, MAX_IDS, UserId
+from handlers.topics import MAX_IDS, TopicKey, UserId
 
 
-class Audience(Body):
-    topic: Annotated[str, Field(pattern=KEY)] | None = None
-    user_ids: Annotated[list[UserId], Field(min_length=1, max_length=MAX_IDS)] | None = None
-    all: StrictBool | None = None
+class TopicAudience(Body):
+    topic: TopicKey
 
-    @model_validator(mode="after")
-    def one_kind(self):
-        given = [name for name in ("topic", "user_ids", "all") if getattr(self, name) not in (None, False)]
-        if len(given) != 1:
-            raise ValueError("give exactly one of topic, user_ids or all: true")
-        return self
+
+class UsersAudience(Body):
+    user_ids: Annotated[list[UserId], Field(min_length=1, max_length=MAX_IDS)]
+
+
+class EveryoneAudience(Body):
+    all: Literal[True]
+
+
+# One of the three (the first that fits, in this order, if a client sends more than one).
+Audience = TopicAudience | UsersAudience | EveryoneAudience
 
 
 class BroadcastRequest(Body):
