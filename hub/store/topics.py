@@ -30,9 +30,9 @@ class TopicStore:
         """Creates the topic or changes its name / public flag; the topic after."""
         for _ in range(2):  # two first PUTs racing: the loser's upsert hits the unique _id
             try:
-                return await self.col.find_one_and_update(
-                    {"_id": key}, {"$set": changes, "$setOnInsert": {"created_at": now}}, upsert=True,
-                    return_document=ReturnDocument.AFTER)
+                update = {"$setOnInsert": {"created_at": now}, **({"$set": changes} if changes else {})}
+                return await self.col.find_one_and_update({"_id": key}, update, upsert=True,
+                                                          return_document=ReturnDocument.AFTER)
             except DuplicateKeyError:
                 continue
         return await self.col.find_one({"_id": key})
