@@ -201,10 +201,10 @@ async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_a
         assert await store.col.count_documents({"broadcast_id": bid}) == 2_000
         assert handled[0] + handled[1] == 2_000
     finally:
+        if MONGODB_URI:  # while a client is still open
+            await second.hub.mongo_client.drop_database(hub_env["MONGODB_DB"])
         for server in running:
             await server.stop()
-        if MONGODB_URI:
-            await second.hub.mongo_client.drop_database(hub_env["MONGODB_DB"])
 
 
 @pytest.mark.gen_test(timeout=60)
