@@ -46,6 +46,11 @@ class PushHandler(tornado.web.RequestHandler):
 
 class StatsHandler(tornado.web.RequestHandler):
     def get(self) -> None:
+        if self.get_query_argument("summary", None):  # counts and last arrivals only (bench/broadcast.py)
+            self.write({"email": len(email_arrivals), "push": len(push_arrivals),
+                        "email_last": email_arrivals[-1][0] if email_arrivals else None,
+                        "push_last": push_arrivals[-1] if push_arrivals else None})
+            return
         self.write({"email": email_arrivals, "push": push_arrivals})
 
 

@@ -57,6 +57,7 @@ class Message:
     type: str = ""  # the notification type, e.g. order_shipped
     created_at: str = ""  # RFC 3339
     badge: int | None = None  # native push: the user's unread count, shown on the app icon
+    headers: dict[str, str] = field(default_factory=dict)  # email: extra headers (List-Unsubscribe)
 
 
 @dataclass

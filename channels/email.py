@@ -107,12 +107,13 @@ class EmailChannel(Channel):
         of that."""
         content = message.content
         to, subject = str(message.address), content.get("subject", "")
-        if any(c in value for value in (to, subject, self.sender) for c in "\r\n"):
+        extra = [f"{name}: {value}" for name, value in message.headers.items()]
+        if any(c in value for value in (to, subject, self.sender, *extra) for c in "\r\n"):
             # A line break in a header would let data inject headers: refuse.
             raise PermanentError("invalid_message", "cannot build the email: a header holds a line break")
         message_id = make_msgid(domain=self._msgid_domain)
         headers = [f"From: {self._from_header}", f"To: {to}", f"Subject: {_header(subject)}",
-                   f"Date: {formatdate(usegmt=True)}", f"Message-ID: {message_id}", "MIME-Version: 1.0"]
+                   f"Date: {formatdate(usegmt=True)}", f"Message-ID: {message_id}", *extra, "MIME-Version: 1.0"]
         text = _part("plain", content.get("text") or "")
         if content.get("html"):
             boundary = f"=_{uuid.uuid4().hex}"

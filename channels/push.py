@@ -9,6 +9,7 @@ user but the status, as a reason code.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -34,6 +35,11 @@ VAPID_LIFETIME_S = 12 * 3600
 VAPID_REFRESH_BEFORE_S = 6 * 3600
 VAPID_CACHE_SIZE = 256  # audiences are push service origins: a handful in practice
 MAX_ANSWER_BYTES = 4096  # push services answer 201 with an empty body, errors with a line of JSON
+# Requests in flight at once, and connections. httpcore's pool scans every connection and every
+# waiting request each time one finishes: with a broadcast's hundreds of sends queued there and
+# 100 connections, that scan was a quarter of the hub's CPU. Push services speak HTTP/2, so one
+# connection carries many requests.
+CONCURRENCY, CONNECTIONS = 64, 16
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -59,6 +65,7 @@ class PushChannel(Channel):
         self._timeout_s = timeout_s
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
+        self._slots = asyncio.Semaphore(CONCURRENCY)
         self._vapid_cache: dict[str, tuple[int, dict[str, str]]] = {}  # aud -> (exp, headers)
         try:  # refuse a subject py_vapid will not sign at startup, not at the first send
             self._vapid.sign({"aud": "https://push.example.com", "sub": self._subject})
@@ -82,7 +89,7 @@ class PushChannel(Channel):
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = self._policy.client(timeout_s=self._timeout_s)
+            self._client = self._policy.client(timeout_s=self._timeout_s, http2=True, max_connections=CONNECTIONS)
         return self._client
 
     async def send(self, message: Message) -> Sent:
@@ -123,7 +130,7 @@ class PushChannel(Channel):
             headers["Topic"] = topic_header(message.topic)
         origin = f"{url.scheme}://{url.hostname}"  # for operators; the endpoint path is a credential
         try:
-            async with self._http().stream("POST", endpoint, content=body, headers=headers) as response:
+            async with self._slots, self._http().stream("POST", endpoint, content=body, headers=headers) as response:
                 await read_capped(response, MAX_ANSWER_BYTES)  # read, so the connection goes back to the pool
                 status, retry_after = response.status_code, response.headers.get("Retry-After")
         except OutgoingRefused as exc:  # at connect: the name now resolves to a refused address

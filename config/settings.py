@@ -139,6 +139,9 @@ class Settings(BaseModel):
     max_connections_per_ip: int = Field(256, alias="HUB_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_anonymous_max_subscriptions: int = Field(20, alias="HUB_WS_ANONYMOUS_MAX_SUBSCRIPTIONS", ge=1)
     ws_anonymous_idle_s: float = Field(120.0, alias="HUB_WS_ANONYMOUS_IDLE_S", gt=0)
+    # Broadcasts (CONTRACT v2 §5; docs/notifications.md).
+    broadcast_batch_size: int = Field(500, alias="HUB_BROADCAST_BATCH_SIZE", ge=1, le=10_000)
+    broadcast_concurrency: int = Field(128, alias="HUB_BROADCAST_CONCURRENCY", ge=1, le=10_000)
 
     @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
     @classmethod

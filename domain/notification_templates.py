@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from jinja2 import ChainableUndefined, TemplateError
+from jinja2 import ChainableUndefined, TemplateError, meta
 
 from domain.errors import Invalid
 from domain.template_sandbox import BoundedSandbox, BudgetExceeded, render_bounded
@@ -148,6 +148,7 @@ class Templates:
         self._overrides: dict[tuple[str, str, str], dict] = {}
         self._loaded_at: float | None = None
         self._compiled: dict[tuple[bool, str], object] = {}
+        self._names: dict[str, set[str]] = {}  # template source → the variables it reads
 
     async def _refresh(self) -> None:
         if self._loaded_at is None or self.clock() - self._loaded_at >= self.CACHE_S:
@@ -195,6 +196,20 @@ class Templates:
         except BudgetExceeded as exc:
             self._compiled[(html, source)] = exc.message
             raise
+
+    def personal(self, parts: dict[str, str]) -> bool:
+        """Does any part name the recipient (`user`)? If not, everyone with the same
+        notification content gets the same rendering."""
+        for name, source in parts.items():
+            names = self._names.get(source)
+            if names is None:
+                if len(self._names) > 1000:
+                    self._names.clear()
+                names = self._names[source] = meta.find_undeclared_variables(
+                    (_HTML if name == "html" else _TEXT).parse(source))
+            if "user" in names:
+                return True
+        return False
 
     async def save(self, notification_type: str, channel: str, locale: str, parts: dict) -> None:
         check_parts(channel, parts)

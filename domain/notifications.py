@@ -76,6 +76,12 @@ class Notifier:
         self.sms_max_per_day = sms_max_per_day  # per user in any 24 hours, whatever the preferences; None: no ceiling
         # What `record` just stored, for the `process` that follows at once: saves two reads.
         self._fresh: dict[str, tuple[dict, dict]] = {}
+        # Set by the hub: (user id, category) → the signed one-click unsubscribe URL that
+        # marketing emails carry (RFC 8058); and who hears of a broadcast's deliveries moving.
+        self.unsubscribe_url: Callable[[str, str], str] | None = None
+        self._shared_renders: dict[tuple, dict[str, str]] = {}  # a broadcast's renders, shared by its recipients
+        self._admitted: dict[str, datetime | None] = {}  # caps decided for a batch, for its `process`
+        self.on_broadcast_moves: Callable[[dict, dict], None] = lambda doc, moves: None
 
     # Recording -------------------------------------------------------------------------
     async def record(self, event: dict) -> list[str]:
@@ -103,6 +109,53 @@ class Notifier:
                 # nobody twice: the ids are stable). Alerts of deleted accounts go too.
                 await self.stock_alerts.remove(event["data"]["product_id"], watchers)
         return ids
+
+    async def record_batch(self, event: dict, planned: Planned, users: list[dict],
+                           extra: dict) -> tuple[list[tuple[dict, dict]], set[str]]:
+        """`record` for many recipients of one planned notification (a broadcast's batch),
+        with `extra` fields on each, in two bulk writes. Returns (notification, user) for
+        each and the ids stored now: the others were stored by an earlier try of the batch.
+        The new ones with work wait for `process`, which the caller runs."""
+        built = []
+        for user in users:
+            user = await self._with_devices(user)
+            doc = await self._notification(notification_id(event["id"], planned.rule.type, user["_id"]),
+                                           event, planned, user)
+            doc.update(extra)
+            built.append((doc, user))
+        pending = {doc["_id"] for doc, _ in built if any(d["status"] == QUEUED for d in doc["deliveries"].values())}
+        stored = await self.store.insert_many([doc for doc, _ in built], due_at=self.clock() + LEASE, pending=pending)
+        for doc, user in built:
+            if doc["_id"] in stored and doc["_id"] in pending:
+                self._fresh[doc["_id"]] = (doc, user)
+        return built, stored
+
+    def is_fresh(self, nid: str) -> bool:
+        return nid in self._fresh
+
+    async def admit_batch(self, nids: list[str]) -> None:
+        """The frequency caps of many just-recorded notifications in one Redis round trip,
+        for the `process` of each that follows (which would otherwise ask one at a time).
+        Only those that will reach the caps step: not expired, not held for DND, counted."""
+        now, entries = self.clock(), []
+        for nid in nids:
+            doc, user = self._fresh.get(nid, (None, None))
+            if doc is None or user is None or not counts_against_caps(doc["priority"]):
+                continue
+            prefs = effective_preferences(user.get("preferences"))
+            frequency = prefs["frequency"]
+            if (not frequency["max_per_hour"] or not frequency["max_per_day"]
+                    or timing(prefs, user.get("timezone") or "UTC", doc["priority"], now, doc.get("expires_at"))):
+                continue
+            queued = [c for c, d in doc["deliveries"].items() if d["status"] == QUEUED and not d.get("cleared")]
+            routed = route(prefs, doc["type"], doc["category"], queued, self._unavailable(user))
+            if any(status != SUPPRESSED for status, _ in routed.values()):
+                entries.append((doc["user_id"], nid, frequency["max_per_hour"], frequency["max_per_day"]))
+        self._admitted.update(await self.caps.admit_many(entries, now))
+
+    def forget_admitted(self, nids: list[str]) -> None:
+        for nid in nids:
+            self._admitted.pop(nid, None)
 
     async def _watchers(self, event: dict) -> list[str]:
         product_id = event["data"].get("product_id")
@@ -182,7 +235,20 @@ class Notifier:
             "user": {"name": user.get("name") or "", "email": user.get("email") or ""},
         }
         try:
-            return await self.templates.render(doc["type"], channel, user.get("locale"), context)
+            if doc.get("broadcast_id") is None:
+                return await self.templates.render(doc["type"], channel, user.get("locale"), context)
+            # A broadcast's content is the same for every recipient unless the template names
+            # the user: then rendered once per channel and locale, not once per recipient.
+            parts, _ = await self.templates.parts_for(doc["type"], channel, user.get("locale"))
+            if self.templates.personal(parts):
+                return await self.templates.render_parts(parts, context)
+            key = (doc["broadcast_id"], channel, user.get("locale"), context["title"], context["body"])
+            rendered = self._shared_renders.get(key)
+            if rendered is None:
+                if len(self._shared_renders) >= 1000:
+                    self._shared_renders.clear()
+                rendered = self._shared_renders[key] = await self.templates.render_parts(parts, context)
+            return rendered
         except TemplateError:
             # A broken override must not lose the message: the shipped template still works.
             log.warning("template failed at render; using the default",
@@ -211,8 +277,11 @@ class Notifier:
             sent = await asyncio.gather(*(self._send(doc, user, c, changes.get(c, deliveries[c]), now) for c in sendable))
             changes.update(zip(sendable, sent))
         expected = {channel: deliveries[channel]["status"] for channel in changes}
-        for channel in await self.store.update_deliveries(nid, changes, expected):
+        applied = await self.store.update_deliveries(nid, changes, expected)
+        for channel in applied:
             self.on_delivery(channel, changes[channel]["status"], changes[channel].get("reason"))
+        if applied and doc.get("broadcast_id"):
+            self.on_broadcast_moves(doc, {c: (expected[c], changes[c]["status"]) for c in applied})
         deliveries.update(changes)
         waits = [d.get("next_at") or d.get("release_at") for d in deliveries.values() if d["status"] in (QUEUED, HELD)]
         await self.store.set_job(nid, min((w for w in waits if w is not None), default=None),
@@ -250,8 +319,11 @@ class Notifier:
             if not frequency["max_per_hour"] or not frequency["max_per_day"]:
                 held = (SUPPRESSED, "frequency_cap", None)  # a cap of 0: such messages never fit
             else:
-                release = await self.caps.admit(doc["user_id"], doc["_id"], now, frequency["max_per_hour"],
-                                                frequency["max_per_day"])
+                if doc["_id"] in self._admitted:  # counted with its batch (`admit_batch`)
+                    release = self._admitted.pop(doc["_id"])
+                else:
+                    release = await self.caps.admit(doc["user_id"], doc["_id"], now, frequency["max_per_hour"],
+                                                    frequency["max_per_day"])
                 if release is not None:
                     held = (HELD, "frequency_cap", min(release, expires_at) if expires_at else release)
         for channel in fresh:
@@ -312,9 +384,14 @@ class Notifier:
         ttl = DEFAULT_PUSH_TTL_S
         if doc.get("expires_at") is not None:
             ttl = max(0, int((doc["expires_at"] - self.clock()).total_seconds()))
+        headers = {}
+        if channel == "email" and doc["category"] == "marketing" and self.unsubscribe_url is not None:
+            # RFC 8058 one-click unsubscribe, as the large mailbox providers require of bulk senders.
+            headers = {"List-Unsubscribe": f"<{self.unsubscribe_url(doc['user_id'], 'marketing')}>",
+                       "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
         return Message(notification_id=doc["_id"], user_id=doc["user_id"], address=address, content=content,
                        priority=doc["priority"], ttl_s=ttl, topic=doc.get("topic"), data=doc["data"],
-                       type=doc["type"], created_at=doc["created_at"].isoformat(), badge=badge)
+                       type=doc["type"], created_at=doc["created_at"].isoformat(), badge=badge, headers=headers)
 
     def _push_targets(self, user: dict) -> dict[str, dict]:
         """The user's push targets on the senders this hub has: id -> {kind, address}."""

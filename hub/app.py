@@ -7,6 +7,7 @@ import logging
 import tornado.web
 
 from handlers.auth import LoginHandler, LogoutHandler, RefreshHandler, RegisterHandler
+from handlers.broadcasts import BroadcastCancelHandler, BroadcastHandler, BroadcastsHandler
 from handlers.base import NotFoundHandler
 from handlers.cart import CartCouponHandler, CartHandler, CartItemHandler, CartPointsHandler
 from handlers.coupons import CouponHandler, CouponsHandler
@@ -22,7 +23,9 @@ from handlers.notifications import InboxHandler, NotificationsHandler, ReadAllHa
 from handlers.push import PushSubscriptionsHandler, VapidKeyHandler
 from handlers.stock_alerts import StockAlertHandler
 from handlers.templates import TemplateHandler, TemplatesHandler
+from handlers.topics import MyTopicHandler, TopicHandler, TopicsHandler, TopicSubscribersHandler
 from handlers.twilio import TwilioStatusHandler
+from handlers.unsubscribe import UnsubscribeHandler
 from handlers.users import MeHandler
 from handlers.web import WEB_ROUTES
 from handlers.ws import WebSocketHandler
@@ -75,6 +78,14 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/coupons", CouponsHandler),
     (rf"{API}/coupons/(?P<code>[^/]+)", CouponHandler),
     (rf"{API}/auth/logout", LogoutHandler),
+    (rf"{API}/topics", TopicsHandler),
+    (rf"{API}/topics/(?P<key>[^/]+)", TopicHandler),
+    (rf"{API}/topics/(?P<key>[^/]+)/subscribers", TopicSubscribersHandler),
+    (rf"{API}/users/me/topics/(?P<key>[^/]+)", MyTopicHandler),
+    (rf"{API}/broadcasts", BroadcastsHandler),
+    (rf"{API}/broadcasts/(?P<broadcast_id>[^/]+)", BroadcastHandler),
+    (rf"{API}/broadcasts/(?P<broadcast_id>[^/]+)/cancel", BroadcastCancelHandler),
+    (rf"{API}/unsubscribe", UnsubscribeHandler),
 ]
 
 

@@ -36,9 +36,12 @@ COMMIT_INTERVAL_S = 0.5
 
 class EventConsumer:
     def __init__(self, kafka, *, group: str, topics: list[str], handler: Handler, source: str,
-                 skip_own: bool = True, flush: Callable[[], Awaitable[None]] | None = None) -> None:
+                 skip_own: bool = True, flush: Callable[[], Awaitable[None]] | None = None,
+                 max_poll_records: int = 200) -> None:
         """`flush`, if given, completes what the handler started for a fetched batch (e.g.
-        writes it in one round trip); offsets are committed only after it succeeds."""
+        writes it in one round trip); offsets are committed only after it succeeds.
+        `max_poll_records` bounds a fetch: what one fetch brings must be handled well within
+        Kafka's max.poll.interval (300 s), or the group takes the partitions away."""
         self.kafka = kafka
         self.group = group
         self.topics = [kafka.topic(t) for t in topics]
@@ -46,6 +49,7 @@ class EventConsumer:
         self.source = source
         self.skip_own = skip_own
         self.flush = flush
+        self.max_poll_records = max_poll_records
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._handled: dict = {}  # partition → the offset to commit next
@@ -60,7 +64,7 @@ class EventConsumer:
             group_id=self.kafka.topic(self.group),
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # events published before the group first joined count too
-            max_poll_records=200,
+            max_poll_records=self.max_poll_records,
             **self.kafka.consumer_options,
         )
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group}")

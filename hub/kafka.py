@@ -19,8 +19,8 @@ from hub.event_signing import EventSigner
 
 log = logging.getLogger(__name__)
 
-# CONTRACT §3 topics, plus the dead-letter topic.
-TOPICS = ("orders", "payments", "points", "inventory", "notifications", "dlq")
+# CONTRACT §3 topics, the dead-letter topic, and the batches of broadcast recipients.
+TOPICS = ("orders", "payments", "points", "inventory", "notifications", "dlq", "broadcasts")
 _TOPIC_ALREADY_EXISTS = 36
 
 

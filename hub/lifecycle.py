@@ -6,20 +6,25 @@ embedded stand-ins; nothing above this module knows which.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from config.settings import Settings, SettingsError
 from domain.accounts import Accounts
+from domain.broadcasts import Broadcasts
 from domain.clock import utcnow
 from domain.cart import Carts
 from domain.catalog import Catalog
 from domain.checkout import Checkout
 from domain.coupons import Coupons
 from domain.errors import Conflict
+from domain.events import cloud_event
 from domain.ordering import Orders
 from domain.payments import Payments
 from domain.points import Points
+from domain.realtime_channels import ADMIN_ORDERS
 from domain.tokens import AccessTokens
+from domain.unsubscribe import UnsubscribeLinks
 from channels.apns import ApnsChannel
 from channels.email import EmailChannel
 from channels.fcm import FcmChannel
@@ -34,13 +39,14 @@ from hub.frequency_caps import FrequencyCaps
 from hub.kafka import Kafka
 from hub.mongo import connect_mongo, mongo_healthy
 from hub.demo import seed as seed_demo
-from hub.metrics import DELIVERIES, PUSH_TARGETS, TEMPLATE_FAILURES
+from hub.metrics import BROADCAST_RECIPIENTS, DELIVERIES, PUSH_TARGETS, TEMPLATE_FAILURES
 from hub.notify_dispatcher import Dispatcher
 from hub.outbox import OutboxRelay
 from hub.outgoing import OutgoingPolicy
 from hub.ratelimit import RateLimiter
 from hub.realtime import FanOut, Realtime
 from hub.redis_client import connect_redis, redis_healthy
+from hub.store.broadcasts import BroadcastStore
 from hub.store.devices import DeviceStore
 from hub.store.carts import CartStore
 from hub.store.coupons import CouponStore
@@ -53,6 +59,7 @@ from hub.store.products import ProductStore
 from hub.store.refresh_tokens import RefreshTokenStore
 from hub.store.stock_alerts import StockAlertStore
 from hub.store.templates import TemplateStore
+from hub.store.topics import TopicStore
 from hub.store.users import UserStore
 from hub.stripe_gateway import StripeGateway
 from hub.sweeper import Sweeper
@@ -76,6 +83,7 @@ class Hub:
         self.realtime: Realtime | None = None
         self.dispatcher: Dispatcher | None = None
         self.channels: dict = {}
+        self.broadcasts: Broadcasts | None = None
         self.demo_accounts: dict | None = None  # hub/demo.py's sign-ins, when HUB_DEMO seeded them
         self.outgoing = OutgoingPolicy.from_settings(settings)  # every provider client's HTTP calls
         self.accounts: Accounts | None = None
@@ -109,9 +117,12 @@ class Hub:
         self.devices = DeviceStore(self.db)
         self.coupon_store = CouponStore(self.db, self.relay.notify("coupons"))
         self.cart_store = CartStore(self.db, self.relay.notify("carts"))
+        self.topic_store = TopicStore(self.db)
+        self.broadcast_store = BroadcastStore(self.db)
         for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
                       self.points_store, self.notification_store, self.template_store, self.stock_alert_store,
-                      self.devices, self.coupon_store, self.cart_store, self.login_failures):
+                      self.devices, self.coupon_store, self.cart_store, self.login_failures, self.topic_store,
+                      self.broadcast_store):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
@@ -165,6 +176,16 @@ class Hub:
                            clock=utcnow, publish=lambda user_id, event: self.realtime.publish_events(
                                [(event, [f"user:{user_id}"])]))
         self.notifier.on_recorded = self.dispatcher.submit
+        self.unsubscribe_links = UnsubscribeLinks(settings.jwt_secret,
+                                                  settings.public_url or f"http://{settings.host}:{settings.port}")
+        self.notifier.unsubscribe_url = self.unsubscribe_links.url
+        self.broadcasts = Broadcasts(
+            self.broadcast_store, self.topic_store, self.users, self.notifier, self.notification_store,
+            publish=self._publish_batch, source=settings.event_source, batch_size=settings.broadcast_batch_size,
+            concurrency=settings.broadcast_concurrency, clock=utcnow,
+            on_processed=lambda outcome, n: BROADCAST_RECIPIENTS.labels(outcome).inc(n),
+            on_progress=self._broadcast_progress)
+        self.notifier.on_broadcast_moves = self.broadcasts.delivery_moved
         self.dispatcher.start()
 
         self.relay.start()
@@ -183,12 +204,16 @@ class Hub:
                           handler=self._notify, source=settings.event_source, skip_own=False),
             EventConsumer(self.kafka, group="hub-realtime", topics=["orders", "payments", "points", "inventory"],
                           handler=fan_out.add, flush=fan_out.flush, source=settings.event_source, skip_own=False),
+            # A batch is up to HUB_BROADCAST_BATCH_SIZE recipients: seconds of work each.
+            EventConsumer(self.kafka, group="hub-broadcasts", topics=["broadcasts"], handler=self.broadcasts.handle_batch,
+                          source=settings.event_source, skip_own=False, max_poll_records=1),
         ]
         for consumer in self.consumers:
             await consumer.start()
         self.sweeper = Sweeper([self.orders.sweep, self.points.sweep, self.points.expire, self.checkout.sweep,
                                 self.carts.remind, self.coupons.remind_expiring], settings.sweep_interval_s)
         self.sweeper.start()
+        self.broadcasts.start()
         self._announce_channels()
 
     async def _notify(self, event: dict) -> None:
@@ -196,6 +221,18 @@ class Hub:
         and wait while this process has plenty in hand (backpressure into Kafka)."""
         await self.notifier.record(event)
         await self.dispatcher.room()
+
+    async def _publish_batch(self, event: dict) -> None:
+        """A broadcast's page of recipients, on the `broadcasts` topic; keyed by page so
+        that the pages spread over the partitions, and so over the processes."""
+        value = json.dumps(event).encode()
+        await self.kafka.producer.send_and_wait(self.kafka.topic("broadcasts"), value, key=event["id"].encode(),
+                                                headers=self.kafka.signer.headers(value))
+
+    async def _broadcast_progress(self, broadcast: dict) -> None:
+        """Admins watching `admin:orders` see each broadcast's progress live (docs/realtime.md)."""
+        event = cloud_event("broadcast.progress", self.settings.event_source, broadcast)
+        await self.realtime.publish_events([(event, [ADMIN_ORDERS])])
 
     def _announce_channels(self) -> None:
         s = self.settings
@@ -221,6 +258,8 @@ class Hub:
         """Close everything that was opened, in reverse order; safe after a failed start."""
         if self.sweeper is not None:
             await self.sweeper.stop()
+        if self.broadcasts is not None:
+            await self.broadcasts.stop()
         for consumer in self.consumers:
             await consumer.stop()  # commits the offsets of what was handled
         if self.dispatcher is not None:

@@ -65,3 +65,8 @@ CONNECTIONS_REFUSED = Counter(
     "hub_connections_refused_total", "TCP connections closed at once: over HUB_MAX_CONNECTIONS or the per-address cap",
     ["reason"]
 )
+BROADCAST_RECIPIENTS = Counter(
+    "hub_broadcast_recipients_total", "Broadcast recipients handled by this process: processed (notified by "
+    "their rules), or skipped (the broadcast was cancelled first); rate() gives recipients per second",
+    ["outcome"],
+)

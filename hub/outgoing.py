@@ -205,7 +205,10 @@ class OutgoingPolicy:
             self.check_url(base_url, trusted=trusted)
         total = timeout_s or self.timeout_s
         transport = _PolicyTransport(self, trusted, total, http2=http2,
-                                     limits=httpx.Limits(max_connections=max_connections))
+                                     # httpx keeps only 20 idle connections by default: under load the rest
+                                     # were closed and opened again for every request.
+                                     limits=httpx.Limits(max_connections=max_connections,
+                                                         max_keepalive_connections=max_connections))
         return httpx.AsyncClient(
             transport=transport, base_url=base_url or "", follow_redirects=False, trust_env=False,
             timeout=httpx.Timeout(total, connect=min(self.connect_timeout_s, total)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 MAX_PAGE = 100
 
@@ -42,8 +42,22 @@ class NotificationStore:
                 await self.jobs.delete_one({"_id": doc["_id"]})
             return False
 
+    async def insert_many(self, docs: list[dict], *, due_at: datetime, pending: set[str]) -> set[str]:
+        """`insert` for a batch, in two bulk writes: the jobs of the `pending` ones (first,
+        as above), then the notifications. Returns the ids stored now (not duplicates)."""
+        created_jobs = await _insert_new(self.jobs, [{"_id": d["_id"], "due_at": due_at, "held": False}
+                                                     for d in docs if d["_id"] in pending])
+        stored = await _insert_new(self.col, docs)
+        stale = [nid for nid in created_jobs if nid not in stored]
+        if stale:
+            await self.jobs.delete_many({"_id": {"$in": stale}})
+        return stored
+
     async def get(self, notification_id: str) -> dict | None:
         return await self.col.find_one({"_id": notification_id})
+
+    async def many(self, notification_ids: list[str]) -> list[dict]:
+        return await self.col.find({"_id": {"$in": notification_ids}}, {"deliveries": 1}).to_list(None)
 
     async def owned(self, user_id: str, notification_id: str) -> dict | None:
         return await self.col.find_one({"_id": notification_id, "user_id": user_id})
@@ -118,3 +132,18 @@ class NotificationStore:
 
     async def held_count(self) -> int:
         return await self.jobs.count_documents({"held": True})
+
+
+async def _insert_new(collection, docs: list[dict]) -> set[str]:
+    """Inserts what is not stored yet (one bulk write); the ids inserted."""
+    if not docs:
+        return set()
+    try:
+        await collection.insert_many(docs, ordered=False)
+        return {d["_id"] for d in docs}
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        duplicates = {e["index"] for e in errors}
+        return {d["_id"] for i, d in enumerate(docs) if i not in duplicates}

@@ -64,3 +64,25 @@ class UserStore:
         result = await self.col.update_one({"_id": user_id},
                                            {"$pull": {"push_subscriptions": {"endpoint": {"$in": endpoints}}}})
         return result.modified_count
+
+    # Audiences (broadcasts, topics) ------------------------------------------------------
+    async def existing(self, user_ids: list[str]) -> set[str]:
+        """Which of these ids name a user (one query)."""
+        return {doc["_id"] async for doc in self.col.find({"_id": {"$in": user_ids}}, {"_id": 1})}
+
+    async def many(self, user_ids: list[str]) -> list[dict]:
+        """The users with these ids that exist, in one query."""
+        return await self.col.find({"_id": {"$in": user_ids}}).to_list(None)
+
+    async def page(self, after: str | None, limit: int) -> list[str]:
+        """Up to `limit` user ids in id order after `after`: every user, a page at a time."""
+        query = {} if after is None else {"_id": {"$gt": after}}
+        return [doc["_id"] async for doc in self.col.find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
+
+    async def count(self) -> int:
+        return await self.col.count_documents({})
+
+    async def set_channel_preference(self, user_id: str, channel: str, setting: dict) -> bool:
+        """Replaces one channel's preference, leaving the rest as they are."""
+        result = await self.col.update_one({"_id": user_id}, {"$set": {f"preferences.channels.{channel}": setting}})
+        return result.matched_count == 1

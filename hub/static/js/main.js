@@ -7,6 +7,7 @@ import { h } from './dom.js';
 import { realtime } from './live.js';
 import { adminCatalogPage, adminOrdersPage } from './pages/admin.js';
 import { registerPage, signInPage } from './pages/auth.js';
+import { adminBroadcastsPage } from './pages/broadcasts.js';
 import { catalogPage } from './pages/catalog.js';
 import { adminCouponsPage } from './pages/coupons.js';
 import { cartPage } from './pages/checkout.js';
@@ -28,6 +29,7 @@ const ROUTES = [
   [/^\/admin$/, adminCatalogPage],
   [/^\/admin\/orders$/, adminOrdersPage],
   [/^\/admin\/coupons$/, adminCouponsPage],
+  [/^\/admin\/broadcasts$/, adminBroadcastsPage],
 ];
 
 class Scope {
@@ -131,7 +133,7 @@ function renderNav() {
   if (user) {
     items.push(link('#/orders', 'My orders'), link('#/notifications', 'Inbox'), link('#/preferences', 'Preferences'));
     if (session.isAdmin) items.push(link('#/admin', 'Admin: catalog'), link('#/admin/orders', 'Order board'),
-      link('#/admin/coupons', 'Coupons'));
+      link('#/admin/coupons', 'Coupons'), link('#/admin/broadcasts', 'Broadcasts'));
     items.push(h('li', {}, h('button', { type: 'button', class: 'link', id: 'sign-out', onclick: signOut },
       'Sign out', h('span', { class: 'visually-hidden' }, ` ${user.email}`))));
   } else {
