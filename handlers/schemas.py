@@ -23,8 +23,12 @@ class Body(BaseModel):
 # The published patterns describe what the validators (domain/users.py) accept, so that a
 # value the document allows is never refused; the validators also forgive surrounding
 # spaces, case and phone separators, which the document does not mention.
-EMAIL_SCHEMA_PATTERN = (r"^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@"
-                        r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+# The e-mail pattern is domain/users.py's rule exactly: at most 64 characters before the @
+# (the lookahead), dot-atoms of its characters, then labels of at most 63 characters, the
+# last starting with a letter.
+_EMAIL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+EMAIL_SCHEMA_PATTERN = (rf"^(?![^@]{{65}}){_EMAIL_ATOM}(\.{_EMAIL_ATOM})*@"
+                        r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 Email = Annotated[str, Field(max_length=254, json_schema_extra={"pattern": EMAIL_SCHEMA_PATTERN}),
                   AfterValidator(normalize_email)]
 Password = Annotated[str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
