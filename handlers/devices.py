@@ -38,7 +38,7 @@ class DevicesHandler(BaseHandler):
     openapi = {
         "post": {"summary": "Register this phone's APNs or FCM token (the same token again: 200, same id; "
                             f"past {MAX_DEVICES_PER_USER} devices the oldest is dropped)",
-                 "body": DeviceBody, "status": 201, "auth": "user"},
+                 "body": DeviceBody, "status": (201, 200), "auth": "user"},
         "get": {"summary": "The caller's devices", "auth": "user"},
     }
 
