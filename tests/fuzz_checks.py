@@ -23,6 +23,12 @@ STATE_DEPENDENT: dict[str, dict[str, set[str] | None]] = {
     # Web Push endpoints must be on an allowed host (HUB_PUSH_ALLOWED_HOSTS), a setting: only
     # a refusal of the endpoint itself is allowed.
     "POST /api/v1/users/me/push-subscriptions": {"validation_failed": {"endpoint"}, "endpoint_not_allowed": None},
+    # The product must exist, and a cart holds at most HUB_CART_MAX_ITEMS products (a setting
+    # and the cart's contents).
+    "PUT /api/v1/users/me/cart/items/{product_id}": {"unknown_product": None, "cart_full": None},
+    # Whether a coupon exists, is live and applies to the cart depends on the stored coupons
+    # and the cart's contents.
+    "PUT /api/v1/users/me/cart/coupon": {"coupon_invalid": None},
 }
 # Refusals that say nothing about the data's shape.
 ACCEPTABLE = {401, 403, 404, 409, 423, 429}
