@@ -75,6 +75,8 @@ def build_openapi(routes: list[tuple[str, type]], settings=None) -> dict:
             paths.setdefault(path, {})[method] = operation
     if settings is not None and "OrderLine" in schemas:
         schemas["OrderLine"]["properties"]["quantity"]["maximum"] = settings.max_line_quantity
+    if settings is not None and "CloudEventBody" in schemas:  # only the hub speaks as the hub
+        schemas["CloudEventBody"]["properties"]["source"]["not"] = {"const": settings.event_source}
     return {
         "openapi": "3.1.0",
         "info": {"title": "The hub", "version": "1", "description": "Realtime commerce and notification hub."},

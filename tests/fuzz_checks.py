@@ -11,8 +11,11 @@ from __future__ import annotations
 import schemathesis
 
 STATE_DEPENDENT: dict[str, dict[str, set[str] | None]] = {
-    # The lines name products by id: an id the fuzzer makes up names none.
-    "POST /api/v1/orders": {"unknown_product": None},
+    # The lines name products by id: an id the fuzzer makes up names none. An order from the
+    # cart needs items in the cart; a coupon must exist, be live and apply to the lines.
+    "POST /api/v1/orders": {"unknown_product": None, "cart_empty": None, "coupon_invalid": None},
+    # ends_at must be after starts_at: JSON Schema cannot compare two fields.
+    "POST /api/v1/coupons": {"validation_failed": {"ends_at"}},
     # Whether a template compiles and renders, and which parts a channel needs (the channel
     # is in the path), is checked by rendering it.
     "PUT /api/v1/templates/{notification_type}/{channel}": {"invalid_template": None, "unknown_channel": None},
