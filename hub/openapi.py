@@ -73,8 +73,9 @@ def build_openapi(routes: list[tuple[str, type]], settings=None) -> dict:
                 operation["requestBody"] = {"required": True, "content": {"application/json": {
                     "schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}}
             paths.setdefault(path, {})[method] = operation
-    if settings is not None and "OrderLine" in schemas:
-        schemas["OrderLine"]["properties"]["quantity"]["maximum"] = settings.max_line_quantity
+    for line in ("OrderLine", "ItemBody"):  # an order's lines and the cart's
+        if settings is not None and line in schemas:
+            schemas[line]["properties"]["quantity"]["maximum"] = settings.max_line_quantity
     if settings is not None and "CloudEventBody" in schemas:  # only the hub speaks as the hub
         schemas["CloudEventBody"]["properties"]["source"]["not"] = {"const": settings.event_source}
     return {
