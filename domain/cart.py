@@ -24,6 +24,7 @@ from domain.money import to_decimal_string
 log = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("0c9d6f57-2b1e-4f0a-8d53-6a1f7f2c9e41")
+_EMPTY = {"items": [], "coupon_code": None, "points": 0}
 
 
 class Carts:
@@ -45,8 +46,7 @@ class Carts:
 
     # Reading ---------------------------------------------------------------------------
     async def _load(self, user_id: str) -> dict:
-        return await self.store.get(user_id) or {"_id": user_id, "items": [], "coupon_code": None, "points": 0,
-                                                  "version": 0, "updated_at": None}
+        return await self.store.get(user_id) or {"_id": user_id, **_EMPTY, "version": 0, "updated_at": None}
 
     async def _lines(self, cart: dict) -> tuple[list[dict], list[dict]]:
         """The cart's items as shown, and as priced (product_id, line_total_minor), at live prices."""
@@ -94,6 +94,8 @@ class Carts:
         for _ in range(20):
             cart = await self._load(user_id)
             fields = mutate(cart)
+            if not cart["version"]:  # the first change writes the whole cart, not just what it changes
+                fields = {**_EMPTY, **fields}
             now = self.clock()
             items = fields.get("items", cart["items"])
             fields.update(updated_at=now, remind_at=now + self.remind_after if items else None)

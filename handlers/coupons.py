@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, StrictBool, StrictInt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from domain.coupons import MAX_PER_USER, MAX_PRODUCTS, MAX_REDEMPTIONS, public_coupon
 from handlers.base import ApiError, BaseHandler
@@ -14,7 +14,20 @@ from handlers.schemas import Body, Price
 ProductId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+# domain/coupons.py's rule for the value, by kind: a percentage more than 0 and at most 100,
+# an amount more than 0 (both also prices: at most two decimals).
+_PERCENT = {"anyOf": [
+    {"type": "string", "pattern": r"^(0*[1-9][0-9]?(\.[0-9]{1,2})?|0+\.(0[1-9]|[1-9][0-9]?)|0*100(\.00?)?)$"},
+    {"type": "number", "exclusiveMinimum": 0, "maximum": 100}]}
+_AMOUNT = {"anyOf": [{"type": "string", "pattern": r"^(0*[1-9][0-9]*(\.[0-9]{1,2})?|0+\.(0[1-9]|[1-9][0-9]?))$"},
+                     {"type": "number", "exclusiveMinimum": 0}]}
+
+
 class CouponCreateBody(Body):
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False, "oneOf": [
+        {"properties": {"kind": {"const": "percent"}, "value": _PERCENT}},
+        {"properties": {"kind": {"const": "amount"}, "value": _AMOUNT}}]})
+
     code: CouponCode
     kind: Literal["percent", "amount"]
     value: Price  # a percentage (up to 100, two decimals) for percent; an amount for amount

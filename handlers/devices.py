@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from domain.clock import utcnow
 from domain.devices import MAX_DEVICES_PER_USER, normalize_token
@@ -14,6 +14,12 @@ from handlers.schemas import Body, Locale
 
 
 class DeviceBody(Body):
+    # The token's form depends on the platform (domain/devices.py; an APNs token's case and
+    # spaces are forgiven, which the document does not mention).
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False, "oneOf": [
+        {"properties": {"platform": {"const": "apns"}, "token": {"pattern": r"^[0-9A-Fa-f]{64,200}$"}}},
+        {"properties": {"platform": {"const": "fcm"}, "token": {"pattern": r"^[A-Za-z0-9_:.-]{16,1024}$"}}}]})
+
     platform: Literal["apns", "fcm"]
     token: Annotated[str, Field(min_length=16, max_length=1024)]
     environment: Literal["production", "sandbox"] = "production"
@@ -38,7 +44,7 @@ class DevicesHandler(BaseHandler):
     openapi = {
         "post": {"summary": "Register this phone's APNs or FCM token (the same token again: 200, same id; "
                             f"past {MAX_DEVICES_PER_USER} devices the oldest is dropped)",
-                 "body": DeviceBody, "status": 201, "auth": "user"},
+                 "body": DeviceBody, "status": (201, 200), "auth": "user"},
         "get": {"summary": "The caller's devices", "auth": "user"},
     }
 

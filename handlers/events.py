@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field
 
 from domain.events import TOPIC_OF_PREFIX, InvalidEvent, check_cloud_event, topic_for
 from handlers.base import ApiError, BaseHandler
-from handlers.schemas import Body, JsonObject
+from handlers.schemas import Body, EventData
 
 Attribute = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -28,7 +28,7 @@ class CloudEventBody(Body):
     subject: Attribute = None  # type: ignore[assignment]  # may be left out, never null
     time: Attribute = None  # type: ignore[assignment]
     datacontenttype: Literal["application/json"] = None  # type: ignore[assignment]
-    data: JsonObject
+    data: EventData
 
 
 class EventsHandler(BaseHandler):

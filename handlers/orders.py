@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from domain.orders import MAX_LINES, MAX_QUANTITY, STATUSES, public_order
 from handlers.base import ApiError, BaseHandler
@@ -33,6 +33,11 @@ class ShippingAddress(Body):
 
 
 class OrderBody(Body):
+    # Exactly one of items and from_cart: true (the handler checks it; the document says it).
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False, "oneOf": [
+        {"required": ["items"], "properties": {"items": {"type": "array"}, "from_cart": {"const": False}}},
+        {"required": ["from_cart"], "properties": {"items": {"type": "null"}, "from_cart": {"const": True}}}]})
+
     items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)] | None = None
     # A typed address (only its known fields are kept) or one free-text line.
     shipping_address: ShippingAddress | Annotated[str, Field(min_length=1, max_length=1000)] | None = None

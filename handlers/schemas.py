@@ -8,6 +8,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from domain.events import MAX_DATA_INTEGER
 from domain.money import PRICE_PATTERN, PRICE_SCHEMA, to_minor
 
 from domain.users import PASSWORD_MAX, PASSWORD_MIN, check_locale, check_timezone, normalize_email, normalize_phone
@@ -23,8 +24,12 @@ class Body(BaseModel):
 # The published patterns describe what the validators (domain/users.py) accept, so that a
 # value the document allows is never refused; the validators also forgive surrounding
 # spaces, case and phone separators, which the document does not mention.
-EMAIL_SCHEMA_PATTERN = (r"^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@"
-                        r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+# The e-mail pattern is domain/users.py's rule exactly: at most 64 characters before the @
+# (the lookahead), dot-atoms of its characters, then labels of at most 63 characters, the
+# last starting with a letter.
+_EMAIL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+EMAIL_SCHEMA_PATTERN = (rf"^(?![^@]{{65}}){_EMAIL_ATOM}(\.{_EMAIL_ATOM})*@"
+                        r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 Email = Annotated[str, Field(max_length=254, json_schema_extra={"pattern": EMAIL_SCHEMA_PATTERN}),
                   AfterValidator(normalize_email)]
 Password = Annotated[str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
@@ -38,13 +43,22 @@ Locale = Annotated[str, Field(max_length=35, json_schema_extra={"pattern": r"^[a
 Price = Annotated[int, BeforeValidator(to_minor), WithJsonSchema(PRICE_SCHEMA)]
 # Free-form JSON a client attaches (notification data, event data). The decoder already
 # bounds it (handlers/bounded_json.py); the document shows those bounds for two levels.
-_SCALAR = [{"type": "string"}, {"type": "boolean"}, {"type": "null"},
-           {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
-           {"type": "number", "minimum": -1e300, "maximum": 1e300}]
-JSON_OBJECT_SCHEMA = {"type": "object", "additionalProperties": {"anyOf": _SCALAR + [
-    {"type": "array", "items": {"anyOf": _SCALAR}},
-    {"type": "object", "additionalProperties": {"anyOf": _SCALAR}}]}}
+_TEXT = [{"type": "string"}, {"type": "boolean"}, {"type": "null"}]
+_SCALAR = _TEXT + [{"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+                   {"type": "number", "minimum": -1e300, "maximum": 1e300}]
+
+
+def _json_object_schema(scalar: list[dict]) -> dict:
+    return {"type": "object", "additionalProperties": {"anyOf": scalar + [
+        {"type": "array", "items": {"anyOf": scalar}},
+        {"type": "object", "additionalProperties": {"anyOf": scalar}}]}}
+
+
+JSON_OBJECT_SCHEMA = _json_object_schema(_SCALAR)
 JsonObject = Annotated[dict, WithJsonSchema(JSON_OBJECT_SCHEMA)]
+# An event's data is bounded further (domain/events.py): any number within ±2**53.
+EventData = Annotated[dict, WithJsonSchema(_json_object_schema(
+    _TEXT + [{"type": "number", "minimum": -MAX_DATA_INTEGER, "maximum": MAX_DATA_INTEGER}]))]
 # In a query string every value is text: only the decimal string form.
 QueryPrice = Annotated[int, BeforeValidator(to_minor), WithJsonSchema(
     {"type": "string", "pattern": PRICE_PATTERN, "maxLength": 12, "description": PRICE_SCHEMA["description"]})]

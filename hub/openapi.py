@@ -39,6 +39,10 @@ def _query_parameters(model: type[BaseModel]) -> list[dict]:
     return parameters
 
 
+def _statuses(status: int | tuple[int, ...]) -> tuple[int, ...]:
+    return status if isinstance(status, tuple) else (status,)
+
+
 def build_openapi(routes: list[tuple[str, type]], settings=None) -> dict:
     """The document; `settings` put the configured limits (HUB_MAX_LINE_QUANTITY) in it."""
     paths: dict[str, dict] = {}
@@ -55,8 +59,9 @@ def build_openapi(routes: list[tuple[str, type]], settings=None) -> dict:
                                 "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_PARAMETER}}
                                for p in params]
                 + (_query_parameters(spec["query"]) if "query" in spec else []),
+                # "status": one success status, or a tuple when it tells something (201 created, 200 already there).
                 "responses": {
-                    str(spec.get("status", 200)): {"description": "Success"},
+                    **{str(status): {"description": "Success"} for status in _statuses(spec.get("status", 200))},
                     "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 },
             }
@@ -68,8 +73,11 @@ def build_openapi(routes: list[tuple[str, type]], settings=None) -> dict:
                 operation["requestBody"] = {"required": True, "content": {"application/json": {
                     "schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}}
             paths.setdefault(path, {})[method] = operation
-    if settings is not None and "OrderLine" in schemas:
-        schemas["OrderLine"]["properties"]["quantity"]["maximum"] = settings.max_line_quantity
+    for line in ("OrderLine", "ItemBody"):  # an order's lines and the cart's
+        if settings is not None and line in schemas:
+            schemas[line]["properties"]["quantity"]["maximum"] = settings.max_line_quantity
+    if settings is not None and "CloudEventBody" in schemas:  # only the hub speaks as the hub
+        schemas["CloudEventBody"]["properties"]["source"]["not"] = {"const": settings.event_source}
     return {
         "openapi": "3.1.0",
         "info": {"title": "The hub", "version": "1", "description": "Realtime commerce and notification hub."},

@@ -11,8 +11,11 @@ from __future__ import annotations
 import schemathesis
 
 STATE_DEPENDENT: dict[str, dict[str, set[str] | None]] = {
-    # The lines name products by id: an id the fuzzer makes up names none.
-    "POST /api/v1/orders": {"unknown_product": None},
+    # The lines name products by id: an id the fuzzer makes up names none. An order from the
+    # cart needs items in the cart; a coupon must exist, be live and apply to the lines.
+    "POST /api/v1/orders": {"unknown_product": None, "cart_empty": None, "coupon_invalid": None},
+    # ends_at must be after starts_at: JSON Schema cannot compare two fields.
+    "POST /api/v1/coupons": {"validation_failed": {"ends_at"}},
     # Whether a template compiles and renders, and which parts a channel needs (the channel
     # is in the path), is checked by rendering it.
     "PUT /api/v1/templates/{notification_type}/{channel}": {"invalid_template": None, "unknown_channel": None},
@@ -23,6 +26,12 @@ STATE_DEPENDENT: dict[str, dict[str, set[str] | None]] = {
     # Web Push endpoints must be on an allowed host (HUB_PUSH_ALLOWED_HOSTS), a setting: only
     # a refusal of the endpoint itself is allowed.
     "POST /api/v1/users/me/push-subscriptions": {"validation_failed": {"endpoint"}, "endpoint_not_allowed": None},
+    # The product must exist, and a cart holds at most HUB_CART_MAX_ITEMS products (a setting
+    # and the cart's contents).
+    "PUT /api/v1/users/me/cart/items/{product_id}": {"unknown_product": None, "cart_full": None},
+    # Whether a coupon exists, is live and applies to the cart depends on the stored coupons
+    # and the cart's contents.
+    "PUT /api/v1/users/me/cart/coupon": {"coupon_invalid": None},
 }
 # Refusals that say nothing about the data's shape.
 ACCEPTABLE = {401, 403, 404, 409, 423, 429}

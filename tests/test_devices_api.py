@@ -126,6 +126,8 @@ async def test_the_devices_api_is_in_openapi(api):
     r = await api.call("GET", "/api/v1/openapi.json")
     paths = r.data["paths"]
     assert set(paths["/api/v1/users/me/devices"]) == {"get", "post"}
+    # 201 for a new device, 200 for the same token again: both are documented.
+    assert {"200", "201"} <= set(paths["/api/v1/users/me/devices"]["post"]["responses"])
     assert set(paths["/api/v1/users/me/devices/{device_id}"]) == {"delete"}
     schema = r.data["components"]["schemas"]["DeviceBody"]
     assert set(schema["properties"]) >= {"platform", "token", "environment", "locale", "app_version"}
