@@ -11,6 +11,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo.errors import PyMongoError
 
 from config.settings import Settings
+from hub import embedded_indexes
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def connect_mongo(settings: Settings):
 
     log.warning("MONGODB_URI is unset: using the embedded in-memory document store; data is lost on exit")
     _index_id_lookups()
+    embedded_indexes.install()
     return AsyncMongoMockClient(tz_aware=True)
 
 
