@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict], Awaitable[None]]
 COMMIT_INTERVAL_S = 0.5
+IDLE_AFTER_S = 2.0  # then fetch with the longer idle wait (hub/kafka.py), until a message comes
 
 
 class EventConsumer:
@@ -50,6 +51,7 @@ class EventConsumer:
         self._stopping = False
         self._handled: dict = {}  # partition → the offset to commit next
         self._committed_at = 0.0
+        self._last_message_at = 0.0
 
     async def start(self) -> None:
         """Joins the group in the background: the hub serves requests meanwhile, and events
@@ -92,6 +94,7 @@ class EventConsumer:
                 log.exception("consumer fetch failed; retrying", extra={"group": self.group})
                 await asyncio.sleep(1)
                 continue
+            self._pace(bool(batches))
             for tp, messages in batches.items():
                 try:
                     await self._handle_partition(tp, messages)
@@ -100,6 +103,16 @@ class EventConsumer:
                     await asyncio.sleep(1)
             await self._commit(force=False)
         await self._commit(force=True)
+
+    def _pace(self, got: bool) -> None:
+        """The broker's wait for the next fetch: short while messages come, long once idle.
+        aiokafka reads it from its fetcher for every request and has no public setter."""
+        now = asyncio.get_running_loop().time()
+        if got:
+            self._last_message_at = now
+        idle = now - self._last_message_at >= IDLE_AFTER_S
+        self.consumer._fetcher._fetch_max_wait_ms = (self.kafka.idle_fetch_max_wait_ms if idle
+                                                     else self.kafka.consumer_options["fetch_max_wait_ms"])
 
     async def _commit(self, *, force: bool) -> None:
         now = asyncio.get_running_loop().time()
