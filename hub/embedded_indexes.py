@@ -1,5 +1,7 @@
 """Indexes for the embedded document store (mongomock), which otherwise scans every document
-for every query: ~10 ms per find or count at a few thousand documents.
+for every query (~10 ms per find or count at a few thousand documents), checks each with a
+generic filter interpreter, sorts through BSON-comparison wrappers and copies every match
+before applying the limit.
 
 For each field named in a collection's declared indexes (`create_index`), the store keeps a
 hash map value → ids once a query first filters on that field, and updates it on every
@@ -10,12 +12,19 @@ make a query cheaper, never change its answer. Other queries scan as before.
 
 Keys are strings, numbers, booleans and ObjectIds (what the hub stores ids, slugs and
 statuses as); values of other types are simply not indexed and their queries scan.
+
+Besides: a filter made only of top-level equalities, literal substrings and numeric ranges
+is checked by a plain Python predicate (a document whose value has another type goes to
+mongomock's own check); a sort on top-level fields whose values are all of one plain type
+uses Python's sort; and a cursor with a limit copies only the documents it returns.
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
 import re
+from datetime import datetime
 
 from bson import ObjectId
 
@@ -66,6 +75,78 @@ def _wanted(condition) -> tuple[str, list] | None:
         text = re.sub(r"\\(.)", r"\1", pattern)
         if len(text) >= 3:
             return "substring", [text]
+    return None
+
+
+_RANGES = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+_MISSING = object()
+
+
+def _predicate(query, filter_applies):
+    """A quick check equivalent to mongomock's for simple filters; None for any other filter."""
+    if not isinstance(query, dict) or not query:
+        return None
+    checks = []
+    for field, condition in query.items():
+        if field.startswith("$") or "." in field:
+            return None
+        if type(condition) in (str, int, bool):
+            checks.append((field, "eq", condition))
+            continue
+        if not isinstance(condition, dict) or len(condition) != 1:
+            return None
+        (op, arg), = condition.items()
+        wanted = _wanted(condition)
+        if wanted is not None and wanted[0] == "substring":
+            checks.append((field, "in", wanted[1][0]))
+        elif op in _RANGES and type(arg) in (int, float):
+            checks.append((field, op, arg))
+        else:
+            return None
+
+    def applies(document: dict) -> bool:
+        for field, op, arg in checks:
+            value = document.get(field, _MISSING)
+            if op == "eq":
+                if type(value) is not type(arg):
+                    return filter_applies(query, document)  # types MongoDB may compare its own way
+                if value != arg:
+                    return False
+            elif op == "in":
+                if type(value) is not str:
+                    return filter_applies(query, document)
+                if arg not in value:
+                    return False
+            else:
+                if type(value) not in (int, float) or value != value:
+                    return filter_applies(query, document)
+                if not _RANGES[op](value, arg):
+                    return False
+        return True
+    return applies
+
+
+def _plain_sort(documents: list, sort) -> list | None:
+    """`documents` sorted as mongomock would, when every sort value is of one plain type."""
+    sort = list(sort.items() if isinstance(sort, dict) else sort)
+    for field, _direction in sort:
+        if field.startswith("$") or "." in field:
+            return None
+        kinds = {_kind(document.get(field, _MISSING)) for document in documents}
+        if len(kinds) > 1 or None in kinds:
+            return None
+    for field, direction in reversed(sort):  # stable, key by key, like mongomock
+        documents = sorted(documents, key=operator.itemgetter(field), reverse=direction < 0)
+    return documents
+
+
+def _kind(value):
+    if type(value) in (int, float):
+        return "number" if value == value else None
+    if type(value) is str:
+        return "str"
+    if type(value) is datetime:
+        return "aware" if value.tzinfo is not None else "naive"
     return None
 
 
@@ -159,13 +240,14 @@ def _indexes(store) -> StoreIndexes:
 def install() -> None:
     """Patches mongomock (once per process) to keep and use the maps."""
     from mongomock import helpers
-    from mongomock.collection import Collection
-    from mongomock.filtering import filter_applies
+    from mongomock.collection import Collection, Cursor
+    from mongomock.filtering import filter_applies, resolve_sort_key
     from mongomock.store import CollectionStore
 
     if getattr(Collection._iter_documents, "hub_indexes", False):
         return
     scan = Collection._iter_documents
+    get_dataset, find_one, compute_results = Collection._get_dataset, Collection.find_one, Cursor._compute_results
     set_item, del_item, drop = CollectionStore.__setitem__, CollectionStore.__delitem__, CollectionStore.drop
     update = Collection._update
 
@@ -189,11 +271,13 @@ def install() -> None:
     def iter_documents(self, filter):
         store = self._store
         indexes = _indexes(store)
-        found = None
-        if not (isinstance(filter, dict) and type(filter.get("_id")) in _KEYS):  # by _id: the id map is quicker
+        if isinstance(filter, dict) and type(filter.get("_id")) in _KEYS:  # by _id: the id map is quicker
+            documents = scan(self, filter)
+        else:
             store._remove_expired_documents()
             found = indexes.candidates(filter)
-        documents = scan(self, filter) if found is None else (d for d in found if filter_applies(filter, d))
+            applies = _predicate(filter, filter_applies) or (lambda document: filter_applies(filter, document))
+            documents = (d for d in (list(store._documents.values()) if found is None else found) if applies(d))
         if indexes.updating is not None:  # the update changes these in place: refile them after
             documents = _recording(documents, indexes.updating)
         return documents
@@ -214,10 +298,49 @@ def install() -> None:
                 if stored.get(doc_id) is document:  # not replaced by a rollback (already refiled then)
                     indexes.stored(doc_id, document, new=False)
 
+    def dataset(self, spec, sort, fields, as_class):
+        if sort:
+            documents = list(self._iter_documents(spec))
+            ordered = _plain_sort(documents, sort)
+            if ordered is None:  # mongomock's own sort, on the documents already found
+                for key, direction in reversed(list(sort.items() if isinstance(sort, dict) else sort)):
+                    if key == "$natural":
+                        documents = documents[::-1] if direction < 0 else documents
+                        continue
+                    if key.startswith("$"):
+                        raise NotImplementedError(f"Sorting by {key} is not implemented in mongomock yet")
+                    documents = sorted(documents, key=lambda x, k=key: resolve_sort_key(k, x), reverse=direction < 0)
+                ordered = documents
+            return (self._copy_only_fields(document, fields, as_class) for document in ordered)
+        return get_dataset(self, spec, sort, fields, as_class)
+
+    def first(self, filter=None, *args, **kwargs):
+        """pymongo's find_one limits its cursor to one document; mongomock's copied them all."""
+        if filter is not None and not isinstance(filter, dict):
+            filter = {"_id": filter}
+        cursor = self.find(filter, *args, **kwargs).limit(1)
+        return next(cursor, None)
+
+    def page(self, with_limit_and_skip=False):
+        """A cursor with a positive limit copies only the documents it returns."""
+        if not with_limit_and_skip or not self._limit or self._limit < 0 or self._results:
+            return compute_results(self, with_limit_and_skip)
+        key = (self._factory, self._skip, self._limit)
+        cached = self.__dict__.get("hub_page")
+        if cached is None or cached[0] != key:
+            documents = list(itertools.islice(self._factory(), self._skip, self._skip + self._limit))
+            if self.collection.codec_options.tz_aware:
+                documents = [helpers.make_datetime_timezone_aware_in_document(d) for d in documents]
+            cached = self.__dict__["hub_page"] = (key, documents)
+        return cached[1]
+
     iter_documents.hub_indexes = True
     iter_documents.indexed_by_id = getattr(scan, "indexed_by_id", False)  # hub/mongo.py's id lookups, kept
     Collection._iter_documents = iter_documents
     Collection._update = update_refiling
+    Collection._get_dataset = dataset
+    Collection.find_one = first
+    Cursor._compute_results = page
     CollectionStore.__setitem__ = setitem
     CollectionStore.__delitem__ = delitem
     CollectionStore.drop = drop_all

@@ -1,6 +1,6 @@
-"""The embedded store's indexes (hub/embedded_indexes.py) never change an answer: the same
-random writes go to a collection with declared indexes and to one without, and every query
-answers the same in both, in the same order."""
+"""The embedded store's indexes and quick paths (hub/embedded_indexes.py) never change an
+answer: the same random writes go to a collection with declared indexes and to one without,
+and every query, sort and page answers in both as mongomock's own filter and sort would."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 
 import mongomock
 import pytest
+from mongomock.filtering import filter_applies, resolve_sort_key
 from pymongo.errors import DuplicateKeyError
 
 from hub import embedded_indexes
@@ -36,7 +37,8 @@ def random_doc(rng: random.Random, i: int) -> dict:
     doc = {"_id": f"d{i}", "slug": f"s{i}", "user_id": rng.choice(["u1", "u2", "u3", 7]),
            "created_at": i, "n": rng.choice([1, 1.0, 2, True, "1", None]),
            "text": " ".join(rng.sample(WORDS, 3)).lower(),
-           "holds": [{"id": f"h{rng.randint(0, 5)}", "qty": 1} for _ in range(rng.randint(0, 2))]}
+           "holds": [{"id": f"h{rng.randint(0, 5)}", "qty": 1} for _ in range(rng.randint(0, 2))],
+           "deleted": rng.choice([False, False, True, 0])}
     if rng.random() < 0.2:
         del doc["user_id"]
     return doc
@@ -56,7 +58,20 @@ def random_query(rng: random.Random) -> dict:
         {"text": {"$regex": re.escape(rng.choice(["ug", "mug lamp", "a.b", "cup+", "zzz"]))}},
         {"text": {"$regex": "mu.", "$options": "i"}},
         {"user_id": {"$in": []}},
+        {"n": {"$lt": 2}, "text": {"$regex": "mug"}},
+        {"created_at": {"$gte": rng.randint(0, 100)}, "user_id": rng.choice(["u1", 7])},
+        {"deleted": False},
+        {},
     ])
+
+
+def expected(col, query: dict, sort=None, skip=0, limit=0) -> list:
+    """What mongomock itself answers: its filter over every document, its sort keys."""
+    documents = [d for d in col._store._documents.values() if filter_applies(query, d)]
+    for key, direction in reversed(sort or []):
+        documents = sorted(documents, key=lambda d, k=key: resolve_sort_key(k, d), reverse=direction < 0)
+    documents = documents[skip:]
+    return documents[:limit] if limit else documents
 
 
 def random_write(rng: random.Random, col, i: int) -> None:
@@ -99,8 +114,14 @@ def test_indexed_queries_answer_like_a_scan(seed):
                 except DuplicateKeyError:
                     pass
         query = random_query(rng)
-        assert list(indexed.find(query)) == list(plain.find(query)), query
-        assert indexed.count_documents(query) == plain.count_documents(query), query
+        assert list(indexed.find(query)) == list(plain.find(query)) == expected(plain, query), query
+        assert indexed.count_documents(query) == plain.count_documents(query) == len(expected(plain, query)), query
+        sort = rng.choice([[("created_at", -1)], [("text", 1), ("_id", 1)], [("n", 1), ("_id", -1)],
+                           [("user_id", -1), ("created_at", 1)]])
+        skip, limit = rng.choice([0, 0, 3]), rng.choice([0, 1, 5])
+        want = expected(indexed, query, sort, skip, limit)
+        assert list(indexed.find(query).sort(sort).skip(skip).limit(limit)) == want, (query, sort)
+        assert indexed.find_one(query, sort=sort) == (expected(indexed, query, sort) or [None])[0], (query, sort)
     assert list(indexed.find()) == list(plain.find())
 
 
