@@ -92,12 +92,12 @@ class Clients:
 class HubTarget:
     name = "hub"
 
-    def __init__(self, bootstrap: str, redis_url: str | None) -> None:
+    def __init__(self, bootstrap: str, redis_url: str | None, fetch_wait_ms: int) -> None:
         self.prefix = f"wsbench{uuid.uuid4().hex[:6]}."
         self.port = free_port()
         redis = {"REDIS_URL": redis_url, "HUB_REDIS_PREFIX": self.prefix} if redis_url else {}
         self.proc = start_hub(self.port, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC_PREFIX=self.prefix,
-                              HUB_KAFKA_FETCH_MAX_WAIT_MS="20",
+                              HUB_KAFKA_FETCH_MAX_WAIT_MS=str(fetch_wait_ms),
                               JWT_SECRET=JWT_SECRET, HUB_WS_MAX_CONNECTIONS_PER_IP="1000000", **redis)
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.bootstrap = bootstrap
@@ -249,7 +249,7 @@ async def main(args) -> None:
     print(f"redis: {redis_url or 'embedded stand-in'}; clients {args.clients}; products {args.products}; "
           f"user share {args.user_share:.0%}")
     try:
-        hub = await run(HubTarget(bootstrap, redis_url), args) if args.only != "baseline" else {}
+        hub = await run(HubTarget(bootstrap, redis_url, args.fetch_wait_ms), args) if args.only != "baseline" else {}
         base = await run(BaselineTarget(), args) if args.only != "hub" else {}
     finally:
         await broker.stop()
@@ -265,4 +265,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--only", choices=["hub", "baseline"])
     parser.add_argument("--user-share", type=float, default=0.02)
+    parser.add_argument("--fetch-wait-ms", type=int, default=20,
+                        help="the hub's HUB_KAFKA_FETCH_MAX_WAIT_MS (the bundled broker's default)")
     asyncio.run(main(parser.parse_args()))
