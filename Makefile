@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench clean chromium
+.PHONY: run test bench clean chromium promtool
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 run: $(VENV)/.installed-run
 	$(PY) run.py
 
-test: $(VENV)/.installed-dev chromium
+test: $(VENV)/.installed-dev chromium promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # tests/test_web_browser.py drives the distribution's Chromium. Installed here when it is
@@ -36,6 +36,19 @@ ifeq ($(CHROMIUM_FOUND),)
 	    || echo "make: could not install chromium: the browser tests will be skipped"; \
 	else \
 	  echo "make: no chromium here and no apt-get as root to install it: the browser tests will be skipped"; \
+	fi
+endif
+
+# tests/test_alerting.py runs promtool (Debian's prometheus package) on deploy/prometheus.
+# Installed the same way; without it those tests are skipped and say why.
+promtool:
+ifeq ($(shell command -v promtool),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: installing prometheus (apt-get) for promtool"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1 \
+	    || echo "make: could not install prometheus: the promtool tests will be skipped"; \
+	else \
+	  echo "make: no promtool here and no apt-get as root to install it: the promtool tests will be skipped"; \
 	fi
 endif
 

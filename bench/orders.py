@@ -22,7 +22,8 @@ ADMIN = ("bench-admin@example.com", "bench-admin-password")
 
 async def main(args) -> None:
     port = free_port()
-    proc = start_hub(port, HUB_ADMIN_EMAIL=ADMIN[0], HUB_ADMIN_PASSWORD=ADMIN[1], HUB_AUTH_RATE_PER_IP="1000000")
+    proc = start_hub(port, HUB_ADMIN_EMAIL=ADMIN[0], HUB_ADMIN_PASSWORD=ADMIN[1], HUB_AUTH_RATE_PER_IP="1000000",
+                      HUB_ORDER_RATE_PER_USER="1000000", HUB_MAX_UNPAID_ORDERS="1000000")
     client = Client(f"http://127.0.0.1:{port}", args.concurrency)
     try:
         _, session = await client.call("POST", "/api/v1/auth/login", {"email": ADMIN[0], "password": ADMIN[1]})

@@ -1,8 +1,10 @@
 """Email over SMTP (aiosmtplib), with a small pool of open connections.
 
 SMTP_URL is `smtp://[user:pass@]host:port` (plain, upgraded with STARTTLS when the
-server offers it) or `smtps://...` (TLS from the first byte). Replies are classified as
-the LESSONS say: 4xx is worth retrying, 5xx is not.
+server offers it) or `smtps://...` (TLS from the first byte). With `require_tls`
+(production), credentials only ever travel over TLS: `smtp://` with a user then insists
+on STARTTLS, so a server or a man in the middle that does not offer it gets no password.
+Replies are classified as the LESSONS say: 4xx is worth retrying, 5xx is not.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _part(subtype: str, text: str) -> str:
 class EmailChannel(Channel):
     name = "email"
 
-    def __init__(self, smtp_url: str, smtp_from: str | None, timeout_s: float) -> None:
+    def __init__(self, smtp_url: str, smtp_from: str | None, timeout_s: float, *, require_tls: bool = False) -> None:
         url = urlsplit(smtp_url)
         if url.scheme not in ("smtp", "smtps") or not url.hostname:
             raise ValueError("SMTP_URL must look like smtp://[user:pass@]host:port or smtps://...")
@@ -55,6 +57,8 @@ class EmailChannel(Channel):
         self.port = url.port or (465 if self.use_tls else 25)
         self._username = unquote(url.username) if url.username else None
         self._password = unquote(url.password) if url.password is not None else None
+        # None: STARTTLS when offered; True: STARTTLS or no session at all.
+        self._start_tls = True if require_tls and self._username and not self.use_tls else None
         self.sender = smtp_from or DEFAULT_FROM  # the From header, e.g. "Shop <shop@example.com>"
         self._envelope_from = parseaddr(self.sender)[1] or self.sender
         self._from_header = formataddr(parseaddr(self.sender), "utf-8")  # a non-ASCII name is encoded
@@ -70,8 +74,10 @@ class EmailChannel(Channel):
         return f"<EmailChannel {'smtps' if self.use_tls else 'smtp'}://{self.host}:{self.port}>"
 
     async def send(self, message: Message) -> Sent:
-        mail, message_id = self._compose(message)
         try:
+            # Composing is inside: an address that cannot be written in ASCII (UnicodeEncodeError,
+            # a ValueError) is a permanent failure of this message, not a crash to be retried.
+            mail, message_id = self._compose(message)
             async with self._slots:
                 client, reused = await self._checkout()
                 try:
@@ -135,8 +141,8 @@ class EmailChannel(Channel):
                 self._local_hostname = "localhost"
         client = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, username=self._username, password=self._password,
-            use_tls=self.use_tls, timeout=self.timeout_s, local_hostname=self._local_hostname,
-        )  # start_tls=None: STARTTLS when the server offers it
+            use_tls=self.use_tls, start_tls=self._start_tls, timeout=self.timeout_s, local_hostname=self._local_hostname,
+        )
         await client.connect()
         return client
 

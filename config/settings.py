@@ -7,6 +7,7 @@ prints it and exits with code 2.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import ssl
@@ -122,6 +123,24 @@ class Settings(BaseModel):
     cart_max_items: int = Field(50, alias="HUB_CART_MAX_ITEMS", ge=1, le=100)
     kafka_idle_fetch_max_wait_ms: int | None = Field(None, alias="HUB_KAFKA_IDLE_FETCH_MAX_WAIT_MS", ge=1, le=10_000)
 
+    # Accounts and SMS abuse limits (issue 12; docs/security.md).
+    auth_failures_per_ip: int = Field(100, alias="HUB_AUTH_FAILURES_PER_IP", gt=0)  # failed sign-ins per client per hour
+    sms_allowed_countries: str | None = Field(None, alias="HUB_SMS_ALLOWED_COUNTRIES")
+    sms_max_per_day: int = Field(20, alias="HUB_SMS_MAX_PER_DAY", ge=0, le=10_000)
+
+    redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")  # REDIS_URL names one node of a Redis Cluster
+
+    # Abuse limits (docs/security.md).
+    trusted_proxies: str | None = Field(None, alias="HUB_TRUSTED_PROXIES")
+    order_rate_per_user: int = Field(60, alias="HUB_ORDER_RATE_PER_USER", ge=1)
+    max_unpaid_orders: int = Field(10, alias="HUB_MAX_UNPAID_ORDERS", ge=1)
+    max_line_quantity: int = Field(100, alias="HUB_MAX_LINE_QUANTITY", ge=1, le=1000)  # domain.orders.MAX_QUANTITY
+    body_timeout_s: float = Field(30.0, alias="HUB_BODY_TIMEOUT_S", gt=0)
+    max_connections: int = Field(10_000, alias="HUB_MAX_CONNECTIONS", ge=1)
+    max_connections_per_ip: int = Field(256, alias="HUB_MAX_CONNECTIONS_PER_IP", ge=1)
+    ws_anonymous_max_subscriptions: int = Field(20, alias="HUB_WS_ANONYMOUS_MAX_SUBSCRIPTIONS", ge=1)
+    ws_anonymous_idle_s: float = Field(120.0, alias="HUB_WS_ANONYMOUS_IDLE_S", gt=0)
+
     @field_validator("apns_base_url", "apns_sandbox_base_url", "fcm_base_url")
     @classmethod
     def _provider_url(cls, v: str) -> str:
@@ -135,7 +154,6 @@ class Settings(BaseModel):
             missing = next(name for name, value in apns.items() if not value)
             raise ValueError(f"{missing}: APNs needs {', '.join(apns)} set together")
         return self
-
     @field_validator("admin_email")
     @classmethod
     def _admin_email(cls, v: str | None) -> str | None:
@@ -178,6 +196,25 @@ class Settings(BaseModel):
                 raise ValueError("must be a readable file of PEM certificates") from None
         return v
 
+    @field_validator("sms_allowed_countries")
+    @classmethod
+    def _calling_codes(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        codes = [code.removeprefix("+") for code in _split_list(v)]
+        if not codes or not all(re.fullmatch(r"[1-9]\d{0,2}", code) for code in codes):
+            raise ValueError("must be a comma-separated list of country calling codes such as 1,44")
+        return ",".join(codes)
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return ",".join(str(ipaddress.ip_network(item, strict=False)) for item in _split_list(v))
+        except ValueError:
+            raise ValueError("must be a comma-separated list of IP addresses or CIDRs") from None
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _kafka(cls, v: str | None) -> str | None:
@@ -197,6 +234,15 @@ class Settings(BaseModel):
             raise ValueError("HUB_ADMIN_PASSWORD: must be at least 8 characters")
         return self
 
+    @model_validator(mode="after")
+    def _redis_cluster(self) -> Settings:
+        if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "rediss://")):
+            raise ValueError("REDIS_CLUSTER: needs REDIS_URL, redis:// or rediss:// (a node of the cluster)")
+        # Keys carry a hash tag in braces (hub/realtime.py); a brace in the prefix would break it.
+        if "{" in self.redis_prefix or "}" in self.redis_prefix:
+            raise ValueError("HUB_REDIS_PREFIX: must not contain { or }")
+        return self
+
     # Derived views ------------------------------------------------------------
     @property
     def production(self) -> bool:
@@ -213,6 +259,10 @@ class Settings(BaseModel):
     @property
     def push_allowed_host_list(self) -> tuple[str, ...]:
         return parse_allowed_hosts(self.push_allowed_hosts)
+
+    @property
+    def sms_country_codes(self) -> tuple[str, ...]:
+        return tuple(_split_list(self.sms_allowed_countries))
 
     def topic(self, name: str) -> str:
         """The Kafka topic name for a CONTRACT §3 topic, with the configured prefix."""
@@ -232,22 +282,74 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     settings = _with_vapid_keys(settings)
     _check_mobile_push(settings)
 
+    if settings.demo and (settings.production or not _loopback(settings.host)):
+        # The demo's accounts have published passwords: never where others can reach them.
+        raise SettingsError("HUB_DEMO: demo data (python run.py --demo) is only for development, with HUB_HOST "
+                            "on loopback (127.0.0.1, ::1 or localhost), never with HUB_ENV=production")
     if settings.production:
-        if settings.demo:
-            raise SettingsError("HUB_DEMO: demo data (python run.py --demo) is refused when HUB_ENV=production")
-        for name in _REQUIRED_IN_PRODUCTION:
-            if name not in values:
-                raise SettingsError(f"{name}: required when HUB_ENV=production (no embedded fallback or default)")
-        if len(settings.jwt_secret or "") < 32:
-            raise SettingsError("JWT_SECRET: must be at least 32 characters when HUB_ENV=production")
-        if any(len(key) < 16 for key in settings.service_key_list):
-            raise SettingsError("HUB_SERVICE_KEYS: every key must be at least 16 characters when HUB_ENV=production")
+        _production_guard(settings, values)
         return settings
 
     if settings.jwt_secret is None:
         # Random per run: tokens die with the process, which is what development wants.
         settings = settings.model_copy(update={"jwt_secret": secrets.token_urlsafe(32)})
     return settings
+
+
+# Where provider requests go (CONTRACT §1 and §5): production sends them over https only.
+_PROVIDER_BASE_URLS = ("TWILIO_API_BASE", "STRIPE_API_BASE")  # APNs and FCM: _check_mobile_push
+# Passwords, words and key runs that make an admin password trivially guessable.
+_COMMON_PASSWORD_PARTS = ("password", "passwort", "passw", "admin", "administrator", "changeme", "letmein",
+                          "welcome", "secret", "default", "qwerty", "qwertz", "azerty", "asdfgh", "zxcvbn", "iloveyou",
+                          "monkey", "dragon", "master", "login", "root", "hub")
+_LEET = str.maketrans("@4310$57!", "aaeiossti")
+
+
+def _production_guard(settings: Settings, values: Mapping[str, str]) -> None:
+    """What HUB_ENV=production insists on; the first unsafe setting raises SettingsError."""
+    for name in _REQUIRED_IN_PRODUCTION:
+        if name not in values:
+            raise SettingsError(f"{name}: required when HUB_ENV=production (no embedded fallback or default)")
+    if len(settings.jwt_secret or "") < 32:
+        raise SettingsError("JWT_SECRET: must be at least 32 characters when HUB_ENV=production")
+    if any(len(key) < 16 for key in settings.service_key_list):
+        raise SettingsError("HUB_SERVICE_KEYS: every key must be at least 16 characters when HUB_ENV=production")
+    for name in _PROVIDER_BASE_URLS:
+        if name in values and urlsplit(values[name]).scheme != "https":
+            raise SettingsError(f"{name}: must be an https:// URL when HUB_ENV=production")
+    # A provider whose callbacks cannot be verified would take anyone's word for a payment or a delivery.
+    if settings.stripe_api_key and not settings.stripe_webhook_secret:
+        raise SettingsError("STRIPE_WEBHOOK_SECRET: required with STRIPE_API_KEY when HUB_ENV=production "
+                            "(webhooks could not be verified)")
+    if settings.twilio_account_sid and not settings.twilio_auth_token:
+        raise SettingsError("TWILIO_AUTH_TOKEN: required with TWILIO_ACCOUNT_SID when HUB_ENV=production "
+                            "(status callbacks could not be verified)")
+    if settings.admin_password is not None and _weak_password(settings.admin_password, settings.admin_email or ""):
+        raise SettingsError("HUB_ADMIN_PASSWORD: too weak for HUB_ENV=production (at least 12 characters, not "
+                            "built on a common password, a run of keys or the admin address)")
+
+
+def _weak_password(password: str, email: str) -> bool:
+    """Shorter than 12, or trivial once common words, the address's name and look-alike
+    digits are taken out (what is left must be 8 characters, 5 of them different), or
+    mostly a run of neighbouring characters (123456789012, abcdefghijkl)."""
+    if len(password) < 12:
+        return True
+    rest = password.lower().translate(_LEET)
+    for word in sorted((*_COMMON_PASSWORD_PARTS, email.partition("@")[0].translate(_LEET)), key=len, reverse=True):
+        if len(word) >= 3:
+            rest = rest.replace(word, "")
+    steps = [abs(ord(b) - ord(a)) for a, b in zip(password, password[1:])]
+    return len(rest) < 8 or len(set(rest)) < 5 or sum(step <= 1 for step in steps) >= 0.75 * len(steps)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _with_vapid_keys(settings: Settings) -> Settings:

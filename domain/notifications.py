@@ -37,7 +37,7 @@ from domain.notification_policy import (DELIVERED, FAILED, HELD, PENDING, QUEUED
 from domain.notification_rules import ADMINS, STOCK_WATCHERS, USER, Planned, notification_id, plan, recipient_user
 from domain.notification_templates import default_parts
 from domain.sms import fit_sms
-from domain.users import EMAIL_BOUNCE_HOLD, email_bounce
+from domain.users import EMAIL_BOUNCE_HOLD, email_bounce, is_valid_email, sms_allowed
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class Notifier:
                  on_recorded: Callable[[str], None] = lambda nid: None,
                  on_delivery: Callable[[str, str, str | None], None] = lambda channel, status, reason: None,
                  jitter: Callable[[], float] = random.random, source: str | None = None, devices=None,
-                 on_target: Callable[[str, str, str | None], None] = lambda kind, status, reason: None) -> None:
+                 on_target: Callable[[str, str, str | None], None] = lambda kind, status, reason: None,
+                 sms_countries: tuple[str, ...] = (), sms_max_per_day: int | None = None) -> None:
         self.store = store
         self.users = users
         self.products = products
@@ -71,6 +72,8 @@ class Notifier:
         self.source = source  # the hub's own CloudEvents source
         self.devices = devices  # native push devices (hub/store/devices.py), when APNs or FCM is on
         self.on_target = on_target
+        self.sms_countries = sms_countries  # calling codes SMS may go to; empty: any
+        self.sms_max_per_day = sms_max_per_day  # per user in any 24 hours, whatever the preferences; None: no ceiling
         # What `record` just stored, for the `process` that follows at once: saves two reads.
         self._fresh: dict[str, tuple[dict, dict]] = {}
 
@@ -159,11 +162,15 @@ class Notifier:
             reasons["push"] = "channel_off"
         if not user.get("email"):
             reasons.setdefault("email", "no_address")
+        elif not is_valid_email(user["email"]):  # stored before the address rules tightened
+            reasons.setdefault("email", "invalid_address")
         bounce = email_bounce(user)
         if bounce and self.clock() < bounce["at"] + EMAIL_BOUNCE_HOLD:
             reasons.setdefault("email", "address_bounced")
         if not user.get("phone"):
             reasons.setdefault("sms", "no_address")
+        elif not sms_allowed(user["phone"], self.sms_countries):  # stored before HUB_SMS_ALLOWED_COUNTRIES said so
+            reasons.setdefault("sms", "sms_country_not_allowed")
         if not self._push_targets(user):
             reasons.setdefault("push", "no_address")
         return reasons
@@ -248,7 +255,9 @@ class Notifier:
                 if release is not None:
                     held = (HELD, "frequency_cap", min(release, expires_at) if expires_at else release)
         for channel in fresh:
-            if held is None:
+            if held is None and channel == "sms" and not await self._sms_fits(doc, now):
+                changes[channel] = _moved(deliveries[channel], SUPPRESSED, "sms_daily_limit", now)
+            elif held is None:
                 changes[channel] = dict(_moved(deliveries[channel], QUEUED, None, now), cleared=True)
             elif held[0] == SUPPRESSED:
                 changes[channel] = _moved(deliveries[channel], SUPPRESSED, held[1], now)
@@ -256,6 +265,14 @@ class Notifier:
                 status, reason, until = held
                 changes[channel] = dict(_moved(deliveries[channel], status, reason, now), release_at=until)
         return changes
+
+    async def _sms_fits(self, doc: dict, now: datetime) -> bool:
+        """Under the hub's SMS ceiling (toll fraud): every priority counts, and preferences
+        cannot raise it. Counted when the SMS is cleared to go, so retries count once."""
+        if self.sms_max_per_day is None:
+            return True
+        return self.sms_max_per_day > 0 and await self.caps.admit_daily("sms", doc["user_id"], doc["_id"], now,
+                                                                        self.sms_max_per_day)
 
     async def _send(self, doc: dict, user: dict, channel: str, delivery: dict, now: datetime) -> dict:
         if channel == "push":

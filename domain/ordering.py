@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from domain.callers import Caller
-from domain.errors import Conflict, Invalid, NotFound
+from domain.errors import Conflict, Invalid, NotFound, RateLimited
 from domain.events import Rejected, cloud_event
 from domain.orders import (ABORTED, OWNER_CANCELLABLE, PLACING, STATUSES, check_transition, event_data,
                            history_entry, order_number, price_lines, sum_quantities)
@@ -38,10 +38,16 @@ PLACING_TTL = timedelta(seconds=30)
 MAX_NOTE = 500  # a status change's note, as PATCH /orders/{id} takes it
 
 
+class TooManyUnpaidOrders(RateLimited):
+    code = "too_many_unpaid_orders"
+
+
 class Orders:
     def __init__(self, orders, products, *, source: str, currency: str, payment_timeout_s: int,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], max_unpaid: int | None = None) -> None:
         self.orders = orders
+        # Orders awaiting payment hold stock: one account may not sit on all of it.
+        self.max_unpaid = max_unpaid
         self.products = products
         self.checkout = None  # domain.checkout.Checkout (coupons and points on orders), set by the hub once built
         self.source = source
@@ -96,6 +102,13 @@ class Orders:
         }
         if not await self.orders.insert(order):  # a concurrent request with the same key won
             return await self._replay(await self.orders.get(order_id, include_hidden=True), fingerprint), False
+        # Counted with this order in, so that concurrent placements never get past the cap together.
+        if self.max_unpaid is not None and await self.orders.count_unpaid(user_id) > self.max_unpaid:
+            await self.orders.delete_placing(order_id)
+            error = TooManyUnpaidOrders(f"At most {self.max_unpaid} orders may await payment at once; "
+                                        "pay or cancel one first.", retry_after=60)
+            error.details["limit"] = self.max_unpaid
+            raise error
 
         marker = f"{order_id}:take"
         taken = []

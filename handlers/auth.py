@@ -1,10 +1,11 @@
-"""POST /api/v1/auth/register, /login and /refresh."""
+"""POST /api/v1/auth/register, /login, /refresh and /logout."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from domain.errors import DomainError
+from domain.accounts import client_key
+from domain.errors import DomainError, Unauthorized
 from domain.users import public_user
 from handlers.base import BaseHandler
 from handlers.schemas import Body, Email, Locale, Name, Password, Phone, Timezone
@@ -33,7 +34,7 @@ class AuthHandler(BaseHandler):
     async def limit(self, account: str | None = None) -> None:
         """Per-IP and (for sign-in) per-account rate limits, across hub processes."""
         settings = self.hub.settings
-        await self.hub.rate_limiter.hit(f"auth-ip:{self.request.remote_ip}", settings.auth_rate_per_ip)
+        await self.hub.rate_limiter.hit(f"auth-ip:{self.client_ip}", settings.auth_rate_per_ip)
         if account:
             await self.hub.rate_limiter.hit(f"auth-account:{account}", settings.auth_rate_per_account)
 
@@ -58,10 +59,16 @@ class LoginHandler(AuthHandler):
     async def post(self) -> None:
         body = self.parse(LoginBody)
         await self.limit(body.email)
+        # Password spraying (a few guesses at many accounts) passes every per-account lock:
+        # failures from one client, whatever the account, are capped per hour.
+        spraying = f"auth-failures:{client_key(self.client_ip)}"
+        await self.hub.rate_limiter.check(spraying, self.hub.settings.auth_failures_per_ip, window_s=3600)
         try:
-            session = await self.hub.accounts.login(body.email, body.password)
+            session = await self.hub.accounts.login(body.email, body.password, self.client_ip)
         except DomainError as exc:
             AUTH_EVENTS.labels(exc.code).inc()
+            if isinstance(exc, Unauthorized):
+                await self.hub.rate_limiter.count(spraying, window_s=3600)
             raise
         AUTH_EVENTS.labels("login").inc()
         self.send_session(session)
@@ -80,3 +87,16 @@ class RefreshHandler(AuthHandler):
             raise
         AUTH_EVENTS.labels("refresh").inc()
         self.send_session(session)
+
+
+class LogoutHandler(AuthHandler):
+    openapi = {"post": {"summary": "Sign out: every refresh token of this session dies", "body": RefreshBody,
+                        "status": 204, "auth": None}}
+
+    async def post(self) -> None:
+        await self.limit()
+        body = self.parse(RefreshBody)
+        await self.hub.accounts.logout(body.refresh_token)
+        AUTH_EVENTS.labels("logout").inc()
+        self.set_status(204)
+        self.finish()

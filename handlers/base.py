@@ -15,7 +15,10 @@ from pydantic import BaseModel, ValidationError
 
 from domain.callers import SERVICE, Caller
 from domain.errors import DomainError, Forbidden, Unauthorized
+from handlers import bounded_json
+from hub.client_ip import client_ip
 from hub.metrics import HTTP_LATENCY
+from hub.openapi import MAX_PATH_PARAMETER
 
 log = logging.getLogger("hub.http")
 Model = TypeVar("Model", bound=BaseModel)
@@ -58,8 +61,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         self.application.in_flight.add(self)
         declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.hub.settings.max_body_bytes:
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.hub.settings.max_body_bytes):
             self._too_large()
+        if any(len(value) > MAX_PATH_PARAMETER for value in self.path_kwargs.values()):
+            raise ApiError(404, "not_found", f"No such resource (ids are at most {MAX_PATH_PARAMETER} characters).")
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -74,7 +79,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.application.in_flight.discard(self)
-        HTTP_LATENCY.labels(type(self).__name__, self.request.method, str(self.get_status())).observe(
+        # Label values from fixed sets only: any client can send any method.
+        method = self.request.method if self.request.method in self.SUPPORTED_METHODS else "OTHER"
+        HTTP_LATENCY.labels(type(self).__name__, method, str(self.get_status())).observe(
             time.perf_counter() - self._started)
 
     def on_connection_close(self) -> None:
@@ -109,12 +116,20 @@ class BaseHandler(tornado.web.RequestHandler):
             self._too_large()
         return b"".join(self._chunks)
 
+    def json_body(self) -> Any:
+        """The request body decoded within bounds (handlers/bounded_json.py): 400 for
+        malformed, too deep or too large JSON, 422 naming each number out of range."""
+        try:
+            return bounded_json.loads(self.body() or b"null")
+        except bounded_json.MalformedJson as exc:
+            raise ApiError(400, "malformed_json", f"The request body is not usable JSON: {exc}.") from None
+        except bounded_json.NumbersOutOfRange as exc:
+            raise ApiError(422, "validation_failed", "Some numbers are out of range.",
+                           [{"field": field, "message": "number out of range"} for field in exc.fields]) from None
+
     def parse(self, model: type[Model]) -> Model:
         """The request body as `model`: 400 for malformed JSON, 422 naming each bad field."""
-        try:
-            data = json.loads(self.body() or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, "malformed_json", f"The request body is not valid JSON: {exc}.") from None
+        data = self.json_body()
         if not isinstance(data, dict):
             raise ApiError(422, "validation_failed", "The request body must be a JSON object.",
                            [{"field": "", "message": "expected an object"}])
@@ -137,6 +152,12 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(data, default=str))
 
     # Callers -----------------------------------------------------------------------
+    @property
+    def client_ip(self) -> str:
+        """The client's address, through trusted proxies (hub/client_ip.py): what per-client
+        limits count by. Never `request.remote_ip` directly."""
+        return client_ip(self.request, self.hub.settings)
+
     @property
     def caller(self) -> Caller | None:
         """Who is asking, from a Bearer token or a service API key; None if anonymous."""

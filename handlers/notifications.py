@@ -16,7 +16,7 @@ from domain.notification_policy import CATEGORIES, CHANNELS, PRIORITIES
 from domain.notification_rules import notification_id
 from domain.notifications import public_notification
 from handlers.base import ApiError, BaseHandler
-from handlers.schemas import Body
+from handlers.schemas import Body, JsonObject
 
 _REQUEST_NAMESPACE = uuid.UUID("0d7e3b55-8a4f-4b57-9d0e-6f2c1a9b7e44")
 
@@ -29,7 +29,8 @@ class InboxQuery(Body):
 
 class InboxHandler(BaseHandler):
     openapi = {"get": {"summary": "The caller's notifications, newest first, each with its deliveries; "
-                                  "?unread=true|false, ?limit, ?before=<created_at> pages", "auth": "user"}}
+                                  "?unread=true|false, ?limit, ?before=<created_at> pages", "query": InboxQuery,
+                       "auth": "user"}}
 
     async def get(self) -> None:
         caller = self.require_user()
@@ -68,7 +69,7 @@ class NotificationRequest(Body):
     type: NotificationType
     title: Annotated[str, Field(min_length=1, max_length=200)]
     body: Annotated[str, Field(min_length=1, max_length=2000)]
-    data: dict | None = None
+    data: JsonObject | None = None
     channels: Annotated[list[Literal[CHANNELS]], Field(min_length=1)] | None = None  # type: ignore[valid-type]
     priority: Literal[PRIORITIES] = "normal"  # type: ignore[valid-type]
     category: Literal[CATEGORIES] | None = None  # type: ignore[valid-type]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 
@@ -12,16 +12,30 @@ from handlers.cart import CouponCode, Points
 from handlers.schemas import Body
 
 ProductId = Annotated[str, Field(min_length=1, max_length=64)]
+AddressLine = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class OrderLine(Body):
     product_id: ProductId
+    # HUB_MAX_LINE_QUANTITY narrows this (the OpenAPI document shows the setting).
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
+
+
+class ShippingAddress(Body):
+    name: AddressLine | None = None
+    line1: AddressLine | None = None
+    line2: AddressLine | None = None
+    city: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    region: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    postal_code: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")] | None = None
+    phone: Annotated[str, Field(min_length=1, max_length=32)] | None = None
 
 
 class OrderBody(Body):
     items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)] | None = None
-    shipping_address: dict[str, Any] | Annotated[str, Field(max_length=1000)] | None = None
+    # A typed address (only its known fields are kept) or one free-text line.
+    shipping_address: ShippingAddress | Annotated[str, Field(min_length=1, max_length=1000)] | None = None
     note: Annotated[str, Field(max_length=1000)] | None = None
     # CONTRACT v2 §5: the items of the caller's cart (with its coupon and points unless given here).
     from_cart: StrictBool = False
@@ -34,7 +48,7 @@ class CancelBody(Body):
 
 
 class TransitionBody(Body):
-    status: Annotated[str, Field(min_length=1, max_length=32)]
+    status: Literal[tuple(sorted(STATUSES))]  # type: ignore[valid-type]
     note: Annotated[str, Field(max_length=500)] | None = None
 
 
@@ -48,12 +62,18 @@ class ListQuery(BaseModel):
 class OrdersHandler(BaseHandler):
     openapi = {
         "post": {"summary": "Place an order (optional Idempotency-Key header)", "body": OrderBody, "status": 201, "auth": "user"},
-        "get": {"summary": "Own orders, newest first (admins: all; status, user_id, page, limit)", "auth": "user"},
+        "get": {"summary": "Own orders, newest first (admins: all; status, user_id, page, limit)", "query": ListQuery,
+                "auth": "user"},
     }
 
     async def post(self) -> None:
         caller = self.require_user()
+        settings = self.hub.settings
+        await self.hub.rate_limiter.hit(f"orders-user:{caller.id}", settings.order_rate_per_user)
         body = self.parse(OrderBody)
+        address = body.shipping_address
+        if isinstance(address, ShippingAddress):
+            address = address.model_dump(exclude_none=True)
         key = self.request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
             raise ApiError(422, "validation_failed", "Idempotency-Key must be 1 to 255 characters.",
@@ -68,8 +88,12 @@ class OrdersHandler(BaseHandler):
             points = cart_points if points is None else points
         else:
             items = [(line.product_id, line.quantity) for line in body.items]
+        too_many = [{"field": f"items.{n}.quantity", "message": f"at most {settings.max_line_quantity}"}
+                    for n, (_, quantity) in enumerate(items) if quantity > settings.max_line_quantity]
+        if too_many:
+            raise ApiError(422, "validation_failed", "Some quantities are too large.", too_many)
         order, created = await self.hub.orders.place(
-            caller.id, items, shipping_address=body.shipping_address, note=body.note, idempotency_key=key,
+            caller.id, items, shipping_address=address, note=body.note, idempotency_key=key,
             coupon_code=coupon_code, points=points or 0, from_cart=body.from_cart)
         if cart_version is not None and created:
             await self.hub.carts.ordered(caller.id, cart_version)

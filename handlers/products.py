@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from domain.products import public_product
 from handlers.base import BaseHandler
-from handlers.schemas import Body, Price
+from handlers.schemas import Body, Price, QueryPrice
 from hub.store.products import SORTS
 
 Count = Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
@@ -35,8 +35,12 @@ class ProductPatch(Body):
 
 
 class StockBody(Body):
-    delta: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)] | None = None
-    set: Count | None = None
+    # Exactly one of the two (the document says so with oneOf); neither may be null.
+    model_config = {**Body.model_config, "json_schema_extra": {
+        "additionalProperties": False, "oneOf": [{"required": ["delta"]}, {"required": ["set"]}]}}
+
+    delta: Annotated[StrictInt, Field(ge=-1_000_000_000, le=1_000_000_000)] = None  # type: ignore[assignment]
+    set: Count = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _one(self):
@@ -48,8 +52,8 @@ class StockBody(Body):
 class ProductQuery(BaseModel):
     q: Annotated[str, Field(max_length=200, pattern=r"^[^\x00]*$")] | None = None
     category: Annotated[str, Field(max_length=100)] | None = None
-    min_price: Price | None = None
-    max_price: Price | None = None
+    min_price: QueryPrice | None = None
+    max_price: QueryPrice | None = None
     in_stock: bool | None = None
     sort: Literal[SORTS] = "newest"  # type: ignore[valid-type]
     page: Annotated[int, Field(ge=1, le=100_000)] = 1
@@ -65,7 +69,8 @@ def _stored(fields: dict) -> dict:
 
 class ProductsHandler(BaseHandler):
     openapi = {
-        "get": {"summary": "Search the catalog (q, category, min_price, max_price, in_stock, sort, page, limit)", "auth": None},
+        "get": {"summary": "Search the catalog (q, category, min_price, max_price, in_stock, sort, page, limit)",
+                "query": ProductQuery, "auth": None},
         "post": {"summary": "Create a product (admin)", "body": ProductBody, "status": 201, "auth": "admin"},
     }
 

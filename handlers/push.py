@@ -30,7 +30,9 @@ class PushKeys(Body):
 
 
 class SubscriptionBody(Body):
-    endpoint: Annotated[str, Field(min_length=8, max_length=1024), AfterValidator(_endpoint)]
+    endpoint: Annotated[str, Field(min_length=8, max_length=1024, json_schema_extra={
+        "pattern": r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?(:[0-9]{1,5})?(/[!-~]*)?$"}),
+        AfterValidator(_endpoint)]
     keys: PushKeys
 
 

@@ -55,12 +55,12 @@ class TemplatesHandler(BaseHandler):
 class TemplateHandler(BaseHandler):
     openapi = {
         "get": {"summary": "The template a type uses on a channel (?locale=, falling back to en), admin",
-                "auth": "admin"},
+                "query": LocaleQuery, "auth": "admin"},
         "put": {"summary": "Replace a type's template on a channel for a locale (Jinja2, sandboxed); "
                           "email: subject, text, html; sms: text; push and websocket: title, body; "
                           "invalid Jinja → 422", "body": TemplateBody, "auth": "admin"},
         "delete": {"summary": "Remove an override: the shipped default applies again, admin", "status": 204,
-                   "auth": "admin"},
+                   "query": LocaleQuery, "auth": "admin"},
     }
 
     async def get(self, notification_type: str, channel: str) -> None:

@@ -7,7 +7,6 @@ hub/gateway.py and hub/realtime.py.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -16,6 +15,8 @@ import tornado.web
 import tornado.websocket
 
 from domain.errors import DomainError, Unauthorized
+from handlers import bounded_json
+from hub.client_ip import client_ip
 from hub.gateway import Session, encode
 from hub.metrics import WEBSOCKET_CLOSED, WEBSOCKET_CONNECTIONS
 from hub.send_queue import SendQueue
@@ -26,6 +27,7 @@ AUTH_TIMEOUT_S = 5.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_MANY = 4429
 CLOSE_SLOW = 4008
+CLOSE_IDLE = 4408
 RECONNECT_HINT_MS = (500, 5000)  # spread the reconnects of a restart
 MAX_FRAME_ID_CHARS = 64
 MAX_FRAME_ID_INT = 2 ** 53  # what a JavaScript client's number holds exactly
@@ -56,22 +58,27 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     async def get(self, *args, **kwargs) -> None:
         per_ip = self.application.websocket_ips
-        if per_ip.get(self.request.remote_ip, 0) >= self.hub.settings.ws_max_connections_per_ip:
+        if per_ip.get(client_ip(self.request, self.hub.settings), 0) >= self.hub.settings.ws_max_connections_per_ip:
             raise tornado.web.HTTPError(429, reason="Too many connections from this address")
         await super().get(*args, **kwargs)
 
     def open(self) -> None:
-        self.ip = self.request.remote_ip
+        self.ip = client_ip(self.request, self.hub.settings)
         self.user_id: str | None = None
         self.application.websockets.add(self)
         self.application.websocket_ips[self.ip] = self.application.websocket_ips.get(self.ip, 0) + 1
         WEBSOCKET_CONNECTIONS.inc()
         settings = self.hub.settings
         self.session = Session(self.hub.realtime, SendQueue(self._write_text, self._too_slow, settings.ws_send_buffer_bytes),
-                               order_owner=self._order_owner)
+                               order_owner=self._order_owner,
+                               anonymous_subscriptions=settings.ws_anonymous_max_subscriptions)
         self._expiry = None
         loop = asyncio.get_running_loop()
         self._auth_deadline = loop.call_later(AUTH_TIMEOUT_S, self._auth_expired)
+        # Anonymous connections cost the hub without anyone answerable for them: one that
+        # sends nothing (not even a ping) for HUB_WS_ANONYMOUS_IDLE_S is closed.
+        self._last_frame = loop.time()
+        self._idle_check = loop.call_later(settings.ws_anonymous_idle_s, self._check_idle)
         token = self.get_query_argument("token", None)
         if token is not None:
             self._authenticate(token)
@@ -118,6 +125,16 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if self.session.caller is None and not self.session.names:
             self._close(CLOSE_UNAUTHORIZED, "authentication_timeout")
 
+    def _check_idle(self) -> None:
+        if self.session.caller is not None:
+            return  # signed in: the token's expiry bounds the connection instead
+        idle_s = self.hub.settings.ws_anonymous_idle_s
+        left = self._last_frame + idle_s - asyncio.get_running_loop().time()
+        if left <= 0:
+            self._close(CLOSE_IDLE, "idle_timeout")
+        else:
+            self._idle_check = asyncio.get_running_loop().call_later(left, self._check_idle)
+
     def _too_slow(self) -> None:
         self._close(CLOSE_SLOW, "slow_consumer")
 
@@ -128,12 +145,15 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     async def on_message(self, message) -> None:
         # Tornado hands over the next frame only after this returns: a connection's frames are
         # handled in order.
+        self._last_frame = asyncio.get_running_loop().time()
         if isinstance(message, bytes):
             return self._error("binary_not_supported", "Send JSON text frames.")
         try:
-            frame = json.loads(message)
-        except ValueError:
+            frame = bounded_json.loads(message)
+        except bounded_json.MalformedJson:
             return self._error("malformed_json", "Frames are JSON objects.")
+        except bounded_json.NumbersOutOfRange as exc:
+            return self._error("invalid_frame", f"Numbers out of range: {', '.join(exc.fields)}.")
         if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
             return self._error("invalid_frame", "A frame is a JSON object with an 'op'.")
         op, reply = frame["op"], reply_to(frame)
@@ -191,6 +211,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 if not counts[key]:
                     del counts[key]
         self._auth_deadline.cancel()
+        self._idle_check.cancel()
         if self._expiry is not None:
             self._expiry.cancel()
         asyncio.ensure_future(self.session.close())

@@ -6,7 +6,7 @@ import logging
 
 import tornado.web
 
-from handlers.auth import LoginHandler, RefreshHandler, RegisterHandler
+from handlers.auth import LoginHandler, LogoutHandler, RefreshHandler, RegisterHandler
 from handlers.base import NotFoundHandler
 from handlers.cart import CartCouponHandler, CartHandler, CartItemHandler, CartPointsHandler
 from handlers.coupons import CouponHandler, CouponsHandler
@@ -26,6 +26,7 @@ from handlers.twilio import TwilioStatusHandler
 from handlers.users import MeHandler
 from handlers.web import WEB_ROUTES
 from handlers.ws import WebSocketHandler
+from hub.client_ip import client_ip
 from hub.openapi import build_openapi
 
 access_log = logging.getLogger("hub.access")
@@ -73,6 +74,7 @@ ROUTES: list[tuple[str, type]] = [
     (rf"{API}/users/me/cart/points", CartPointsHandler),
     (rf"{API}/coupons", CouponsHandler),
     (rf"{API}/coupons/(?P<code>[^/]+)", CouponHandler),
+    (rf"{API}/auth/logout", LogoutHandler),
 ]
 
 
@@ -88,7 +90,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
             "status": status,
             "duration_ms": round(handler.request.request_time() * 1000, 2),
             "request_id": getattr(handler, "request_id", None),
-            "remote_ip": handler.request.remote_ip,
+            "remote_ip": client_ip(handler.request, handler.application.settings["hub"].settings),
         },
     )
 
@@ -98,7 +100,7 @@ def make_app(hub) -> tornado.web.Application:
         ROUTES + WEB_ROUTES,  # the web app's files (not API: left out of the OpenAPI document)
         default_handler_class=NotFoundHandler,
         hub=hub,
-        openapi=build_openapi(ROUTES),
+        openapi=build_openapi(ROUTES, hub.settings),
         cors_origins=frozenset(hub.settings.cors_origin_list),
         log_function=_log_request,
         serve_traceback=False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from config.settings import SettingsError
 from domain.errors import Conflict
 from domain.money import to_minor
 from domain.products import slugify
@@ -42,7 +43,10 @@ async def seed(hub) -> dict:
         admin = (settings.admin_email, None)  # ensured at start-up already; never echo an operator's password
     else:
         admin = DEMO_ADMIN
-        await hub.accounts.ensure_admin(*DEMO_ADMIN)
+        try:
+            await hub.accounts.ensure_admin(*DEMO_ADMIN)
+        except Conflict as exc:
+            raise SettingsError(f"HUB_DEMO: {exc.message}") from None
     if await hub.users.by_email(DEMO_CUSTOMER[0]) is None:
         try:
             await hub.accounts.register(email=DEMO_CUSTOMER[0], password=DEMO_CUSTOMER[1], name="Demo Shopper")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from bson.errors import InvalidDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, WriteError
-from redis.exceptions import DataError, RedisError
+from redis.exceptions import DataError, RedisClusterException, RedisError
 
 
 def dependency_failure(exc: BaseException) -> bool:
@@ -15,4 +15,6 @@ def dependency_failure(exc: BaseException) -> bool:
         return True  # a concurrent writer got there first: the retry sees its result
     if isinstance(exc, (WriteError, BulkWriteError, InvalidDocument, DataError, MessageSizeTooLargeError)):
         return False  # what we built from the data is refused as it is
-    return isinstance(exc, (PyMongoError, RedisError, KafkaError, OSError, TimeoutError))
+    # RedisClusterException is not a RedisError: a Redis Cluster with no reachable node for a
+    # slot (REDIS_CLUSTER=1) is Redis being down all the same.
+    return isinstance(exc, (PyMongoError, RedisError, RedisClusterException, KafkaError, OSError, TimeoutError))

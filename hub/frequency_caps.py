@@ -42,3 +42,20 @@ class FrequencyCaps:
         if release_ms is None:  # the others aged out between the two steps: try again
             return await self.admit(user_id, notification_id, now, max_per_hour, max_per_day)
         return datetime.fromtimestamp(release_ms / 1000, timezone.utc)
+
+    async def admit_daily(self, kind: str, user_id: str, notification_id: str, now: datetime, limit: int) -> bool:
+        """Counts the notification against the user's ceiling of `kind` messages in any 24
+        hours; False (and not counted) when it would go over. Same sorted-set scheme as
+        `admit`: a repeated admission counts once, racing ones never both pass over."""
+        key = f"{self.prefix}caps:{kind}:{user_id}"
+        now_ms = int(now.timestamp() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now_ms - DAY_MS)
+            pipe.zadd(key, {notification_id: now_ms})
+            pipe.zcard(key)
+            pipe.pexpire(key, DAY_MS)
+            _, _, in_day, _ = await pipe.execute()
+        if in_day <= limit:
+            return True
+        await self.redis.zrem(key, notification_id)
+        return False

@@ -22,7 +22,7 @@ from hub.send_queue import SendQueue
 
 log = logging.getLogger(__name__)
 
-MAX_SUBSCRIPTIONS = 100
+MAX_SUBSCRIPTIONS = 100  # per signed-in connection; anonymous ones get HUB_WS_ANONYMOUS_MAX_SUBSCRIPTIONS
 
 
 def encode(frame: dict) -> bytes:
@@ -31,8 +31,10 @@ def encode(frame: dict) -> bytes:
 
 class Session:
     def __init__(self, realtime: Realtime, send: SendQueue, *,
-                 order_owner: Callable[[str], Awaitable[str | None]]) -> None:
+                 order_owner: Callable[[str], Awaitable[str | None]],
+                 anonymous_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
         self.realtime = realtime
+        self.anonymous_subscriptions = anonymous_subscriptions
         self.send = send
         self.order_owner = order_owner
         self.caller: Caller | None = None
@@ -53,8 +55,10 @@ class Session:
         key = channel_key(kind, ident, self.caller)
         if kind == "order" and not may_watch_order(self.caller, await self.order_owner(ident)):
             raise Forbidden("Only the order's owner or an admin may join this channel.")
-        if key not in self.names and len(self.names) >= MAX_SUBSCRIPTIONS:
-            raise Invalid(f"At most {MAX_SUBSCRIPTIONS} subscriptions per connection.", code="too_many_subscriptions")
+        limit = MAX_SUBSCRIPTIONS if self.caller is not None else min(MAX_SUBSCRIPTIONS, self.anonymous_subscriptions)
+        if key not in self.names and len(self.names) >= limit:
+            raise Invalid(f"At most {limit} subscriptions per connection"
+                          f"{'' if self.caller else ' before signing in'}.", code="too_many_subscriptions")
         self.names[key] = channel
         self.waiting.setdefault(key, [])
         try:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from domain.accounts import Accounts
 from domain.clock import utcnow
 from domain.cart import Carts
 from domain.catalog import Catalog
 from domain.checkout import Checkout
 from domain.coupons import Coupons
+from domain.errors import Conflict
 from domain.ordering import Orders
-from domain.orders import MAX_QUANTITY
 from domain.payments import Payments
 from domain.points import Points
 from domain.tokens import AccessTokens
@@ -44,6 +44,7 @@ from hub.redis_client import connect_redis, redis_healthy
 from hub.store.devices import DeviceStore
 from hub.store.carts import CartStore
 from hub.store.coupons import CouponStore
+from hub.store.login_failures import LoginFailureStore
 from hub.store.notifications import NotificationStore
 from hub.store.orders import OrderStore
 from hub.store.payments import PaymentStore
@@ -77,6 +78,7 @@ class Hub:
         self.channels: dict = {}
         self.demo_accounts: dict | None = None  # hub/demo.py's sign-ins, when HUB_DEMO seeded them
         self.outgoing = OutgoingPolicy.from_settings(settings)  # every provider client's HTTP calls
+        self.accounts: Accounts | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -96,6 +98,7 @@ class Hub:
 
         self.users = UserStore(self.db)
         self.refresh_tokens = RefreshTokenStore(self.db)
+        self.login_failures = LoginFailureStore(self.db)
         self.product_store = ProductStore(self.db, self.relay.notify("products"))
         self.order_store = OrderStore(self.db, self.relay.notify("orders"))
         self.payment_store = PaymentStore(self.db, self.relay.notify("payments"))
@@ -108,15 +111,17 @@ class Hub:
         self.cart_store = CartStore(self.db, self.relay.notify("carts"))
         for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
                       self.points_store, self.notification_store, self.template_store, self.stock_alert_store,
-                      self.devices, self.coupon_store, self.cart_store):
+                      self.devices, self.coupon_store, self.cart_store, self.login_failures):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
-        self.accounts = Accounts(self.users, self.refresh_tokens, self.access_tokens, settings.refresh_token_ttl_s)
+        self.accounts = Accounts(self.users, self.refresh_tokens, self.access_tokens, settings.refresh_token_ttl_s,
+                                 login_failures=self.login_failures, sms_countries=settings.sms_country_codes)
         self.rate_limiter = RateLimiter(self.redis, settings.redis_prefix)
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
-                             currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow)
+                             currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow,
+                             max_unpaid=settings.max_unpaid_orders)
         self.stripe = StripeGateway(settings.stripe_api_key, settings.stripe_api_base,
                                     self.outgoing) if settings.stripe_api_key else None
         self.points = Points(self.points_store, self.product_store, source=settings.event_source,
@@ -127,7 +132,10 @@ class Hub:
                                  points_per_currency_unit=settings.points_per_currency_unit, clock=utcnow)
         self.orders.checkout = self.checkout
         if settings.admin_email and settings.admin_password:
-            await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
+            try:
+                await self.accounts.ensure_admin(settings.admin_email, settings.admin_password)
+            except Conflict as exc:
+                raise SettingsError(f"HUB_ADMIN_EMAIL: {exc.message}") from None
         if settings.demo:
             self.demo_accounts = await seed_demo(self)
 
@@ -144,7 +152,8 @@ class Hub:
             source=settings.event_source,
             on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc(),
             devices=self.devices,
-            on_target=lambda kind, status, reason: PUSH_TARGETS.labels(kind, status, reason or "").inc())
+            on_target=lambda kind, status, reason: PUSH_TARGETS.labels(kind, status, reason or "").inc(),
+            sms_countries=settings.sms_country_codes, sms_max_per_day=settings.sms_max_per_day)
         self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
                                      clock=utcnow)
         cart_url = f"{settings.public_url or f'http://{settings.host}:{settings.port}'}/#/cart"
@@ -152,7 +161,7 @@ class Hub:
                                notify=self.notifier.record)
         self.carts = Carts(self.cart_store, self.product_store, self.order_store, self.checkout,
                            source=settings.event_source, currency=settings.currency, max_items=settings.cart_max_items,
-                           max_quantity=MAX_QUANTITY, remind_after_s=settings.cart_reminder_after_s, cart_url=cart_url,
+                           max_quantity=settings.max_line_quantity, remind_after_s=settings.cart_reminder_after_s, cart_url=cart_url,
                            clock=utcnow, publish=lambda user_id, event: self.realtime.publish_events(
                                [(event, [f"user:{user_id}"])]))
         self.notifier.on_recorded = self.dispatcher.submit
@@ -216,6 +225,8 @@ class Hub:
             await consumer.stop()  # commits the offsets of what was handled
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.accounts is not None:
+            self.accounts.close()
         for channel in self.channels.values():
             await channel.close()
         if self.realtime is not None:
@@ -239,7 +250,7 @@ def notification_channels(settings: Settings, realtime: Realtime, outgoing: Outg
     timeout = settings.provider_timeout_s
     channels = {"websocket": WebSocketChannel(realtime)}
     if settings.smtp_url:
-        channels["email"] = EmailChannel(settings.smtp_url, settings.smtp_from, timeout)
+        channels["email"] = EmailChannel(settings.smtp_url, settings.smtp_from, timeout, require_tls=settings.production)
     if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from:
         callback = f"{settings.public_url}/api/v1/webhooks/twilio" if settings.public_url else None
         channels["sms"] = SmsChannel(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from,

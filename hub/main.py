@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     try:
         asyncio.run(serve(settings))
+    except SettingsError as exc:  # found at start-up, e.g. HUB_ADMIN_EMAIL taken by a non-admin
+        print(f"hub: configuration error: {exc}", file=sys.stderr)
+        return 2
     except Exception:
         logging.getLogger("hub").exception("start-up failed")
         return 1

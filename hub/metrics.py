@@ -56,3 +56,12 @@ COUPON_REDEMPTIONS = Counter(
     "hub_coupon_redemptions_total", "Coupon uses taken by orders, refused at the limits, or given back",
     ["outcome"],
 )
+OUTBOX_BACKLOG = Gauge(
+    "hub_outbox_backlog_documents",
+    "Documents holding events not yet published to Kafka, by topic, as of this process's last full scan (every 60 s)",
+    ["topic"],
+)
+CONNECTIONS_REFUSED = Counter(
+    "hub_connections_refused_total", "TCP connections closed at once: over HUB_MAX_CONNECTIONS or the per-address cap",
+    ["reason"]
+)

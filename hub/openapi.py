@@ -7,6 +7,8 @@ import re
 
 from pydantic import BaseModel
 
+MAX_PATH_PARAMETER = 200  # characters of an id, slug, type or channel in a path
+
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
@@ -23,7 +25,22 @@ def _path(pattern: str) -> tuple[str, list[str]]:
     return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern).rstrip("$"), names
 
 
-def build_openapi(routes: list[tuple[str, type]]) -> dict:
+def _query_parameters(model: type[BaseModel]) -> list[dict]:
+    """A query model's fields as `in: query` parameters (BaseHandler.parse_query reads them)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, field in schema["properties"].items():
+        # `X | None` fields: in a query string a parameter is left out, never null.
+        options = [o for o in field.get("anyOf", [field]) if o.get("type") != "null"]
+        field_schema = {k: v for k, v in field.items() if k not in ("anyOf", "title", "default")}
+        field_schema.update(options[0] if len(options) == 1 else {"anyOf": options})
+        parameters.append({"name": name, "in": "query", "required": name in required, "schema": field_schema})
+    return parameters
+
+
+def build_openapi(routes: list[tuple[str, type]], settings=None) -> dict:
+    """The document; `settings` put the configured limits (HUB_MAX_LINE_QUANTITY) in it."""
     paths: dict[str, dict] = {}
     schemas: dict[str, dict] = {"Error": ERROR_SCHEMA}
     for pattern, handler in routes:
@@ -33,7 +50,11 @@ def build_openapi(routes: list[tuple[str, type]]) -> dict:
                 "summary": spec["summary"],
                 "operationId": f"{handler.__name__}_{method}",
                 "security": _SECURITY[spec.get("auth")],
-                "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params],
+                # BaseHandler.prepare answers 404 for a longer one: no id is that long.
+                "parameters": [{"name": p, "in": "path", "required": True,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_PARAMETER}}
+                               for p in params]
+                + (_query_parameters(spec["query"]) if "query" in spec else []),
                 "responses": {
                     str(spec.get("status", 200)): {"description": "Success"},
                     "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
@@ -47,6 +68,8 @@ def build_openapi(routes: list[tuple[str, type]]) -> dict:
                 operation["requestBody"] = {"required": True, "content": {"application/json": {
                     "schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}}
             paths.setdefault(path, {})[method] = operation
+    if settings is not None and "OrderLine" in schemas:
+        schemas["OrderLine"]["properties"]["quantity"]["maximum"] = settings.max_line_quantity
     return {
         "openapi": "3.1.0",
         "info": {"title": "The hub", "version": "1", "description": "Realtime commerce and notification hub."},

@@ -14,7 +14,7 @@ import json
 import logging
 
 from domain.products import inventory_events
-from hub.metrics import OUTBOX_PUBLISHED
+from hub.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,15 @@ class OutboxRelay:
                 await asyncio.sleep(1)
 
     async def _scan(self) -> None:
-        for collection in _RENDERERS:
+        found = dict.fromkeys((topic for topic, _, _ in _RENDERERS.values()), 0)
+        for collection, (topic, _, _) in _RENDERERS.items():
             async for doc in self.db[collection].find(_PENDING, {"_id": 1}):
                 self._pending.add((collection, doc["_id"]))
+                found[topic] += 1
+        # Normally near 0 (events leave within milliseconds); a count that stays up means
+        # Kafka is not taking them (docs/deployment.md, alert HubOutboxBacklog).
+        for topic, count in found.items():
+            OUTBOX_BACKLOG.labels(topic).set(count)
 
     async def _drain(self) -> None:
         # A document notified again while its batch is in flight waits for the next round,

@@ -1,21 +1,29 @@
 """Live fan-out to WebSocket connections on every hub process, with per-channel sequence
 numbers and retained history (CONTRACT §4; docs/realtime.md).
 
-One Redis script publishes a message on its channels atomically: once per message id (a
-redelivered event or a retried notification is not published twice), it takes the channel's
-next `seq` (INCR, shared by all processes), builds the frame around it (the payload was
-serialized once, by the caller), appends the frame to the channel's history (a Redis Stream
-capped by length and age) and PUBLISHes it. Each process subscribes in Redis only to the
+One Redis script publishes a message on a channel atomically: once per message id and
+channel (a redelivered event or a retried notification is not published twice), it takes the
+channel's next `seq` (INCR, shared by all processes), builds the frame around it (the payload
+was serialized once, by the caller), appends the frame to the channel's history (a Redis
+Stream capped by length and age) and PUBLISHes it. A message for several channels is one
+script call per channel, all in one pipeline. Each process subscribes in Redis only to the
 channels its own connections listen to, so it does work only for those, and hands each
 message to them as one encoded frame.
+
+Redis Cluster: the keys one script touches (dedupe, seq, history) carry the channel key as
+their hash tag (`{order:42}`), so they live in one slot, and the script runs where that slot
+does. PUBLISH (not a key) reaches subscribers on every node of a cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from typing import Protocol
+
+from redis.exceptions import NoScriptError
 
 from domain.realtime_channels import channels_for_event, client_name
 from hub.dependency_errors import dependency_failure
@@ -25,26 +33,22 @@ log = logging.getLogger(__name__)
 DEDUPE_S = 900  # redeliveries come within minutes (a crash, a rebalance)
 SEQ_TTL_S = 30 * 86400  # a channel idle this long starts over; `since` beyond its seq is not recovered
 
-# KEYS: dedupe key, then (seq key, stream key, pub/sub channel) per channel.
-# ARGV: dedupe ttl, history length, history age (ms), seq ttl, then (frame head, frame tail) per channel.
+# KEYS: dedupe key, seq key, stream key (one hash tag: one slot on a cluster).
+# ARGV: pub/sub channel, dedupe ttl, history length, history age (ms), seq ttl, frame head, frame tail.
+# Returns the seq, or 0 when this message was already published on this channel.
 # Published as "<seq> <frame>" so a reader learns the seq without parsing the frame.
 _PUBLISH = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {} end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
 local now = redis.call('TIME')
-local min_id = math.floor(tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000) - tonumber(ARGV[3])
-local seqs = {}
-for i = 0, (#KEYS - 1) / 3 - 1 do
-  local seq_key, stream, channel = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  local seq = redis.call('INCR', seq_key)
-  redis.call('EXPIRE', seq_key, ARGV[4])
-  local frame = ARGV[5 + 2 * i] .. seq .. ARGV[6 + 2 * i]
-  redis.call('XADD', stream, 'MAXLEN', ARGV[2], '*', 's', seq, 'f', frame)
-  if min_id > 0 then redis.call('XTRIM', stream, 'MINID', min_id) end
-  redis.call('PEXPIRE', stream, ARGV[3])
-  redis.call('PUBLISH', channel, seq .. ' ' .. frame)
-  seqs[#seqs + 1] = seq
-end
-return seqs
+local min_id = math.floor(tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000) - tonumber(ARGV[4])
+local seq = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+local frame = ARGV[6] .. seq .. ARGV[7]
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], '*', 's', seq, 'f', frame)
+if min_id > 0 then redis.call('XTRIM', KEYS[3], 'MINID', min_id) end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('PUBLISH', ARGV[1], seq .. ' ' .. frame)
+return seq
 """
 
 
@@ -74,7 +78,7 @@ class Realtime:
         self.history_age_ms = history_age_s * 1000
         self.local: dict[str, set[Listener]] = {}
         self._confirmed: dict[str, asyncio.Future] = {}
-        self._publish = redis.register_script(_PUBLISH)
+        self._publish_sha = hashlib.sha1(_PUBLISH.encode()).hexdigest()
         self._since = redis.register_script(_SINCE)
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -82,13 +86,18 @@ class Realtime:
     def _channel(self, key: str) -> str:
         return f"{self.prefix}rt:{key}"
 
+    # The channel key in braces is the hash tag that keeps a channel's keys in one slot.
     def _seq_key(self, key: str) -> str:
-        return f"{self.prefix}seq:{key}"
+        return f"{self.prefix}seq:{{{key}}}"
 
     def _stream(self, key: str) -> str:
-        return f"{self.prefix}history:{key}"
+        return f"{self.prefix}history:{{{key}}}"
+
+    def _dedupe_key(self, key: str, message_id: str) -> str:
+        return f"{self.prefix}rtid:{{{key}}}:{message_id}"
 
     async def start(self) -> None:
+        await self.redis.script_load(_PUBLISH)  # on every master of a cluster (whose map this reads first)
         self.pubsub = self.redis.pubsub()
         # A channel of its own keeps the subscription alive while no socket is connected.
         await self.pubsub.subscribe(self._channel("_process"))
@@ -102,31 +111,54 @@ class Realtime:
             await self.pubsub.aclose()
 
     # Publishing -------------------------------------------------------------------------
-    def _script_input(self, message_id: str, payloads: dict[str, tuple[str, str]]) -> tuple[list, list]:
-        keys, args = [f"{self.prefix}rtid:{message_id}"], [DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S]
-        for key, (head, tail) in payloads.items():
-            keys += [self._seq_key(key), self._stream(key), self._channel(key)]
-            args += [head, tail]
-        return keys, args
+    def _call(self, key: str, message_id: str, head: str, tail: str) -> list:
+        """EVALSHA arguments publishing one message on one channel."""
+        return [self._publish_sha, 3, self._dedupe_key(key, message_id), self._seq_key(key), self._stream(key),
+                self._channel(key), DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S, head, tail]
+
+    async def _run(self, calls: list[list]) -> list[int]:
+        """The calls in one pipeline (one round trip per node on a cluster), in order; each
+        channel's calls go to one node, in order. A node that lost its scripts (restarted,
+        failed over) answers NOSCRIPT to those calls only: the script is loaded again and
+        just those are redone, still in order."""
+        results = await self._pipeline(calls)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            await self.redis.script_load(_PUBLISH)
+            for i, result in zip(missing, await self._pipeline([calls[i] for i in missing])):
+                results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [int(seq) for seq in results]
+
+    async def _pipeline(self, calls: list[list]) -> list:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                # Not pipe.evalsha(): redis-py's cluster pipeline refuses that method, as it
+                # cannot answer NOSCRIPT itself; _run does.
+                pipe.execute_command("EVALSHA", *call)
+            return await pipe.execute(raise_on_error=False)
 
     async def publish(self, message_id: str, payloads: dict[str, tuple[str, str]]) -> dict[str, int]:
-        """Publishes once per `message_id`: for each channel key, the frame `head + seq + tail`.
-        Returns each channel's seq, or {} when the message was already published."""
-        keys, args = self._script_input(message_id, payloads)
-        seqs = await self._publish(keys=keys, args=args)
-        return dict(zip(payloads, (int(s) for s in seqs)))
+        """Publishes once per `message_id` and channel: for each channel key, the frame
+        `head + seq + tail`. Returns the seq of each channel it was published on now (not
+        those where it already was)."""
+        seqs = await self._run([self._call(key, message_id, head, tail) for key, (head, tail) in payloads.items()])
+        return {key: seq for key, seq in zip(payloads, seqs) if seq}
 
     async def publish_events(self, batch: list[tuple[dict, list[str]]]) -> None:
         """Each (CloudEvent, channel keys) as an `event` frame, the event serialized once for
         all its channels; the whole batch in one round trip, in order."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event, keys in batch:
-                body = dumps(event)
-                payloads = {key: (f'{{"type":"event","channel":{dumps(client_name(key))},"seq":', f',"event":{body}}}')
-                            for key in keys}
-                keys_, args = self._script_input(f"event:{event['id']}", payloads)
-                await self._publish(keys=keys_, args=args, client=pipe)
-            await pipe.execute()
+        calls = []
+        for event, keys in batch:
+            body = dumps(event)
+            for key in keys:
+                calls.append(self._call(key, f"event:{event['id']}",
+                                        f'{{"type":"event","channel":{dumps(client_name(key))},"seq":',
+                                        f',"event":{body}}}'))
+        if calls:
+            await self._run(calls)
 
     async def publish_notification(self, user_id: str, notification: dict) -> int:
         """A `notification` frame on the user's channel; 0 if it was already published."""
@@ -181,13 +213,18 @@ class Realtime:
 
     async def _read(self) -> None:
         skip = len(self._channel(""))
+        failed = False
         while not self._stopping:
             try:
+                if failed:
+                    await self._resubscribe()
+                    failed = False
                 message = await self.pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("realtime subscription failed; reconnecting")
+                failed = True
                 await asyncio.sleep(1)
                 continue
             if message is None:
@@ -204,6 +241,22 @@ class Realtime:
                     seq, frame = int(seq), frame.encode()
                     for listener in list(listeners):
                         listener.deliver(key, seq, frame)
+
+
+    async def _resubscribe(self) -> None:
+        """A new subscriber connection, to every channel this process listens to. On a
+        cluster it goes to the node that owns its first channel's slot now: a key of that
+        slot is read first, which makes redis-py refresh its slot map if the master it knew
+        is gone (failed over), rather than reconnecting to a dead address for ever. Frames
+        published meanwhile are filled from history when the next one shows the gap."""
+        first = self._channel("_process")
+        await self.redis.exists(first)
+        old, self.pubsub = self.pubsub, self.redis.pubsub()
+        try:
+            await old.aclose()
+        except Exception:  # the old connection is broken anyway
+            pass
+        await self.pubsub.subscribe(first, *(self._channel(key) for key in self.local))
 
 
 class FanOut:

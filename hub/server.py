@@ -17,13 +17,49 @@ from tornado.netutil import bind_sockets
 
 from config.settings import Settings
 from hub.app import make_app
+from hub.client_ip import is_trusted_proxy
 from hub.demo import banner as demo_banner
 from hub.lifecycle import Hub
+from hub.metrics import CONNECTIONS_REFUSED
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_S = 10
 DRAIN_S = 4  # of which in-flight requests may take this long
+
+
+class CappedHTTPServer(HTTPServer):
+    """Refuses a connection beyond HUB_MAX_CONNECTIONS, or beyond HUB_MAX_CONNECTIONS_PER_IP
+    from one peer address (a trusted proxy's connections carry many clients: not capped per
+    address). Closing at once costs the hub nothing; the client sees the connection closed and may retry.
+    WebSocket connections leave this count once upgraded; the gateway caps them itself."""
+
+    def configure_caps(self, settings: Settings) -> None:
+        self.settings = settings
+        self.per_ip: dict[str, int] = {}
+
+    def handle_stream(self, stream, address) -> None:
+        ip = address[0] if isinstance(address, tuple) else ""
+        settings = self.settings
+        reason = None
+        if len(self._connections) >= settings.max_connections:
+            reason = "max_connections"
+        elif self.per_ip.get(ip, 0) >= settings.max_connections_per_ip and not is_trusted_proxy(ip, settings):
+            reason = "max_connections_per_ip"
+        if reason is not None:
+            CONNECTIONS_REFUSED.labels(reason).inc()
+            stream.close()
+            return
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn) -> None:
+        super().on_close(server_conn)
+        address = server_conn.context.address
+        ip = address[0] if isinstance(address, tuple) else ""
+        self.per_ip[ip] -= 1
+        if not self.per_ip[ip]:
+            del self.per_ip[ip]
 
 
 class HubServer:
@@ -41,7 +77,10 @@ class HubServer:
         self.app = make_app(self.hub)
         # Bodies are streamed and size-checked by the handlers (413); this only bounds
         # what Tornado agrees to read at all.
-        self.http = HTTPServer(self.app, max_body_size=64 * self.settings.max_body_bytes, idle_connection_timeout=60)
+        # body_timeout: a body trickled in slowly (to hold a connection and a handler) is cut off.
+        self.http = CappedHTTPServer(self.app, max_body_size=64 * self.settings.max_body_bytes, idle_connection_timeout=60,
+                                     body_timeout=self.settings.body_timeout_s)
+        self.http.configure_caps(self.settings)
         sockets = bind_sockets(self.settings.port, self.settings.host)
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]

@@ -65,9 +65,9 @@ async def test_lockout_after_five_failures_for_fifteen_minutes(api, hub_server):
     assert 14 * 60 < retry_after <= 15 * 60 + 1
 
     # Fifteen minutes later (moved back in the store rather than waited for) it opens again.
-    users = hub_server.hub.db["users"]
-    await users.update_one({"email": "dave@example.com"},
-                           {"$set": {"locked_until": datetime.now(timezone.utc) - timedelta(seconds=1)}})
+    failures = hub_server.hub.db["login_failures"]
+    await failures.update_one({"email": "dave@example.com"},
+                              {"$set": {"locked_until": datetime.now(timezone.utc) - timedelta(seconds=1)}})
     ok = await api.call("POST", "/api/v1/auth/login", {"email": "dave@example.com", "password": "correct-horse"})
     assert ok.status == 200
 

@@ -101,7 +101,7 @@ async def test_prices_are_exact_and_stored_as_integer_minor_units(api, hub_serve
 async def test_bad_price_or_stock_is_422_naming_the_field_and_creates_nothing(api):
     admin = await api.admin_token()
     cases = [("price", v) for v in ("12.345", -1, "-0.01", "abc", "", "NaN", "Infinity", True, None, [], {})] + \
-            [("stock", v) for v in ("5", 5.5, 5.0, -1, True, None, [])]
+            [("stock", v) for v in ("5", 5.5, -1, True, None, [])]
     for field, value in cases:
         body = {"name": "Bad", "price": "1.00", "stock": 1, field: value}
         r = await api.call("POST", P, body, token=admin)

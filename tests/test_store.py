@@ -11,6 +11,7 @@ import pytest
 
 from domain.errors import Conflict
 from hub.mongo import connect_mongo
+from hub.store.login_failures import LoginFailureStore
 from hub.store.refresh_tokens import RefreshTokenStore
 from hub.store.users import UserStore
 from config.settings import load_settings
@@ -30,7 +31,7 @@ def db(io_loop, hub_env):
 
 def a_user(email="u@example.com"):
     return {"_id": uuid.uuid4().hex, "email": email, "password_hash": "x", "roles": ["customer"],
-            "failed_logins": 0, "locked_until": None, "created_at": NOW}
+            "created_at": NOW}
 
 
 async def test_unique_email_under_concurrent_inserts(db):
@@ -43,15 +44,16 @@ async def test_unique_email_under_concurrent_inserts(db):
 
 
 async def test_concurrent_failures_lock_exactly_once(db):
-    users = UserStore(db)
-    user = a_user()
-    await users.insert(user)
-    locks = await asyncio.gather(*(users.record_failed_login(user["_id"], 5, NOW + timedelta(minutes=15)) for _ in range(5)))
+    failures = LoginFailureStore(db)
+    await failures.create_indexes()
+    until = NOW + timedelta(minutes=15)
+    locks = await asyncio.gather(*(failures.record_failure("u@example.com", "192.0.2.1", 5, until) for _ in range(5)))
     assert locks.count(True) == 1
-    stored = await users.get(user["_id"])
-    assert stored["failed_logins"] == 0 and stored["locked_until"] is not None
-    await users.record_successful_login(user["_id"])
-    assert (await users.get(user["_id"]))["locked_until"] is None
+    stored = await failures.get("u@example.com", "192.0.2.1")
+    assert stored["failures"] == 0 and stored["locked_until"] is not None
+    assert await failures.get("u@example.com", "192.0.2.2") is None  # another client address: no lock
+    await failures.clear("u@example.com", "192.0.2.1")
+    assert await failures.get("u@example.com", "192.0.2.1") is None
 
 
 async def test_a_refresh_token_is_consumed_once_even_when_raced(db):

@@ -45,6 +45,10 @@ class OrderStore:
             return False
         return True
 
+    async def count_unpaid(self, user_id: str) -> int:
+        """The user's orders being placed or awaiting payment."""
+        return await self.col.count_documents({"user_id": user_id, "status": {"$in": [PLACING, "pending"]}})
+
     async def get(self, order_id: str, *, include_hidden: bool = False) -> dict | None:
         query = {"_id": order_id} if include_hidden else {"_id": order_id, "status": HIDDEN}
         return await self.col.find_one(query, _NO_OUTBOX)

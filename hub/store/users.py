@@ -30,25 +30,6 @@ class UserStore:
     async def by_email(self, email: str) -> dict | None:
         return await self.col.find_one({"email": email})
 
-    async def record_failed_login(self, user_id: str, max_failures: int, lock_until: datetime) -> bool:
-        """Count one failure atomically; at `max_failures` in a row, lock. True if this locked."""
-        doc = await self.col.find_one_and_update(
-            {"_id": user_id}, {"$inc": {"failed_logins": 1}}, return_document=ReturnDocument.AFTER
-        )
-        if doc is None or doc["failed_logins"] < max_failures:
-            return False
-        result = await self.col.update_one(
-            {"_id": user_id, "failed_logins": {"$gte": max_failures}},
-            {"$set": {"locked_until": lock_until, "failed_logins": 0}},
-        )
-        return result.modified_count == 1
-
-    async def record_successful_login(self, user_id: str) -> None:
-        await self.col.update_one(
-            {"_id": user_id, "$or": [{"failed_logins": {"$gt": 0}}, {"locked_until": {"$ne": None}}]},
-            {"$set": {"failed_logins": 0, "locked_until": None}},
-        )
-
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         await self.col.update_one({"_id": user_id}, {"$set": {"password_hash": password_hash}})
 
@@ -58,9 +39,6 @@ class UserStore:
         return await self.col.find_one_and_update(
             {"_id": user_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
         )
-
-    async def add_role(self, email: str, role: str) -> None:
-        await self.col.update_one({"email": email}, {"$addToSet": {"roles": role}})
 
     async def admins(self) -> list[dict]:
         return await self.col.find({"roles": "admin"}).to_list(None)

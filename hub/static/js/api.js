@@ -76,6 +76,17 @@ export async function api(path, options) {
 
 // Token renewal -----------------------------------------------------------------------------
 
+/** Ends the session on the server: its refresh token and every other one of the same sign-in
+ * die (CONTRACT §5). keepalive: it completes even if the page navigates away. */
+export function logout(refreshToken) {
+  return fetch(BASE + '/auth/logout', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ refresh_token: refreshToken }),
+    keepalive: true,
+  });
+}
+
 let renewing = null;
 
 /** Renews the access token (once, however many callers ask at the same time). True when

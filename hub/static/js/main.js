@@ -1,6 +1,7 @@
 // The app shell: navigation, the connection indicator, the bell, and a hash router that
 // gives each page a scope whose listeners and timers end when the page is left.
 
+import { logout } from './api.js';
 import { cart } from './cart.js';
 import { h } from './dom.js';
 import { realtime } from './live.js';
@@ -149,8 +150,10 @@ function markNav(path) {
 }
 
 async function signOut() {
-  // A signed-out device gets no more of this user's pushes.
+  // A signed-out device gets no more of this user's pushes, and its refresh token dies.
   try { await disablePush(); } catch (error) { console.warn('could not turn push off', error); }
+  const refreshToken = session.refreshToken;
+  if (refreshToken) logout(refreshToken).catch((error) => console.warn('could not end the session', error));
   session.clear();
   location.hash = '#/';
 }
