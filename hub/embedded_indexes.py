@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
+from collections.abc import Mapping
 from datetime import datetime
 
 from bson import ObjectId
@@ -316,7 +317,7 @@ def install() -> None:
 
     def first(self, filter=None, *args, **kwargs):
         """pymongo's find_one limits its cursor to one document; mongomock's copied them all."""
-        if filter is not None and not isinstance(filter, dict):
+        if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
         cursor = self.find(filter, *args, **kwargs).limit(1)
         return next(cursor, None)
