@@ -13,8 +13,8 @@ make a query cheaper, never change its answer. Other queries scan as before.
 Keys are strings, numbers, booleans and ObjectIds (what the hub stores ids, slugs and
 statuses as); values of other types are simply not indexed and their queries scan.
 
-Besides: a filter made only of top-level equalities, literal substrings and numeric ranges
-is checked by a plain Python predicate (a document whose value has another type goes to
+Besides: a filter made only of top-level equalities, `$in` lists, literal substrings and
+numeric ranges is checked by a plain Python predicate (a document whose value has another type goes to
 mongomock's own check); a sort on top-level fields whose values are all of one plain type
 uses Python's sort; and a cursor with a limit copies only the documents it returns.
 """
@@ -99,7 +99,10 @@ def _predicate(query, filter_applies):
         (op, arg), = condition.items()
         wanted = _wanted(condition)
         if wanted is not None and wanted[0] == "substring":
-            checks.append((field, "in", wanted[1][0]))
+            checks.append((field, "substring", wanted[1][0]))
+        elif op == "$in" and isinstance(arg, list) and arg and len({type(v) for v in arg}) == 1 \
+                and type(arg[0]) in (str, int):
+            checks.append((field, "in", (type(arg[0]), frozenset(arg))))
         elif op in _RANGES and type(arg) in (int, float):
             checks.append((field, op, arg))
         else:
@@ -113,10 +116,16 @@ def _predicate(query, filter_applies):
                     return filter_applies(query, document)  # types MongoDB may compare its own way
                 if value != arg:
                     return False
-            elif op == "in":
+            elif op == "substring":
                 if type(value) is not str:
                     return filter_applies(query, document)
                 if arg not in value:
+                    return False
+            elif op == "in":
+                kind, values = arg
+                if type(value) is not kind:
+                    return filter_applies(query, document)
+                if value not in values:
                     return False
             else:
                 if type(value) not in (int, float) or value != value:

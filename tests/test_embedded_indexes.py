@@ -61,6 +61,9 @@ def random_query(rng: random.Random) -> dict:
         {"n": {"$lt": 2}, "text": {"$regex": "mug"}},
         {"created_at": {"$gte": rng.randint(0, 100)}, "user_id": rng.choice(["u1", 7])},
         {"deleted": False},
+        {"user_id": rng.choice(["u1", "u2"]), "slug": {"$in": [f"s{rng.randint(0, 60)}" for _ in range(30)]}},
+        {"n": {"$in": [1, 2]}},
+        {"text": {"$in": ["mug", 1]}},
         {},
     ])
 
