@@ -141,7 +141,8 @@ class PushChannel(Channel):
         if status in (404, 410):
             raise PermanentError("subscription_gone", f"push service {origin} answered {status}", gone=True)
         if status == 429 or status >= 500:
-            raise TransientError(f"push_{status}", f"push service {origin} answered {status}",
+            # A fixed reason (not the status itself): reasons are metric labels and user-visible.
+            raise TransientError("push_429" if status == 429 else "push_5xx", f"push service {origin} answered {status}",
                                  retry_after_s=retry_after_seconds(retry_after))
         raise PermanentError("push_rejected", f"push service {origin} answered {status}")
 

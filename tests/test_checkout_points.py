@@ -17,7 +17,7 @@ from tests.checkout_helpers import (O, POINTS, balance, cents, coupon, coupon_of
                                     stock)
 from tests.stripe_fake import StripeFake, event, refunded_charge, sign, succeeded_intent
 
-pytestmark = pytest.mark.gen_test(timeout=120)
+pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.stores]
 
 STRIPE_KEY = "sk_test_points"
 WHSEC = "whsec_checkout"

@@ -20,7 +20,7 @@ from tests.checkout_helpers import (COUPONS, O, cents, coupon, coupon_of, interl
                                     stock)
 from tests.conftest import Api
 
-pytestmark = pytest.mark.gen_test(timeout=120)
+pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.stores]
 
 
 @pytest.fixture

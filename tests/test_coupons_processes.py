@@ -7,51 +7,20 @@ and counts agree afterwards. Then a cancel through one process gives the use bac
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 
 import pytest
-from pymongo import MongoClient
 
 from tests.checkout_helpers import coupon, coupon_of, order, stock
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.test_realtime_processes import HubProcess, base_environ, free_port
-
-SECANTUSD = shutil.which("secantusd-py") or str(__import__("pathlib").Path(sys.executable).parent / "secantusd-py")
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI
+from tests.test_realtime_processes import HubProcess, base_environ
 
 
 @pytest.fixture(scope="module")
-def secantus():
-    port = free_port()
-    storage = tempfile.mkdtemp(prefix="secantus-")
-    proc = subprocess.Popen([SECANTUSD, "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage,
-                             "--log-level", "WARNING"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"secantusd-py exited with {proc.returncode}"
-            try:
-                with MongoClient(uri, serverSelectionTimeoutMS=1000) as client:
-                    client.admin.command("ping")
-                break
-            except Exception:  # noqa: BLE001 - not listening yet
-                assert time.monotonic() < deadline, "SecantusDB did not start within 60 s"
-                time.sleep(0.2)
-        yield uri
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        shutil.rmtree(storage, ignore_errors=True)
+def secantus(request):
+    """The database both processes share: MONGODB_URI when set, else the session's SecantusDB
+    (tests/conftest.py `secantus_uri`)."""
+    return MONGODB_URI or request.getfixturevalue("secantus_uri")
 
 
 @pytest.fixture

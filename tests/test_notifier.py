@@ -1,6 +1,5 @@
 """The notification engine end to end, in process (domain/notifications.Notifier): real
-stores (the embedded document store, or MongoDB when MONGODB_URI is set, in a database of
-its own), real frequency caps on Redis (the local server when it answers, else the
+stores (each document store, in a database of its own: tests/conftest.py), real frequency caps on Redis (the local server when it answers, else the
 in-process stand-in), real templates, fake channels that record what they are given and
 fail on demand, and a clock the test moves.
 
@@ -16,8 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis.asyncio as aioredis
 from fakeredis import FakeAsyncRedis
-from mongomock_motor import AsyncMongoMockClient
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from channels.base import Channel, PermanentError, Sent, TransientError
 from domain.events import Rejected
@@ -25,13 +23,14 @@ from domain.notification_templates import Templates
 from domain.notifications import LEASE, Notifier, public_notification
 from domain.users import public_user
 from hub.frequency_caps import FrequencyCaps
+from hub.mongo import embedded_client
 from hub.store.notifications import NotificationStore
 from hub.store.stock_alerts import StockAlertStore
 from hub.store.templates import TemplateStore
 from hub.store.users import UserStore
-from tests.conftest import MONGODB_URI, REDIS_URL
+from tests.conftest import REDIS_URL
 
-pytestmark = pytest.mark.gen_test
+pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
 
 # 23:00 in Paris (CEST, UTC+2) on 10 June 2026: inside a 22:00-08:00 window, which ends at
 # 06:00 UTC the next morning.
@@ -184,9 +183,9 @@ def requested(user_id: str, **fields) -> dict:
 
 
 @pytest.fixture
-def hub(io_loop):
+def hub(io_loop, mongo_uri):
     database = f"hub_notifier_test_{uuid.uuid4().hex[:12]}"
-    client = AsyncIOMotorClient(MONGODB_URI, tz_aware=True) if MONGODB_URI else AsyncMongoMockClient(tz_aware=True)
+    client = AsyncMongoClient(mongo_uri, tz_aware=True) if mongo_uri else embedded_client()
     redis = aioredis.from_url(REDIS_URL, decode_responses=True) if REDIS_URL else FakeAsyncRedis(decode_responses=True)
     h = Hub(client[database], redis, prefix=f"test-notifier-{uuid.uuid4().hex[:12]}:")
     io_loop.run_sync(h.setup)
@@ -198,7 +197,7 @@ def hub(io_loop):
             await redis.delete(*keys)
         await redis.aclose()
         await client.drop_database(database)
-        client.close()
+        await client.close()
     io_loop.run_sync(teardown)
 
 

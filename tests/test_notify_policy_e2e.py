@@ -15,7 +15,7 @@ import pytest
 
 from config.settings import load_settings
 from hub.server import HubServer
-from tests.conftest import MONGODB_URI
+from tests.conftest import SHARED_STORE
 from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F401  (fixtures)
 from tests.notify_e2e import (Api, customer, deliveries, eventually, inbox, inbox_item, quietly,
                               request_notification)
@@ -163,6 +163,7 @@ async def test_frequency_cap_holds_the_third_normal_message_but_not_a_high_one(a
 
 # Restart ------------------------------------------------------------------------------------
 
+@pytest.mark.stores
 async def test_held_work_survives_a_restart_and_the_new_process_releases_it(io_loop, hub_env, sink):
     """What this proves: a held delivery lives in the store (its job in
     `notification_jobs`), not in the memory of the process that held it; after that
@@ -172,6 +173,7 @@ async def test_held_work_survives_a_restart_and_the_new_process_releases_it(io_l
     the delivery's release time to now in MongoDB; the real wait is covered by
     test_held_message_is_sent_when_the_dnd_window_ends."""
     settings = load_settings(hub_env)
+    shared = "MONGODB_URI" in hub_env
     first = HubServer(settings)
     await first.start()
     running = [first]
@@ -186,7 +188,8 @@ async def test_held_work_survives_a_restart_and_the_new_process_releases_it(io_l
         running.remove(first)
         await first.stop()
 
-        second = HubServer(settings, mongo_client=first.hub.mongo_client)
+        # The same embedded store; a real one is reached with a new client (the first was closed).
+        second = HubServer(settings, mongo_client=None if shared else first.hub.mongo_client)
         await second.start()
         running.append(second)
         api = Api(f"http://127.0.0.1:{second.port}")
@@ -211,10 +214,10 @@ async def test_held_work_survives_a_restart_and_the_new_process_releases_it(io_l
         assert deliveries(item)["email"]["attempts"] == 1
         await eventually(lambda: _no_job(store, nid), 5, what="job removed")
     finally:
+        if shared and running:
+            await running[-1].hub.mongo_client.drop_database(hub_env["MONGODB_DB"])
         for server in running:
             await server.stop()
-        if MONGODB_URI:
-            await first.hub.mongo_client.drop_database(hub_env["MONGODB_DB"])
 
 
 async def _no_job(store, nid) -> bool:
@@ -224,9 +227,8 @@ async def _no_job(store, nid) -> bool:
 # Several processes --------------------------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=120)
+@pytest.mark.parametrize("mongo_uri", [SHARED_STORE], indirect=True)  # the embedded store is per process
 async def test_two_processes_share_the_work_without_double_sends(io_loop, hub_env, sink):
-    if not MONGODB_URI:
-        pytest.skip("needs MONGODB_URI: two processes only share work through one MongoDB")
     running = []
     try:
         for _ in range(2):
@@ -249,7 +251,7 @@ async def test_two_processes_share_the_work_without_double_sends(io_loop, hub_en
             assert all(deliveries(i)["email"]["status"] == "sent" and deliveries(i)["email"]["attempts"] == 1
                        for i in items)
     finally:
-        for server in running:
-            await server.stop()
         if running:
             await running[0].hub.mongo_client.drop_database(hub_env["MONGODB_DB"])
+        for server in running:
+            await server.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,9 +20,9 @@ from tornado.httpclient import AsyncHTTPClient
 
 from config.settings import load_settings
 from hub.server import HubServer
-from tests.conftest import SERVICE_KEY, Api
+from tests.conftest import SERVICE_KEY, SHARED_STORE, Api
 
-pytestmark = pytest.mark.gen_test
+pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
 
 ORDER_DATA_FIELDS = {"order_id", "number", "user_id", "status", "total", "currency"}
 INVENTORY_DATA_FIELDS = {"product_id", "available", "previous", "low_stock_threshold"}
@@ -174,7 +173,7 @@ class OwnHubs:
 
     async def close(self) -> None:
         last = self.running[-1] if self.running else None
-        if os.environ.get("MONGODB_URI") and last is not None:
+        if "MONGODB_URI" in self.env and last is not None:
             await last.hub.mongo_client.drop_database(self.env["MONGODB_DB"])
         for server in list(self.running):
             await self.stop(server)
@@ -182,7 +181,7 @@ class OwnHubs:
     def client_for_restart(self, server: HubServer):
         """The same embedded store; with a real MongoDB a new client on the same database
         (the first hub's client was closed when it stopped)."""
-        return None if os.environ.get("MONGODB_URI") else server.hub.mongo_client
+        return None if "MONGODB_URI" in self.env else server.hub.mongo_client
 
 
 # 1. One order, its events ------------------------------------------------------------
@@ -614,9 +613,8 @@ async def test_events_endpoint_needs_a_service_key_and_a_cloud_event(api, hub_se
 # 8. Two hub processes, one MongoDB -----------------------------------------------------
 
 @pytest.mark.gen_test(timeout=120)
+@pytest.mark.parametrize("mongo_uri", [SHARED_STORE], indirect=True)  # the embedded store is per process
 async def test_two_hubs_sharing_one_mongodb_never_oversell(hub_env):
-    if not os.environ.get("MONGODB_URI"):
-        pytest.skip("needs MONGODB_URI: two hubs can share only a real MongoDB (the embedded store is per process)")
     hubs = OwnHubs(hub_env)
     try:
         _, api_a = await hubs.start()

@@ -87,6 +87,7 @@ async def setup(api, **product):
 
 # Placing -------------------------------------------------------------------------------
 
+@pytest.mark.stores
 async def test_place_order_prices_on_the_server_and_takes_summed_stock(api):
     admin, user, mug = await setup(api, price="12.50", stock=10)
     pen = await api.product(admin, price="0.99", stock=5)
@@ -141,6 +142,7 @@ async def test_out_of_stock_reserves_nothing(api):
     assert (await stock(api, plenty["id"]), await stock(api, scarce)) == (0, 0)
 
 
+@pytest.mark.stores
 async def test_concurrent_orders_never_oversell_and_give_back_partial_reservations(api, hub_server, interleaved):
     admin, user, plenty = await setup(api, stock=100)
     scarce = (await api.product(admin, stock=3))["id"]
@@ -154,6 +156,7 @@ async def test_concurrent_orders_never_oversell_and_give_back_partial_reservatio
         assert (await hub_server.hub.db["products"].find_one({"_id": pid}))["holds"] == []
 
 
+@pytest.mark.stores
 async def test_stock_gone_while_reserving_gives_back_what_was_taken(api, hub_server, monkeypatch):
     """The last units go to another order between the availability check and the reservation."""
     admin, user, plenty = await setup(api, stock=10)
@@ -263,6 +266,7 @@ async def test_idempotency_key(api):
     assert await stock(api, pid) == 4
 
 
+@pytest.mark.stores
 async def test_concurrent_requests_with_one_idempotency_key_make_one_order(api, interleaved):
     admin, user, product = await setup(api, stock=10)
     token = user["access_token"]
@@ -276,6 +280,7 @@ async def test_concurrent_requests_with_one_idempotency_key_make_one_order(api, 
 
 # Who sees what -------------------------------------------------------------------------
 
+@pytest.mark.stores
 async def test_visibility(api):
     admin, alice, product = await setup(api, stock=10)
     bob = await api.register()
@@ -348,6 +353,7 @@ async def test_transition_guards(api):
 
 # Cancelling ----------------------------------------------------------------------------
 
+@pytest.mark.stores
 async def test_cancel_gives_stock_back_exactly_once(api):
     admin, user, product = await setup(api, stock=20)
     other = (await api.product(admin, stock=20))["id"]
@@ -394,6 +400,7 @@ async def test_cancel_gives_stock_back_exactly_once(api):
     assert await stock(api, pid) == 19
 
 
+@pytest.mark.stores
 async def test_concurrent_cancels_give_stock_back_once(api, interleaved):
     admin, user, product = await setup(api, stock=10)
     token = user["access_token"]
@@ -409,6 +416,7 @@ async def test_concurrent_cancels_give_stock_back_once(api, interleaved):
 
 # Clean-up ------------------------------------------------------------------------------
 
+@pytest.mark.stores
 async def test_unpaid_order_is_cancelled_after_the_payment_timeout(io_loop, hub_env):
     hub_env["ORDER_PAYMENT_TIMEOUT_S"] = "1"
     hub_env["HUB_SWEEP_INTERVAL_S"] = "0.2"
@@ -448,6 +456,7 @@ async def test_a_fresh_order_is_not_cancelled_by_the_sweep(api, hub_server):
     assert await stock(api, product["id"]) == 8
 
 
+@pytest.mark.stores
 async def test_sweeper_gives_back_an_abandoned_reservation_once(api, hub_server):
     hub = hub_server.hub
     admin = await api.admin_token()
@@ -466,6 +475,7 @@ async def test_sweeper_gives_back_an_abandoned_reservation_once(api, hub_server)
     assert (await stock(api, dead), await stock(api, alive)) == (10, 6)
 
 
+@pytest.mark.stores
 async def test_sweeper_aborts_a_stalled_placing_order_once(api, hub_server):
     hub = hub_server.hub
     admin, user, _ = await setup(api)
@@ -500,6 +510,7 @@ async def test_sweeper_aborts_a_stalled_placing_order_once(api, hub_server):
     assert (await api.call("GET", O, token=admin)).data["total"] == 0
 
 
+@pytest.mark.stores
 async def test_sweeper_finishes_an_interrupted_cancellation_once(api, hub_server):
     """A process died while cancelling: one product's stock was given back (its marker left
     behind, not yet recorded on the order), the other's not yet."""
@@ -571,6 +582,7 @@ async def test_retry_after_an_abandoned_placement_places_the_order(api, hub_serv
     assert await stock(api, product["id"]) == 8
 
 
+@pytest.mark.stores
 async def test_internal_statuses_are_never_listed(api, hub_server):
     admin, user, product = await setup(api, price="10.00", stock=10)
     await abandon_placement(hub_server.hub, user, product["id"], 2, "gone")
@@ -596,6 +608,7 @@ async def _move_first(monkeypatch, store, intercept: str, from_status: str, to_s
     monkeypatch.setattr(store, "move", racing_move)
 
 
+@pytest.mark.stores
 async def test_owner_cancel_racing_a_move_to_processing_is_refused(api, hub_server, monkeypatch):
     admin, user, product = await setup(api, stock=10)
     order = await placed(api, user["access_token"], (product["id"], 2))
@@ -607,6 +620,7 @@ async def test_owner_cancel_racing_a_move_to_processing_is_refused(api, hub_serv
     assert await stock(api, product["id"]) == 8
 
 
+@pytest.mark.stores
 async def test_payment_timeout_spares_an_order_paid_meanwhile(api, hub_server, monkeypatch):
     admin, user, product = await setup(api, stock=10)
     order = await placed(api, user["access_token"], (product["id"], 2))

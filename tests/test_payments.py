@@ -23,7 +23,7 @@ from tests.stripe_fake import (
     StripeFake, event, failed_intent, refunded_charge, sign, succeeded_intent,
 )
 
-pytestmark = pytest.mark.gen_test
+pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
 
 STRIPE_KEY = "sk_test_123"
 WHSEC = "whsec_test"

@@ -24,7 +24,7 @@ from hub.server import HubServer
 from tests.conftest import Api, get_order, placed
 from tests.stripe_fake import event, refunded_charge, sign, succeeded_intent
 
-pytestmark = pytest.mark.gen_test
+pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
 
 WHSEC = "whsec_points_test"
 O = "/api/v1/orders"

@@ -35,6 +35,7 @@ def test_fifo_expiry_table(entries, now_days, due, next_days):
 
 
 @pytest.mark.gen_test
+@pytest.mark.stores
 async def test_expiry_job_expires_what_is_left_once(api, hub_server, topics):
     hub = hub_server.hub
     user = await api.register()

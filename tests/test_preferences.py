@@ -10,6 +10,7 @@ pytestmark = pytest.mark.gen_test
 PREFS = "/api/v1/users/me/preferences"
 
 
+@pytest.mark.stores
 async def test_defaults_then_replace_then_read_back(api):
     user = await api.register()
     token = user["access_token"]

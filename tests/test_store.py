@@ -1,5 +1,5 @@
-"""Storage behaviour the auth rules rely on, run against the embedded store or, when
-MONGODB_URI is set, a real MongoDB (see README)."""
+"""Storage behaviour the auth rules rely on, run against each document store (the embedded
+one, SecantusDB, and MongoDB when MONGODB_URI is set: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hub.store.refresh_tokens import RefreshTokenStore
 from hub.store.users import UserStore
 from config.settings import load_settings
 
-pytestmark = pytest.mark.gen_test
+pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
 NOW = datetime.now(timezone.utc)
 
 
@@ -26,7 +26,7 @@ def db(io_loop, hub_env):
     database = client[hub_env["MONGODB_DB"]]
     yield database
     io_loop.run_sync(lambda: client.drop_database(hub_env["MONGODB_DB"]))
-    client.close()
+    io_loop.run_sync(client.close)
 
 
 def a_user(email="u@example.com"):

@@ -21,6 +21,13 @@ class OrderStore:
         self.on_outbox = on_outbox  # called with an order id after its outbox grew
 
     async def create_indexes(self) -> None:
+        """The indexes, and the order-number counter: created here, once, so that numbering
+        is a plain $inc (racing upserts of one document are retried by MongoDB itself, but
+        not by every server that speaks its protocol)."""
+        try:
+            await self.counters.insert_one({"_id": "order_number", "seq": 0})
+        except DuplicateKeyError:
+            pass  # made by an earlier start or another process
         await self.col.create_index("number", unique=True, name="number_unique")
         await self.col.create_index([("user_id", 1), ("created_at", DESCENDING)], name="user_newest")
         await self.col.create_index([("status", 1), ("created_at", 1)], name="status_age")
@@ -33,7 +40,7 @@ class OrderStore:
     async def next_number(self) -> int:
         """A unique, increasing sequence from one atomic $inc (no read-max-then-increment)."""
         doc = await self.counters.find_one_and_update(
-            {"_id": "order_number"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+            {"_id": "order_number"}, {"$inc": {"seq": 1}}, return_document=ReturnDocument.AFTER
         )
         return doc["seq"]
 

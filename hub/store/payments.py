@@ -48,12 +48,18 @@ class PaymentStore:
         return await self.col.find({"order_id": order_id}, _NO_OUTBOX).sort("created_at", 1).to_list(100)
 
     async def _guarded_upsert(self, query: dict, update: dict, payment_key: str) -> dict | None:
-        """None when the guard fails on an existing document (the upsert then collides on _id)."""
-        try:
-            doc = await self.col.find_one_and_update(query, update, _NO_OUTBOX, upsert=True,
-                                                     return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:
-            return None
+        """None when the guard fails on an existing document (the upsert then collides on _id).
+        A collision can also mean a racing event created the document just now: then one more
+        try lets the guard judge that document (MongoDB retries only upserts whose filter is
+        the _id alone)."""
+        for attempt in range(2):
+            try:
+                doc = await self.col.find_one_and_update(query, update, _NO_OUTBOX, upsert=True,
+                                                         return_document=ReturnDocument.AFTER)
+                break
+            except DuplicateKeyError:
+                if attempt:
+                    return None
         if update.get("$push", {}).get("outbox"):
             self.on_outbox(payment_key)
         return doc
