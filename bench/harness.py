@@ -56,8 +56,16 @@ class Client:
         return response.code, json.loads(response.body) if response.body else None
 
 
-async def measure(name: str, total: int, concurrency: int, request) -> list[int]:
-    """Runs `request(i)` `total` times over `concurrency` workers; prints and returns statuses."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc): a cost that holds on a loaded machine."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(name: str, total: int, concurrency: int, request, pid: int | None = None) -> list[int]:
+    """Runs `request(i)` `total` times over `concurrency` workers; prints and returns statuses.
+    With `pid` (the hub's), also the CPU time that process spent per request."""
     latencies: list[float] = []
     statuses: list[int] = []
     jobs = iter(range(total))
@@ -68,11 +76,13 @@ async def measure(name: str, total: int, concurrency: int, request) -> list[int]
             statuses.append(await request(i))
             latencies.append(time.perf_counter() - t0)
 
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
+    cpu = f"   hub CPU {(cpu_seconds(pid) - cpu0) * 1000 / total:5.2f} ms/req" if pid else ""
     q = statistics.quantiles(latencies, n=100)
     counts = {code: statuses.count(code) for code in sorted(set(statuses))}
     print(f"{name:<34} n={total:<6} c={concurrency:<3} {total / elapsed:8.1f} req/s   "
-          f"p50 {q[49] * 1000:6.1f} ms   p99 {q[98] * 1000:6.1f} ms   statuses {counts}")
+          f"p50 {q[49] * 1000:6.1f} ms   p99 {q[98] * 1000:6.1f} ms   statuses {counts}{cpu}")
     return statuses

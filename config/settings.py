@@ -121,6 +121,7 @@ class Settings(BaseModel):
     points_per_currency_unit: int = Field(100, alias="HUB_POINTS_PER_CURRENCY_UNIT", ge=1, le=1_000_000)
     cart_reminder_after_s: int = Field(3600, alias="HUB_CART_REMINDER_AFTER_S", gt=0)
     cart_max_items: int = Field(50, alias="HUB_CART_MAX_ITEMS", ge=1, le=100)
+    kafka_idle_fetch_max_wait_ms: int | None = Field(None, alias="HUB_KAFKA_IDLE_FETCH_MAX_WAIT_MS", ge=1, le=10_000)
 
     # Accounts and SMS abuse limits (issue 12; docs/security.md).
     auth_failures_per_ip: int = Field(100, alias="HUB_AUTH_FAILURES_PER_IP", gt=0)  # failed sign-ins per client per hour

@@ -2,9 +2,9 @@
 
 - Offsets are committed manually, per partition, only after every event before them was
   handled (or dead-lettered): a crash means redelivery, never a skipped event. Commits go
-  out at most every COMMIT_INTERVAL_S (and at stop): a commit per fetched batch cost more
-  than the events under load, and what a crash leaves uncommitted is redelivered and
-  deduplicated like any redelivery.
+  out at most every COMMIT_INTERVAL_S (and at stop), in the background: a commit per fetched
+  batch cost more than the events under load, and what a crash leaves uncommitted is
+  redelivered and deduplicated like any redelivery.
 - A message that is not a valid CloudEvent, that the handler rejects, or whose data makes
   the handler fail in any other way, goes to the `dlq` topic with the reason, and the
   consumer goes on: data never stalls a partition.
@@ -32,14 +32,15 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict], Awaitable[None]]
 COMMIT_INTERVAL_S = 0.5
+IDLE_AFTER_S = 2.0  # then fetch with the longer idle wait (hub/kafka.py), until a message comes
 
 
 class EventConsumer:
     def __init__(self, kafka, *, group: str, topics: list[str], handler: Handler, source: str,
                  skip_own: bool = True, flush: Callable[[], Awaitable[None]] | None = None,
                  max_poll_records: int = 200) -> None:
-        """`flush`, if given, completes what the handler started for a fetched batch (e.g.
-        writes it in one round trip); offsets are committed only after it succeeds.
+        """`flush`, if given, completes what the handler started for a fetch's messages (e.g.
+        writes them in one round trip); offsets are committed only after it succeeds.
         `max_poll_records` bounds a fetch: what one fetch brings must be handled well within
         Kafka's max.poll.interval (300 s), or the group takes the partitions away."""
         self.kafka = kafka
@@ -54,6 +55,8 @@ class EventConsumer:
         self._stopping = False
         self._handled: dict = {}  # partition → the offset to commit next
         self._committed_at = 0.0
+        self._last_message_at = 0.0
+        self._committing: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Joins the group in the background: the hub serves requests meanwhile, and events
@@ -96,55 +99,86 @@ class EventConsumer:
                 log.exception("consumer fetch failed; retrying", extra={"group": self.group})
                 await asyncio.sleep(1)
                 continue
-            for tp, messages in batches.items():
+            self._pace(bool(batches))
+            if batches:
                 try:
-                    await self._handle_partition(tp, messages)
+                    await self._handle_batches(batches)
                 except Exception:  # e.g. the dead-letter topic unreachable: the rest is fetched again
                     log.exception("consumer batch failed; resuming", extra={"group": self.group})
                     await asyncio.sleep(1)
-            await self._commit(force=False)
-        await self._commit(force=True)
+            self._commit_in_background()
+        await self._commit_now()
 
-    async def _commit(self, *, force: bool) -> None:
+    def _pace(self, got: bool) -> None:
+        """The broker's wait for the next fetch: short while messages come, long once idle.
+        aiokafka reads it from its fetcher for every request and has no public setter."""
         now = asyncio.get_running_loop().time()
-        if not self._handled or (not force and now - self._committed_at < COMMIT_INTERVAL_S):
+        if got:
+            self._last_message_at = now
+        idle = now - self._last_message_at >= IDLE_AFTER_S
+        self.consumer._fetcher._fetch_max_wait_ms = (self.kafka.idle_fetch_max_wait_ms if idle
+                                                     else self.kafka.consumer_options["fetch_max_wait_ms"])
+
+    def _commit_in_background(self) -> None:
+        """Commits what was handled, at most every COMMIT_INTERVAL_S, without waiting: the round
+        trip would hold up the events behind it. One commit is in flight at a time."""
+        now = asyncio.get_running_loop().time()
+        if not self._handled or now - self._committed_at < COMMIT_INTERVAL_S or \
+                (self._committing is not None and not self._committing.done()):
             return
-        offsets, self._handled = self._handled, {}
         self._committed_at = now
+        offsets, self._handled = self._handled, {}
+        self._committing = asyncio.create_task(self._send_commit(offsets))
+
+    async def _commit_now(self) -> None:
+        """At stop: after the commit in flight, whatever was handled since."""
+        if self._committing is not None:
+            await asyncio.gather(self._committing, return_exceptions=True)
+        if self._handled:
+            offsets, self._handled = self._handled, {}
+            await self._send_commit(offsets)
+
+    async def _send_commit(self, offsets: dict) -> None:
         try:
             await self.consumer.commit(offsets)
         except Exception:  # e.g. a rebalance took the partitions: their new owner reads them again
             log.warning("offset commit failed; those events will be read again", exc_info=True,
                         extra={"group": self.group})
 
-    async def _handle_partition(self, tp, messages) -> None:
-        handled = None
+    async def _handle_batches(self, batches: dict) -> None:
+        """Handles a fetch's messages, partition by partition, then `flush` once for all of
+        them; each partition's offset is recorded for the commit only once its events took
+        effect (with `flush`: only after the flush)."""
+        handled: dict = {}  # partition → offset of the last message handled
         try:
-            for message in messages:
-                if self._stopping:
-                    break
-                await self._handle(message)
-                handled = message.offset
-            if handled is not None and self.flush is not None:
+            for tp, messages in batches.items():
+                for message in messages:
+                    if self._stopping:
+                        break
+                    await self._handle(message)
+                    handled[tp] = message.offset
+            if handled and self.flush is not None:
                 try:
                     await self._retrying(self.flush, "batch")
                 except Exception as exc:
-                    if dependency_failure(exc):  # stopping: all of this batch again next time
-                        handled = None
+                    if dependency_failure(exc):  # stopping: all of this fetch again next time
                         raise
-                    # The batch's data cannot be completed; retrying would stall the partition.
+                    # The batch's data cannot be completed; retrying would stall the partitions.
                     log.exception("batch flush failed on its data; going on", extra={"group": self.group})
                     EVENTS_DEAD_LETTERED.labels(self.group, "batch_unprocessable").inc()
-                except BaseException:
-                    handled = None  # nothing of this batch took effect for sure: all of it again
-                    raise
+        except BaseException:
+            if self.flush is not None:
+                handled = {}  # nothing of this fetch surely took effect: all of it again
+            raise
         finally:
-            if handled != messages[-1].offset:
-                # Stopped or failed part-way: fetch the rest again rather than skip it.
-                self.consumer.seek(tp, messages[0].offset if handled is None else handled + 1)
-            if handled is not None:
-                self._handled[tp] = handled + 1
-                CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - handled - 1))
+            for tp, messages in batches.items():
+                last = handled.get(tp)
+                if last != messages[-1].offset:
+                    # Stopped or failed part-way: fetch the rest again rather than skip it.
+                    self.consumer.seek(tp, messages[0].offset if last is None else last + 1)
+                if last is not None:
+                    self._handled[tp] = last + 1
+                    CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - last - 1))
 
     async def _handle(self, message) -> None:
         """Handles one message or dead-letters it; retries failures of our own until they pass."""

@@ -27,8 +27,12 @@ _TOPIC_ALREADY_EXISTS = 36
 # How long the broker may hold a fetch while no new message exists. A real broker answers
 # as soon as a message arrives, so a long wait costs nothing (aiokafka's 500 ms). The bundled
 # broker holds every fetch for the whole wait, which is then latency for a live update: it
-# gets a short one (HUB_KAFKA_FETCH_MAX_WAIT_MS overrides both).
+# gets a short one (HUB_KAFKA_FETCH_MAX_WAIT_MS overrides both). So that an idle hub does
+# not fetch 50 times a second per consumer group, a consumer that has had nothing for
+# IDLE_AFTER_S (hub/consumer.py) fetches with the idle wait until a message arrives: the first
+# event after a quiet spell may wait that long, the ones behind it do not.
 EMBEDDED_FETCH_MAX_WAIT_MS = 20
+EMBEDDED_IDLE_FETCH_MAX_WAIT_MS = 250
 
 
 class Kafka:
@@ -40,9 +44,11 @@ class Kafka:
         # restarted process wait out its predecessor's: keep both short on one machine.
         # Real brokers refuse sessions under 6 s by default; they get aiokafka's 10 s.
         session_ms = settings.kafka_session_timeout_ms or (2000 if embedded else 10_000)
+        fetch_ms = settings.kafka_fetch_max_wait_ms or (EMBEDDED_FETCH_MAX_WAIT_MS if embedded else 500)
         self.consumer_options = {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(300, session_ms // 4),
-                                 "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms
-                                 or (EMBEDDED_FETCH_MAX_WAIT_MS if embedded else 500)}
+                                 "fetch_max_wait_ms": fetch_ms}
+        self.idle_fetch_max_wait_ms = max(fetch_ms, settings.kafka_idle_fetch_max_wait_ms
+                                          or (EMBEDDED_IDLE_FETCH_MAX_WAIT_MS if embedded else fetch_ms))
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",

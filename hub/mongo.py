@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from config.settings import Settings
+from hub import embedded_indexes
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def connect_mongo(settings: Settings):
 
 def embedded_client() -> "EmbeddedClient":
     _index_id_lookups()
+    embedded_indexes.install()
     return EmbeddedClient(tz_aware=True)
 
 

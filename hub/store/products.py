@@ -39,6 +39,7 @@ class ProductStore:
         await self.col.create_index([("category", ASCENDING), ("price_minor", ASCENDING)], name="category_price")
         await self.col.create_index([("created_at", DESCENDING)], name="newest")
         await self.col.create_index("holds.expires_at", name="holds_expiry")
+        await self.col.create_index("search_text", name="search")  # catalog search reads keys, not documents
         # Lets the relay's recovery scan find documents with unpublished events cheaply.
         await self.col.create_index("updated_at", name="outbox_pending",
                                     partialFilterExpression={"outbox.0": {"$exists": True}})
