@@ -138,7 +138,7 @@ class ApnsChannel(Channel):
     async def send(self, message: Message) -> Sent:
         device = message.address if isinstance(message.address, dict) else {}
         token = device.get("token")
-        if not isinstance(token, str) or not APNS_TOKEN_RE.match(token):
+        if not isinstance(token, str) or not APNS_TOKEN_RE.fullmatch(token):
             raise PermanentError("bad_device_token", "not an APNs device token", gone=True)
         environment = "sandbox" if device.get("environment") == "sandbox" else "production"
         url = f"{self._base[environment]}/3/device/{token}"

@@ -190,7 +190,7 @@ class FcmChannel(Channel):
     async def send(self, message: Message) -> Sent:
         device = message.address if isinstance(message.address, dict) else {}
         token = device.get("token")
-        if not isinstance(token, str) or not FCM_TOKEN_RE.match(token):
+        if not isinstance(token, str) or not FCM_TOKEN_RE.fullmatch(token):
             raise PermanentError("bad_device_token", "not an FCM registration token", gone=True)
         if self._client is None:
             self._client = self._policy.client(base_url=self._base_url, http2=True, timeout_s=self._timeout_s)

@@ -109,6 +109,7 @@ async def test_past_the_cap_the_oldest_device_goes(api):
     ({"platform": "apns", "token": "ab" * 101}, "token"),  # too long
     ({"platform": "fcm", "token": "has spaces and ! marks, not a token"}, "token"),
     ({"platform": "fcm", "token": "x" * 1025}, "token"),
+    ({"platform": "fcm", "token": fcm_token() + "\n"}, "token"),  # never stored with a newline
     ({"platform": "fcm", "token": fcm_token(), "environment": "staging"}, "environment"),
     ({"platform": "fcm", "token": fcm_token(), "app_version": "1.0; rm -rf"}, "app_version"),
     ({"platform": "apns"}, "token"),
