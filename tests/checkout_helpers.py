@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from decimal import Decimal
 
-from tests.conftest import SERVICE_KEY, Api, _Yielding
+from tests.conftest import SERVICE_KEY, Api, KafkaTopics
 
 O = "/api/v1/orders"
 CART = "/api/v1/users/me/cart"
@@ -62,36 +61,8 @@ async def give_points(api: Api, user_id: str, token: str, points: int, timeout: 
         await asyncio.sleep(0.1)
 
 
-def interleave(hub, monkeypatch) -> None:
-    """Every store collection of `hub` yields to the event loop around each call, as a
-    networked database does (see tests/conftest.py `interleaved`)."""
-    for name, store in list(vars(hub).items()):
-        if name.endswith("_store"):
-            for attr, value in list(vars(store).items()):
-                if hasattr(value, "find_one_and_update") and hasattr(value, "insert_one"):
-                    monkeypatch.setattr(store, attr, _Yielding(value))
-
-
 async def kafka_events(hub, topic: str, *, until=lambda events: False, timeout: float = 10.0) -> list[dict]:
-    from aiokafka import AIOKafkaConsumer
-
-    kafka = hub.kafka
-    consumer = AIOKafkaConsumer(kafka.topic(topic), bootstrap_servers=kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    events: list[dict] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for messages in batch.values():
-                events.extend(json.loads(m.value) for m in messages)
-            if until(events):
-                break
-    finally:
-        await consumer.stop()
-    return events
+    return await KafkaTopics(hub).read(topic, until=until, timeout=timeout)
 
 
 def of_type(events: list[dict], event_type: str, **data) -> list[dict]:

@@ -199,8 +199,8 @@ def api(hub_server):
 class KafkaTopics:
     """Reads what the hub under test put on its (prefixed) topics, from the beginning."""
 
-    def __init__(self, server: HubServer) -> None:
-        self.kafka = server.hub.kafka
+    def __init__(self, hub) -> None:
+        self.kafka = hub.kafka
 
     async def read(self, topic: str, *, until=lambda events: False, timeout: float = 10.0) -> list[dict]:
         """All events on `topic`, waiting up to `timeout` s for `until(events)` to hold."""
@@ -229,7 +229,7 @@ class KafkaTopics:
 
 @pytest.fixture
 def topics(hub_server):
-    return KafkaTopics(hub_server)
+    return KafkaTopics(hub_server.hub)
 
 
 class _Yielding:
@@ -255,10 +255,9 @@ class _Yielding:
         return call
 
 
-@pytest.fixture
-def interleaved(hub_server, monkeypatch):
-    """Every collection of every store of the hub (points, products, orders, payments) yields."""
-    hub = hub_server.hub
+def interleave(hub, monkeypatch) -> dict[str, _Yielding]:
+    """Every collection of every store of `hub` yields around each call; returns them by
+    "<store>.<attribute>"."""
     wrapped = {}
     for name, store in list(vars(hub).items()):
         if not name.endswith("_store"):
@@ -267,6 +266,13 @@ def interleaved(hub_server, monkeypatch):
             if hasattr(value, "find_one_and_update") and hasattr(value, "insert_one"):
                 wrapped[f"{name}.{attr}"] = _Yielding(value)
                 monkeypatch.setattr(store, attr, wrapped[f"{name}.{attr}"])
+    return wrapped
+
+
+@pytest.fixture
+def interleaved(hub_server, monkeypatch):
+    """Every collection of every store of the hub (points, products, orders, payments) yields."""
+    wrapped = interleave(hub_server.hub, monkeypatch)
     assert {"points_store.col", "points_store.redemptions", "product_store.col"} <= set(wrapped), wrapped
     return wrapped
 

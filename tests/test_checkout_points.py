@@ -13,8 +13,9 @@ from datetime import datetime
 import pytest
 
 from domain.checkout import Checkout
-from tests.checkout_helpers import (O, POINTS, balance, cents, coupon, coupon_of, give_points, interleave, order,
+from tests.checkout_helpers import (O, POINTS, balance, cents, coupon, coupon_of, give_points, order,
                                     stock)
+from tests.conftest import interleave
 from tests.stripe_fake import StripeFake, event, refunded_charge, sign, succeeded_intent
 
 pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.stores]

@@ -16,9 +16,9 @@ import pytest
 from config.settings import load_settings
 from domain.events import cloud_event
 from hub.server import HubServer
-from tests.checkout_helpers import (COUPONS, O, cents, coupon, coupon_of, interleave, kafka_events, of_type, order,
+from tests.checkout_helpers import (COUPONS, O, cents, coupon, coupon_of, kafka_events, of_type, order,
                                     stock)
-from tests.conftest import Api
+from tests.conftest import Api, interleave
 
 pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.stores]
 
