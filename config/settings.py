@@ -252,6 +252,11 @@ class Settings(BaseModel):
         return self.env == "production"
 
     @property
+    def public_base_url(self) -> str:
+        """HUB_PUBLIC_URL, else where this process listens: the base of links the hub sends."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
     def service_key_list(self) -> list[str]:
         return _split_list(self.service_keys)
 

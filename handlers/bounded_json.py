@@ -25,12 +25,17 @@ class MalformedJson(Exception):
     """Not JSON, or nested too deeply, or too many values: 400 `malformed_json`."""
 
 
+MAX_NAMED_FIELDS = 20  # the paths are the client's own keys: an answer repeats a bounded few
+MAX_FIELD_CHARS = 100
+
+
 class NumbersOutOfRange(Exception):
-    """Numbers that no field accepts (beyond 64 bits, or not finite): 422 naming each."""
+    """Numbers that no field accepts (beyond 64 bits, or not finite): 422 naming each (the
+    first MAX_NAMED_FIELDS, each path cut to MAX_FIELD_CHARS)."""
 
     def __init__(self, fields: list[str]) -> None:
-        super().__init__(", ".join(fields))
-        self.fields = fields
+        self.fields = [field[:MAX_FIELD_CHARS] for field in fields[:MAX_NAMED_FIELDS]]
+        super().__init__(", ".join(self.fields))
 
 
 class _OutOfRange:

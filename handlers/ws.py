@@ -31,6 +31,7 @@ CLOSE_IDLE = 4408
 RECONNECT_HINT_MS = (500, 5000)  # spread the reconnects of a restart
 MAX_FRAME_ID_CHARS = 64
 MAX_FRAME_ID_INT = 2 ** 53  # what a JavaScript client's number holds exactly
+MAX_OP_ECHO_CHARS = 32  # an unknown op is named back only this far
 MAX_CHANNEL_CHARS = 256  # longer names are no channel; an error does not repeat them
 
 
@@ -176,11 +177,11 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             elif op == "ack":
                 await self._ack(frame.get("id"), reply)
             else:
-                self._error("unknown_op", f"Unknown op {op!r}.", reply)
+                self._error("unknown_op", f"Unknown op {op[:MAX_OP_ECHO_CHARS]!r}.", reply)
         except DomainError as exc:
             self._error(exc.code, exc.message, {**about, **reply})
         except Exception:  # ours (Redis or the store unreachable), not the client's
-            log.exception("websocket frame failed", extra={"op": op})
+            log.exception("websocket frame failed", extra={"op": op[:MAX_OP_ECHO_CHARS]})
             self._error("unavailable", "The hub could not do that just now; try again shortly.", {**about, **reply})
 
     async def _ack(self, notification_id, reply: dict) -> None:

@@ -167,7 +167,7 @@ class Hub:
             sms_countries=settings.sms_country_codes, sms_max_per_day=settings.sms_max_per_day)
         self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
                                      clock=utcnow)
-        cart_url = f"{settings.public_url or f'http://{settings.host}:{settings.port}'}/#/cart"
+        cart_url = f"{settings.public_base_url}/#/cart"
         self.coupons = Coupons(self.coupon_store, source=settings.event_source, cart_url=cart_url, clock=utcnow,
                                notify=self.notifier.record)
         self.carts = Carts(self.cart_store, self.product_store, self.order_store, self.checkout,
@@ -177,7 +177,7 @@ class Hub:
                                [(event, [f"user:{user_id}"])]))
         self.notifier.on_recorded = self.dispatcher.submit
         self.unsubscribe_links = UnsubscribeLinks(settings.jwt_secret,
-                                                  settings.public_url or f"http://{settings.host}:{settings.port}")
+                                                  settings.public_base_url)
         self.notifier.unsubscribe_url = self.unsubscribe_links.url
         self.broadcasts = Broadcasts(
             self.broadcast_store, self.topic_store, self.users, self.notifier, self.notification_store,

@@ -87,6 +87,14 @@ async def test_numbers_beyond_64_bits_in_free_form_data_are_422(api, hub_server)
                                                                      "Content-Type": "application/json"},
                            body=body.encode())
         assert r.status == 422 and fields(r) == {"data.n.1"}, (number[:20], r)
+    # Many out-of-range numbers under long keys: the answer names a bounded few, not all.
+    data = ", ".join(f'"{"k" * 500}{n}": 1e999' for n in range(1000))
+    body = json.dumps({"user_id": user["user"]["id"], "type": "hello", "title": "t", "body": "b"})[:-1]
+    r = await api.call("POST", "/api/v1/notifications", headers={"X-API-Key": SERVICE_KEY,
+                                                                 "Content-Type": "application/json"},
+                       body=f'{body}, "data": {{{data}}}}}'.encode())
+    assert r.status == 422 and len(r.data["error"]["details"]) == 20, r.status
+    assert all(len(d["field"]) <= 100 for d in r.data["error"]["details"])
     assert await snapshot(hub_server.hub) == before
 
 
