@@ -107,6 +107,9 @@ class Broadcasts:
             return {"user_ids": known}, len(known)
         return {"all": True}, await self.users.count()
 
+    async def recent(self, limit: int = 50) -> list[dict]:
+        return await self.store.recent(limit)
+
     async def get(self, broadcast_id: str) -> dict:
         doc = await self.store.get(broadcast_id)
         if doc is None:

@@ -66,7 +66,7 @@ class BroadcastsHandler(BaseHandler):
 
     async def get(self) -> None:
         self.require_service_or_admin()
-        self.send({"items": [public_broadcast(doc) for doc in await self.hub.broadcast_store.recent(50)]})
+        self.send({"items": [public_broadcast(doc) for doc in await self.hub.broadcasts.recent()]})
 
 
 class BroadcastHandler(BaseHandler):
