@@ -22,6 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from domain.clock import utcnow
 from domain.errors import Conflict, Invalid, Locked, NotFound, Unauthorized
 from domain.tokens import AccessTokens, new_refresh_token, refresh_token_digest
+from domain.unsubscribe import without_category
 from domain.users import DEFAULT_LOCALE, DEFAULT_TIMEZONE, sms_allowed
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,12 @@ class Accounts:
         if user is None:
             raise NotFound("No such user.", code="user_not_found")
         return user
+
+    async def unsubscribe(self, user_id: str, channel: str, category: str) -> None:
+        """Turns one category off on one channel (a one-click unsubscribe link, no sign-in)."""
+        user = await self.user(user_id)
+        await self.users.set_channel_preference(
+            user_id, channel, without_category(user.get("preferences"), channel, category))
 
     async def ensure_admin(self, email: str, password: str) -> None:
         """Create the bootstrap admin if missing. An existing admin is left as it is (its

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import html
 
-from domain.errors import Forbidden, NotFound
+from domain.errors import Forbidden
 from domain.notification_policy import CATEGORIES
-from domain.unsubscribe import without_category
 from handlers.base import BaseHandler
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Unsubscribe</title></head>
@@ -41,9 +40,5 @@ class UnsubscribeHandler(BaseHandler):
 
     async def post(self) -> None:
         user_id, category = self._link()
-        user = await self.hub.users.get(user_id)
-        if user is None:
-            raise NotFound("No such user.", code="user_not_found")
-        setting = without_category(user.get("preferences"), "email", category)
-        await self.hub.users.set_channel_preference(user_id, "email", setting)
+        await self.hub.accounts.unsubscribe(user_id, "email", category)
         self.send({"unsubscribed": True, "category": category, "channel": "email"})
