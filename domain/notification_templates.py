@@ -149,6 +149,7 @@ class Templates:
         self._loaded_at: float | None = None
         self._compiled: dict[tuple[bool, str], object] = {}
         self._names: dict[str, set[str]] = {}  # template source → the variables it reads
+        self._shared: dict[tuple, dict[str, str]] = {}  # renderings shared by many recipients
 
     async def _refresh(self) -> None:
         if self._loaded_at is None or self.clock() - self._loaded_at >= self.CACHE_S:
@@ -165,12 +166,23 @@ class Templates:
                 return parts, f"override:{candidate}"
         return default_parts(notification_type, channel), "default"
 
-    async def render(self, notification_type: str, channel: str, locale: str | None, context: dict) -> dict[str, str]:
+    async def render(self, notification_type: str, channel: str, locale: str | None, context: dict,
+                     share_key: tuple | None = None) -> dict[str, str]:
         """Raises TemplateError when a template fails at render time (the delivery fails
-        permanently with reason `template_error`)."""
+        permanently with reason `template_error`). With `share_key` (the same content for
+        many recipients, e.g. a broadcast), a template that does not name the user is
+        rendered once per key, channel and locale."""
         parts, source = await self.parts_for(notification_type, channel, locale)
         try:
-            return await self.render_parts(parts, context)
+            if share_key is None or self.personal(parts):
+                return await self.render_parts(parts, context)
+            key = (share_key, notification_type, channel, locale)
+            rendered = self._shared.get(key)
+            if rendered is None:
+                if len(self._shared) >= MAX_COMPILED:
+                    self._shared.clear()
+                rendered = self._shared[key] = await self.render_parts(parts, context)
+            return rendered
         except TemplateError:
             if source != "default":
                 self.on_failure(channel)
@@ -203,7 +215,7 @@ class Templates:
         for name, source in parts.items():
             names = self._names.get(source)
             if names is None:
-                if len(self._names) > 1000:
+                if len(self._names) > MAX_COMPILED:
                     self._names.clear()
                 names = self._names[source] = meta.find_undeclared_variables(
                     (_HTML if name == "html" else _TEXT).parse(source))

@@ -79,7 +79,6 @@ class Notifier:
         # Set by the hub: (user id, category) → the signed one-click unsubscribe URL that
         # marketing emails carry (RFC 8058); and who hears of a broadcast's deliveries moving.
         self.unsubscribe_url: Callable[[str, str], str] | None = None
-        self._shared_renders: dict[tuple, dict[str, str]] = {}  # a broadcast's renders, shared by its recipients
         self._admitted: dict[str, datetime | None] = {}  # caps decided for a batch, for its `process`
         self.on_broadcast_moves: Callable[[dict, dict], None] = lambda doc, moves: None
 
@@ -235,20 +234,10 @@ class Notifier:
             "user": {"name": user.get("name") or "", "email": user.get("email") or ""},
         }
         try:
-            if doc.get("broadcast_id") is None:
-                return await self.templates.render(doc["type"], channel, user.get("locale"), context)
             # A broadcast's content is the same for every recipient unless the template names
-            # the user: then rendered once per channel and locale, not once per recipient.
-            parts, _ = await self.templates.parts_for(doc["type"], channel, user.get("locale"))
-            if self.templates.personal(parts):
-                return await self.templates.render_parts(parts, context)
-            key = (doc["broadcast_id"], channel, user.get("locale"), context["title"], context["body"])
-            rendered = self._shared_renders.get(key)
-            if rendered is None:
-                if len(self._shared_renders) >= 1000:
-                    self._shared_renders.clear()
-                rendered = self._shared_renders[key] = await self.templates.render_parts(parts, context)
-            return rendered
+            # the user: rendered once per channel and locale, not once per recipient.
+            share = (doc["broadcast_id"], context["title"], context["body"]) if doc.get("broadcast_id") else None
+            return await self.templates.render(doc["type"], channel, user.get("locale"), context, share)
         except TemplateError:
             # A broken override must not lose the message: the shipped template still works.
             log.warning("template failed at render; using the default",

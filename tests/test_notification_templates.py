@@ -301,3 +301,22 @@ async def test_save_refuses_an_invalid_template_and_stores_nothing():
     with pytest.raises(Invalid):
         await Templates(store).save("order_shipped", "push", "en", {"title": "{{ x", "body": "b"})
     assert store.docs == {}
+
+
+async def test_shared_renders_are_rendered_once_unless_personal_and_failures_are_counted():
+    store = FakeTemplateStore([override("promo", "websocket", "en", title="{{ title }}", body="{{ body }}"),
+                               override("promo", "email", "en", subject="Hi {{ user.name }}", text="{{ body }}"),
+                               override("promo", "sms", "en", text="{{ data.n * 'x' }}")])
+    failed = []
+    templates = Templates(store, on_failure=failed.append)
+    ann, bob = (context({}, title="Sale", body="Today", user={"name": name, "email": ""}) for name in ("Ann", "Bob"))
+    key = ("broadcast-1", "Sale", "Today")
+    first = await templates.render("promo", "websocket", "en", ann, key)
+    assert await templates.render("promo", "websocket", "en", bob, key) is first  # the same rendering
+    # A template naming the user is rendered for each recipient, shared key or not.
+    assert (await templates.render("promo", "email", "en", ann, key))["subject"] == "Hi Ann"
+    assert (await templates.render("promo", "email", "en", bob, key))["subject"] == "Hi Bob"
+    # An override failing on a shared render is counted like any other.
+    with pytest.raises(TemplateError):
+        await templates.render("promo", "sms", "en", context({"n": 10 ** 9}), key)
+    assert failed == ["sms"]
