@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from domain.notification_policy import DAY_MS, HOUR_MS, cap_release_at
+from hub.redis_client import run_script
 
 
 # `admit`'s first step as one script per user (atomic on the user's key alone, so it works on
@@ -41,12 +42,13 @@ class FrequencyCaps:
         if not entries:
             return {}
         now_ms = int(now.timestamp() * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id, notification_id, max_per_hour, max_per_day in entries:
-                await self._admit(keys=[f"{self.prefix}caps:{user_id}"],
-                                  args=[notification_id, now_ms, DAY_MS, HOUR_MS, max_per_hour, max_per_day],
-                                  client=pipe)
-            fits = await pipe.execute()
+        fits = await run_script(self.redis, _ADMIT, [
+            [self._admit.sha, 1, f"{self.prefix}caps:{user_id}",
+             notification_id, now_ms, DAY_MS, HOUR_MS, max_per_hour, max_per_day]
+            for user_id, notification_id, max_per_hour, max_per_day in entries])
+        for fit in fits:
+            if isinstance(fit, Exception):
+                raise fit
         admitted: dict[str, datetime | None] = {}
         for (user_id, notification_id, max_per_hour, max_per_day), fit in zip(entries, fits):
             admitted[notification_id] = None if fit == 1 else await self.admit(

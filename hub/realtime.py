@@ -23,10 +23,10 @@ import json
 import logging
 from typing import Protocol
 
-from redis.exceptions import NoScriptError
 
 from domain.realtime_channels import channels_for_event, client_name
 from hub.dependency_errors import dependency_failure
+from hub.redis_client import run_script
 
 log = logging.getLogger(__name__)
 
@@ -117,28 +117,13 @@ class Realtime:
                 self._channel(key), DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S, head, tail]
 
     async def _run(self, calls: list[list]) -> list[int]:
-        """The calls in one pipeline (one round trip per node on a cluster), in order; each
-        channel's calls go to one node, in order. A node that lost its scripts (restarted,
-        failed over) answers NOSCRIPT to those calls only: the script is loaded again and
-        just those are redone, still in order."""
-        results = await self._pipeline(calls)
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if missing:
-            await self.redis.script_load(_PUBLISH)
-            for i, result in zip(missing, await self._pipeline([calls[i] for i in missing])):
-                results[i] = result
+        """The calls in one pipeline, in order (hub/redis_client.run_script); each channel's
+        calls go to one node, in order."""
+        results = await run_script(self.redis, _PUBLISH, calls)
         for result in results:
             if isinstance(result, Exception):
                 raise result
         return [int(seq) for seq in results]
-
-    async def _pipeline(self, calls: list[list]) -> list:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                # Not pipe.evalsha(): redis-py's cluster pipeline refuses that method, as it
-                # cannot answer NOSCRIPT itself; _run does.
-                pipe.execute_command("EVALSHA", *call)
-            return await pipe.execute(raise_on_error=False)
 
     async def publish(self, message_id: str, payloads: dict[str, tuple[str, str]]) -> dict[str, int]:
         """Publishes once per `message_id` and channel: for each channel key, the frame

@@ -8,7 +8,7 @@ import logging
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from config.settings import Settings
 
@@ -49,3 +49,26 @@ async def redis_healthy(client: redis.Redis) -> bool:
         return bool(await asyncio.wait_for(client.ping(), timeout=2))
     except (RedisError, asyncio.TimeoutError, OSError):
         return False
+
+
+async def run_script(client, script: str, calls: list[list]) -> list:
+    """`calls` are EVALSHA arguments (sha of `script`, number of keys, keys, args), sent in one
+    pipeline (one round trip per node on a cluster) and answered in order; a call that failed
+    is answered by its exception. Not `pipe.evalsha()` nor registered scripts: redis-py's
+    cluster pipeline refuses them, as it cannot answer NOSCRIPT itself. A node that lost its
+    scripts (restarted, failed over) answers NOSCRIPT to its calls only: the script is loaded
+    again and just those are redone, still in order."""
+    results = await _pipeline(client, calls)
+    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if missing:
+        await client.script_load(script)
+        for i, result in zip(missing, await _pipeline(client, [calls[i] for i in missing])):
+            results[i] = result
+    return results
+
+
+async def _pipeline(client, calls: list[list]) -> list:
+    async with client.pipeline(transaction=False) as pipe:
+        for call in calls:
+            pipe.execute_command("EVALSHA", *call)
+        return await pipe.execute(raise_on_error=False)

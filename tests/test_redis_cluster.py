@@ -163,6 +163,11 @@ async def test_frequency_caps_and_rate_limits_on_the_cluster(cluster):
         held = await caps.admit("u1", "n3", now + timedelta(seconds=3), 2, 10)
         assert held is not None and now + timedelta(minutes=59) < held <= now + timedelta(hours=1, seconds=1)
         assert await caps.admit("u2", "n3", now, 2, 10) is None  # another user, counted apart
+        # A broadcast batch: many users' admissions in one pipeline, spread over the masters.
+        batch = [(f"b{n}", f"m{n}", 1, 10) for n in range(30)] + [("u1", "n4", 2, 10)]
+        admitted = await caps.admit_many(batch, now + timedelta(seconds=4))
+        assert [admitted[f"m{n}"] for n in range(30)] == [None] * 30
+        assert admitted["n4"] is not None  # u1 is over its hourly cap already
 
         limiter = RateLimiter(client, prefix)
         if time.time() % 60 > 55:  # the window would roll over mid-test
