@@ -2,7 +2,7 @@
 
 import sys
 
-from hub.main import main
+from hub.wiring.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -42,7 +42,7 @@ from harness import ROOT, free_port
 
 sys.path.insert(0, str(ROOT))
 from domain.tokens import AccessTokens  # noqa: E402
-from hub.embedded_broker import EmbeddedBroker  # noqa: E402
+from hub.adapters.embedded_broker import EmbeddedBroker  # noqa: E402
 
 SERVICE_KEY = "bench-service-key-0123456789"
 PREFIX = "bench."

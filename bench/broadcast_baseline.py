@@ -27,7 +27,7 @@ from channels.base import Message  # noqa: E402
 from channels.email import EmailChannel  # noqa: E402
 from channels.push import PushChannel  # noqa: E402
 from config.settings import load_settings  # noqa: E402
-from hub.outgoing import OutgoingPolicy  # noqa: E402
+from hub.adapters.outgoing import OutgoingPolicy  # noqa: E402
 
 CONCURRENCY = 128
 

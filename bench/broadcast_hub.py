@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config.settings import load_settings  # noqa: E402
-from hub.logs import setup_logging  # noqa: E402
-from hub.server import HubServer  # noqa: E402
+from hub.wiring.logs import setup_logging  # noqa: E402
+from hub.wiring.server import HubServer  # noqa: E402
 
 
 async def seed(hub, n: int, push_url: str, keys: dict) -> None:

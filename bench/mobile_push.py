@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from channels.apns import ApnsChannel  # noqa: E402
 from channels.base import Message  # noqa: E402
 from channels.fcm import FcmChannel  # noqa: E402
-from hub.outgoing import OutgoingPolicy  # noqa: E402
+from hub.adapters.outgoing import OutgoingPolicy  # noqa: E402
 
 SERVICE_KEY = "bench-service-key-0123456789"
 

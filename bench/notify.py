@@ -43,7 +43,7 @@ from harness import ROOT, Client, free_port, start_hub
 
 sys.path.insert(0, str(ROOT))
 from domain.events import cloud_event  # noqa: E402
-from hub.embedded_broker import EmbeddedBroker  # noqa: E402
+from hub.adapters.embedded_broker import EmbeddedBroker  # noqa: E402
 
 SERVICE_KEY = "bench-service-key-0123456789"
 PREFIX = "bench."

@@ -1,5 +1,5 @@
 """The realtime fan-out's Redis side alone: `Realtime.publish_events` (seq, history, dedupe,
-PUBLISH; hub/realtime.py) for batches of events on one channel (stock updates) and on three
+PUBLISH; hub/live/realtime.py) for batches of events on one channel (stock updates) and on three
 (an order event: its order, its user, admin:orders), as the hub-realtime consumer publishes a
 fetched Kafka batch. Prints events/s, best of `--rounds` batches.
 
@@ -21,8 +21,8 @@ from harness import ROOT
 
 sys.path.insert(0, str(ROOT))
 from config.settings import load_settings  # noqa: E402
-from hub.realtime import Realtime  # noqa: E402
-from hub.redis_client import connect_redis  # noqa: E402
+from hub.live.realtime import Realtime  # noqa: E402
+from hub.adapters.redis_client import connect_redis  # noqa: E402
 
 
 async def measure(redis_url: str, cluster: bool, batch_size: int, rounds: int) -> None:

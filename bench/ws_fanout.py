@@ -38,8 +38,8 @@ from harness import ROOT, free_port, start_hub
 sys.path.insert(0, str(ROOT))
 from domain.events import cloud_event  # noqa: E402
 from domain.tokens import AccessTokens  # noqa: E402
-from hub.embedded_broker import EmbeddedBroker  # noqa: E402
-from hub.event_signing import EventSigner  # noqa: E402
+from hub.adapters.embedded_broker import EmbeddedBroker  # noqa: E402
+from hub.adapters.event_signing import EventSigner  # noqa: E402
 
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
 TICK_S = 0.01

@@ -1,7 +1,7 @@
 """Apple Push Notification service: HTTP/2 over TLS with provider-token (JWT) auth.
 
 One httpx client per APNs host (production, sandbox), built by the outgoing policy
-(hub/outgoing.py: TLS trust with HUB_EXTRA_CA_FILE, timeouts, capped answers, no
+(hub/adapters/outgoing.py: TLS trust with HUB_EXTRA_CA_FILE, timeouts, capped answers, no
 redirects), so all sends to a host share one multiplexed HTTP/2 connection.
 
 The provider token is an ES256 JWT (`kid` = key id, `iss` = team id, integer `iat`) signed
@@ -31,7 +31,7 @@ from channels.base import Channel, Message, PermanentError, Sent, TransientError
 from channels.native_push import collapse_id, high_priority, post
 from channels.push import retry_after_seconds
 from domain.devices import APNS_TOKEN_RE
-from hub.outgoing import OutgoingPolicy
+from hub.adapters.outgoing import OutgoingPolicy
 
 TOKEN_REFRESH_S = 45 * 60  # inside Apple's hour, past its 20-minute minimum
 MAX_PAYLOAD_BYTES = 4096

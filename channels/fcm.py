@@ -3,7 +3,7 @@
 The OAuth2 access token comes from the service account through google-auth (which signs
 the RS256 assertion and posts it to the account's `token_uri`). Its refresh is
 synchronous, so it runs in a thread; its HTTP request is handed back to the event loop
-and made there on a client of the outgoing policy (hub/outgoing.py), like the sends.
+and made there on a client of the outgoing policy (hub/adapters/outgoing.py), like the sends.
 Concurrent sends share one refresh; the token is refreshed ahead of its expiry, and once
 more when FCM answers 401.
 
@@ -29,7 +29,7 @@ from channels.base import Channel, Message, PermanentError, Sent, TransientError
 from channels.native_push import MAX_ANSWER_BYTES, collapse_id, high_priority, post
 from channels.push import retry_after_seconds
 from domain.devices import FCM_TOKEN_RE
-from hub.outgoing import OutgoingPolicy, read_capped
+from hub.adapters.outgoing import OutgoingPolicy, read_capped
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 REFRESH_AHEAD_S = 300.0  # refresh this long before expiry (half the lifetime when that is shorter)

@@ -1,5 +1,5 @@
 """What the APNs and FCM channels share: the collapse key, the priority rule, and one
-POST under the outgoing policy (hub/outgoing.py) with its failures classified."""
+POST under the outgoing policy (hub/adapters/outgoing.py) with its failures classified."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import httpx
 
 from channels.base import Message, PermanentError, TransientError
-from hub.outgoing import OutgoingRefused, ResponseTooLarge, read_capped
+from hub.adapters.outgoing import OutgoingRefused, ResponseTooLarge, read_capped
 
 CONNECTION_RETRIES = 2  # immediate retries of a request whose connection broke (reset, GOAWAY)
 MAX_COLLAPSE_ID_BYTES = 64  # APNs' limit for apns-collapse-id

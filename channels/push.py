@@ -1,7 +1,7 @@
 """Web Push (RFC 8030) with aes128gcm payload encryption (RFC 8291) and VAPID (RFC 8292).
 
 pywebpush encrypts the payload; the POST is ours, on one shared httpx client under the
-outgoing policy (hub/outgoing.py: endpoint hosts allow-listed, no private addresses, no
+outgoing policy (hub/adapters/outgoing.py: endpoint hosts allow-listed, no private addresses, no
 redirects, total timeout, capped answer), because pywebpush posts anywhere, with no
 timeout by default, and defaults TTL to 0. Nothing the push service answers reaches the
 user but the status, as a reason code.
@@ -27,7 +27,7 @@ from pywebpush import WebPusher, WebPushException
 from channels.base import Channel, Message, PermanentError, Sent, TransientError
 from channels.vapid import b64url_decode, b64url_encode, load_private_key
 from domain.notification_policy import PUSH_URGENCY
-from hub.outgoing import OutgoingPolicy, OutgoingRefused, ResponseTooLarge, read_capped
+from hub.adapters.outgoing import OutgoingPolicy, OutgoingRefused, ResponseTooLarge, read_capped
 
 # Push services refuse a VAPID token living more than 24 h; pywebpush uses 12 h. Signed
 # headers are reused until half of that is left, so clock skew never makes them stale.

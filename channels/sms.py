@@ -1,5 +1,5 @@
 """SMS through Twilio's Messages API, with the official library on an httpx client under
-the outgoing policy (hub/outgoing.py: timeouts, no redirects, capped answers)."""
+the outgoing policy (hub/adapters/outgoing.py: timeouts, no redirects, capped answers)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from channels.base import Channel, Message, PermanentError, Sent, TransientError
-from hub.outgoing import OutgoingPolicy, ResponseTooLarge, read_capped
+from hub.adapters.outgoing import OutgoingPolicy, ResponseTooLarge, read_capped
 
 # The library logs every request line and header at INFO; keep that out of the hub's logs.
 _twilio_log = logging.getLogger(__name__ + ".twilio")

@@ -16,7 +16,7 @@ from typing import Literal, Mapping
 from urllib.parse import urlsplit
 
 from domain.users import normalize_email
-from hub.outgoing import parse_allowed_hosts
+from hub.adapters.outgoing import parse_allowed_hosts
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -102,8 +102,8 @@ class Settings(BaseModel):
     ws_max_connections_per_user: int = Field(20, alias="HUB_WS_MAX_CONNECTIONS_PER_USER", ge=1)
     ws_max_connections_per_ip: int = Field(1000, alias="HUB_WS_MAX_CONNECTIONS_PER_IP", ge=1)
     ws_send_buffer_bytes: int = Field(1024 * 1024, alias="HUB_WS_SEND_BUFFER_BYTES", ge=64 * 1024)
-    demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/demo.py)
-    push_allowed_hosts: str | None = Field(None, alias="HUB_PUSH_ALLOWED_HOSTS")  # hub/outgoing.py
+    demo: bool = Field(False, alias="HUB_DEMO")  # seed demo products and accounts (hub/wiring/demo.py)
+    push_allowed_hosts: str | None = Field(None, alias="HUB_PUSH_ALLOWED_HOSTS")  # hub/adapters/outgoing.py
     extra_ca_file: str | None = Field(None, alias="HUB_EXTRA_CA_FILE")
 
     # Native mobile push (CONTRACT v2 §5; docs/notifications.md "Mobile push").
@@ -241,7 +241,7 @@ class Settings(BaseModel):
     def _redis_cluster(self) -> Settings:
         if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "rediss://")):
             raise ValueError("REDIS_CLUSTER: needs REDIS_URL, redis:// or rediss:// (a node of the cluster)")
-        # Keys carry a hash tag in braces (hub/realtime.py); a brace in the prefix would break it.
+        # Keys carry a hash tag in braces (hub/live/realtime.py); a brace in the prefix would break it.
         if "{" in self.redis_prefix or "}" in self.redis_prefix:
             raise ValueError("HUB_REDIS_PREFIX: must not contain { or }")
         return self

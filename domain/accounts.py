@@ -1,8 +1,8 @@
 """Accounts: registration, sign-in with lockout, refresh-token rotation with reuse
 detection, logout, profiles and the bootstrap admin.
 
-The stores are passed in (see hub/store/users.py, hub/store/refresh_tokens.py and
-hub/store/login_failures.py); this module decides, they persist.
+The stores are passed in (see hub/stores/users.py, hub/stores/refresh_tokens.py and
+hub/stores/login_failures.py); this module decides, they persist.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@
    (preferences, DND, caps, expiry) and stored in one bulk write, each with a stable id
    per (broadcast, user), so a redelivered batch stores nothing twice and sends nothing
    twice; the new ones are dispatched at once with bounded concurrency. Then the page is
-   counted into the broadcast's progress, once (hub/store/broadcasts.py).
+   counted into the broadcast's progress, once (hub/stores/broadcasts.py).
 4. Deliveries that move on later (held ones released, retries) are added to the counts
    every POLL_S. `cancel` stops expansion and makes every batch not handled yet skip its
    recipients (counted as `skipped`).

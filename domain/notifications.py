@@ -70,7 +70,7 @@ class Notifier:
         self.on_delivery = on_delivery
         self.jitter = jitter
         self.source = source  # the hub's own CloudEvents source
-        self.devices = devices  # native push devices (hub/store/devices.py), when APNs or FCM is on
+        self.devices = devices  # native push devices (hub/stores/devices.py), when APNs or FCM is on
         self.on_target = on_target
         self.sms_countries = sms_countries  # calling codes SMS may go to; empty: any
         self.sms_max_per_day = sms_max_per_day  # per user in any 24 hours, whatever the preferences; None: no ceiling

@@ -67,7 +67,7 @@ class Payments:
         self.store = store
         self.orders = orders  # domain.ordering.Orders: the status table and its events
         self.order_store = order_store
-        self.gateway = gateway  # hub.stripe_gateway.StripeGateway, or None without STRIPE_API_KEY
+        self.gateway = gateway  # hub.adapters.stripe_gateway.StripeGateway, or None without STRIPE_API_KEY
         self.points = points  # domain.points.Points
         self.source = source
         self.clock = clock

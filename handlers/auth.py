@@ -9,7 +9,7 @@ from domain.errors import DomainError, Unauthorized
 from domain.users import public_user
 from handlers.base import BaseHandler
 from handlers.schemas import Body, Email, Locale, Name, Password, Phone, Timezone
-from hub.metrics import AUTH_EVENTS
+from hub.wiring.metrics import AUTH_EVENTS
 
 
 class RegisterBody(Body):

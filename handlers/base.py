@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 from domain.callers import SERVICE, Caller
 from domain.errors import DomainError, Forbidden, Unauthorized
 from handlers import bounded_json
-from hub.client_ip import client_ip
-from hub.metrics import HTTP_LATENCY
-from hub.openapi import MAX_PATH_PARAMETER
+from hub.wiring.client_ip import client_ip
+from hub.wiring.metrics import HTTP_LATENCY
+from hub.wiring.openapi import MAX_PATH_PARAMETER
 
 log = logging.getLogger("hub.http")
 Model = TypeVar("Model", bound=BaseModel)
@@ -154,7 +154,7 @@ class BaseHandler(tornado.web.RequestHandler):
     # Callers -----------------------------------------------------------------------
     @property
     def client_ip(self) -> str:
-        """The client's address, through trusted proxies (hub/client_ip.py): what per-client
+        """The client's address, through trusted proxies (hub/wiring/client_ip.py): what per-client
         limits count by. Never `request.remote_ip` directly."""
         return client_ip(self.request, self.hub.settings)
 

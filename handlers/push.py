@@ -11,7 +11,7 @@ from domain.clock import utcnow
 from domain.errors import Conflict
 from handlers.base import ApiError, BaseHandler
 from handlers.schemas import Body
-from hub.outgoing import OutgoingRefused
+from hub.adapters.outgoing import OutgoingRefused
 
 MAX_DEVICES = 10
 Base64Url = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
@@ -68,7 +68,7 @@ class PushSubscriptionsHandler(BaseHandler):
         caller = self.require_user()
         body = self.parse(SubscriptionBody)
         _push_channel(self)
-        try:  # https in production, a listed push service, no private address (hub/outgoing.py)
+        try:  # https in production, a listed push service, no private address (hub/adapters/outgoing.py)
             await self.hub.outgoing.check_push_endpoint(body.endpoint)
         except OutgoingRefused as exc:
             raise ApiError(422, "validation_failed", "This push endpoint is not allowed on this hub.",

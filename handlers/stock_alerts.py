@@ -6,7 +6,7 @@ from __future__ import annotations
 from domain.clock import utcnow
 from domain.errors import Conflict
 from handlers.base import BaseHandler
-from hub.store.stock_alerts import MAX_PER_USER
+from hub.stores.stock_alerts import MAX_PER_USER
 
 
 class StockAlertHandler(BaseHandler):

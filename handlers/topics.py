@@ -11,7 +11,7 @@ from domain.clock import utcnow
 from domain.errors import Forbidden, NotFound
 from handlers.base import BaseHandler
 from handlers.schemas import Body
-from hub.openapi import MAX_PATH_PARAMETER
+from hub.wiring.openapi import MAX_PATH_PARAMETER
 
 MAX_IDS = 10_000
 # A topic key is any path segment the OpenAPI document allows (1 to MAX_PATH_PARAMETER

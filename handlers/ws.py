@@ -1,7 +1,7 @@
 """GET /ws: the WebSocket gateway (CONTRACT §4; docs/realtime.md).
 
 Tornado glue and the frame protocol; subscriptions, replay and fan-out live in
-hub/gateway.py and hub/realtime.py.
+hub/live/gateway.py and hub/live/realtime.py.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import tornado.websocket
 
 from domain.errors import DomainError, Unauthorized
 from handlers import bounded_json
-from hub.client_ip import client_ip
-from hub.gateway import Session, encode
-from hub.metrics import WEBSOCKET_CLOSED, WEBSOCKET_CONNECTIONS
-from hub.send_queue import SendQueue
+from hub.wiring.client_ip import client_ip
+from hub.live.gateway import Session, encode
+from hub.wiring.metrics import WEBSOCKET_CLOSED, WEBSOCKET_CONNECTIONS
+from hub.live.send_queue import SendQueue
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config.settings import load_settings  # noqa: E402
-from hub.embedded_broker import EmbeddedBroker  # noqa: E402
-from hub.server import HubServer  # noqa: E402
+from hub.adapters.embedded_broker import EmbeddedBroker  # noqa: E402
+from hub.wiring.server import HubServer  # noqa: E402
 from tests.secantus import SecantusServer, Unavailable  # noqa: E402
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
@@ -105,7 +105,7 @@ def hub_env(kafka_bootstrap, mongo_uri):
         "HUB_ENV": "test",
         "HUB_PORT": "0",
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "HUB_KAFKA_SESSION_TIMEOUT_MS": "2000",  # the bundled broker (see hub/kafka.py)
+        "HUB_KAFKA_SESSION_TIMEOUT_MS": "2000",  # the bundled broker (see hub/adapters/kafka.py)
         "HUB_KAFKA_FETCH_MAX_WAIT_MS": "20",
         "KAFKA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
         "MONGODB_DB": f"hub_test_{uuid.uuid4().hex[:12]}",

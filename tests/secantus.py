@@ -18,7 +18,7 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from hub.embedded_broker import _die_with_parent, _free_port
+from hub.adapters.embedded_broker import _die_with_parent, _free_port
 
 START_LIMIT_S = 30
 

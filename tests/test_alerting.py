@@ -1,6 +1,6 @@
 """deploy/prometheus and deploy/grafana: the alert rules pass `promtool check rules`, each alert
 has a `promtool test rules` case, and the rules and the dashboard's queries name only metrics
-that hub/metrics.py exposes (and the dashboard shows every metric an alert watches). Also the
+that hub/wiring/metrics.py exposes (and the dashboard shows every metric an alert watches). Also the
 outbox backlog gauge the HubOutboxBacklog alert reads.
 
 promtool comes with Debian's `prometheus` package (`make test` installs it when it can); where
@@ -20,10 +20,10 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
-import hub.metrics
+import hub.wiring.metrics
 from config.settings import load_settings
-from hub.mongo import connect_mongo
-from hub.outbox import OutboxRelay
+from hub.adapters.mongo import connect_mongo
+from hub.workers.outbox import OutboxRelay
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RULES = DEPLOY / "prometheus" / "hub-alerts.yml"
@@ -52,9 +52,9 @@ PROMQL_WORDS = {
 
 
 def exposed_series() -> set[str]:
-    """The series names /metrics can carry for the metrics hub/metrics.py defines."""
+    """The series names /metrics can carry for the metrics hub/wiring/metrics.py defines."""
     names = set()
-    for metric in vars(hub.metrics).values():
+    for metric in vars(hub.wiring.metrics).values():
         if not isinstance(metric, MetricWrapperBase):
             continue
         name = metric._name
@@ -64,7 +64,7 @@ def exposed_series() -> set[str]:
 
 
 def label_names() -> set[str]:
-    return {label for metric in vars(hub.metrics).values() if isinstance(metric, MetricWrapperBase)
+    return {label for metric in vars(hub.wiring.metrics).values() if isinstance(metric, MetricWrapperBase)
             for label in metric._labelnames}
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from config.settings import load_settings
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.conftest import SERVICE_KEY, Api
 
 pytestmark = pytest.mark.gen_test

@@ -19,7 +19,7 @@ import pytest
 
 from config.settings import load_settings
 from domain.events import cloud_event
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.broadcast_e2e import (MARKETING_OFF, SERVICE, announcement, dnd_now, finished, progress, start_broadcast,
                                  stored_users, topic_with)
 from tests.conftest import MONGODB_URI

@@ -15,7 +15,7 @@ from channels.apns import ApnsChannel
 from channels.base import Message, PermanentError, Sent, TransientError
 from channels.native_push import post
 from tests.apns_fake import ApnsFake
-from hub.outgoing import OutgoingPolicy
+from hub.adapters.outgoing import OutgoingPolicy
 from tests.local_tls import LocalCA
 
 pytestmark = pytest.mark.gen_test

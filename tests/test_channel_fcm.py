@@ -11,7 +11,7 @@ import pytest
 
 from channels.base import Message, PermanentError, Sent, TransientError
 from channels.fcm import FcmChannel, load_service_account
-from hub.outgoing import OutgoingPolicy
+from hub.adapters.outgoing import OutgoingPolicy
 from tests.fcm_fake import FcmFake
 from tests.local_tls import LocalCA
 

@@ -18,7 +18,7 @@ from channels.base import Message, PermanentError, Sent, TransientError
 from channels.push import PushChannel, retry_after_seconds
 from channels.vapid import generate_vapid_keys, public_key_for
 from tests.notify_e2e import push  # noqa: F401  (fixture)
-from hub.outgoing import OutgoingPolicy
+from hub.adapters.outgoing import OutgoingPolicy
 from tests.push_service import PushService
 
 pytestmark = pytest.mark.gen_test

@@ -11,7 +11,7 @@ import pytest
 
 from channels.base import Message, PermanentError, TransientError
 from channels.sms import SmsChannel
-from hub.outgoing import OutgoingPolicy
+from hub.adapters.outgoing import OutgoingPolicy
 from tests.peers import TwilioFake
 
 pytestmark = [

@@ -10,9 +10,9 @@ import pytest
 
 from config.settings import load_settings
 from domain.events import cloud_event
-from hub import consumer as consumer_module
-from hub.consumer import EventConsumer
-from hub.kafka import Kafka
+from hub.workers import consumer as consumer_module
+from hub.workers.consumer import EventConsumer
+from hub.adapters.kafka import Kafka
 
 
 async def until(predicate, timeout: float = 15.0, what: str = "condition") -> None:

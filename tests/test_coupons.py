@@ -15,7 +15,7 @@ import pytest
 
 from config.settings import load_settings
 from domain.events import cloud_event
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.checkout_helpers import (COUPONS, O, cents, coupon, coupon_of, kafka_events, of_type, order,
                                     stock)
 from tests.conftest import Api, interleave

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from config.settings import load_settings
-from hub.server import SHUTDOWN_S
+from hub.wiring.server import SHUTDOWN_S
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_SERVICES = ("hub-1", "hub-2")

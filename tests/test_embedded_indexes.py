@@ -1,4 +1,4 @@
-"""The embedded store's indexes and quick paths (hub/embedded_indexes.py) never change an
+"""The embedded store's indexes and quick paths (hub/adapters/embedded_indexes.py) never change an
 answer: the same random writes go to a collection with declared indexes and to one without,
 and every query, sort and page answers in both as mongomock's own filter and sort would."""
 
@@ -12,8 +12,8 @@ import pytest
 from mongomock.filtering import filter_applies, resolve_sort_key
 from pymongo.errors import DuplicateKeyError
 
-from hub import embedded_indexes
-from hub.mongo import _index_id_lookups
+from hub.adapters import embedded_indexes
+from hub.adapters.mongo import _index_id_lookups
 
 _index_id_lookups()
 embedded_indexes.install()

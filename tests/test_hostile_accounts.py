@@ -18,7 +18,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from config.settings import SettingsError, load_settings
 from domain.users import normalize_email
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.conftest import ADMIN_EMAIL, Api, Response
 
 pytestmark = pytest.mark.gen_test

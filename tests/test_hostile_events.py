@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from hub.event_signing import EventSigner
+from hub.adapters.event_signing import EventSigner
 from tests.conftest import SERVICE_KEY, get_order, placed
 
 pytestmark = pytest.mark.gen_test

@@ -17,8 +17,8 @@ from tornado.simple_httpclient import HTTPStreamClosedError
 from tornado.websocket import websocket_connect
 
 from config.settings import load_settings
-from hub.client_ip import client_ip
-from hub.server import HubServer
+from hub.wiring.client_ip import client_ip
+from hub.wiring.server import HubServer
 from tests.conftest import Api
 from tests.hostile import HEALTHZ_BUDGET_S, fields, snapshot, while_probing
 

@@ -1,4 +1,4 @@
-"""The outgoing-HTTP policy (hub/outgoing.py) attacked directly: an SSRF matrix of schemes,
+"""The outgoing-HTTP policy (hub/adapters/outgoing.py) attacked directly: an SSRF matrix of schemes,
 userinfo, loopback/private/link-local/multicast/reserved addresses in IPv4 and IPv6 (IPv4
 inside IPv6 too), host names that resolve to them (also after a check passed: DNS
 rebinding), redirects; and peers that flood or trickle their answer. Every refused call is
@@ -12,7 +12,7 @@ import resource
 import httpx
 import pytest
 
-from hub.outgoing import (DEFAULT_PUSH_HOSTS, OutgoingPolicy, OutgoingRefused, ResponseTooLarge, address_allowed,
+from hub.adapters.outgoing import (DEFAULT_PUSH_HOSTS, OutgoingPolicy, OutgoingRefused, ResponseTooLarge, address_allowed,
                           parse_allowed_hosts, read_capped)
 from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F401  (fixtures)
 from tests.notify_e2e import customer, deliveries, inbox_item, request_notification

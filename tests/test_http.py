@@ -119,7 +119,7 @@ async def test_openapi_lists_every_route_with_body_schemas(api):
 
 async def test_cors_only_for_configured_origins(io_loop, hub_env):
     from config.settings import load_settings
-    from hub.server import HubServer
+    from hub.wiring.server import HubServer
     from tests.conftest import Api
 
     hub_env["HUB_CORS_ORIGINS"] = "https://shop.example.com"

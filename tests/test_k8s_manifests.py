@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from hub.server import SHUTDOWN_S
+from hub.wiring.server import SHUTDOWN_S
 
 K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.37.0"

@@ -1,5 +1,5 @@
 """One driver API on every store: PyMongo's async API (`AsyncMongoClient`), which the embedded
-store (mongomock, hub/mongo.py) matches where the hub could meet a difference. Motor, past
+store (mongomock, hub/adapters/mongo.py) matches where the hub could meet a difference. Motor, past
 its end of life, is gone: nothing imports it and requirements do not name it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_settings
-from hub.mongo import connect_mongo, mongo_healthy
+from hub.adapters.mongo import connect_mongo, mongo_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@ stores (each document store, in a database of its own: tests/conftest.py), real 
 in-process stand-in), real templates, fake channels that record what they are given and
 fail on demand, and a clock the test moves.
 
-It is driven the way hub/notify_dispatcher.py drives it: `record(event)`, then `process`
+It is driven the way hub/workers/notify_dispatcher.py drives it: `record(event)`, then `process`
 of each notification recorded with work; later, the due jobs are claimed and processed."""
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from domain.events import Rejected
 from domain.notification_templates import Templates
 from domain.notifications import LEASE, Notifier, public_notification
 from domain.users import public_user
-from hub.frequency_caps import FrequencyCaps
-from hub.mongo import embedded_client
-from hub.store.notifications import NotificationStore
-from hub.store.stock_alerts import StockAlertStore
-from hub.store.templates import TemplateStore
-from hub.store.users import UserStore
+from hub.adapters.frequency_caps import FrequencyCaps
+from hub.adapters.mongo import embedded_client
+from hub.stores.notifications import NotificationStore
+from hub.stores.stock_alerts import StockAlertStore
+from hub.stores.templates import TemplateStore
+from hub.stores.users import UserStore
 from tests.conftest import REDIS_URL
 
 pytestmark = [pytest.mark.gen_test, pytest.mark.stores]

@@ -1,7 +1,7 @@
 """Native push end to end: a hub configured with the APNs fake (HTTP/2 + TLS), the FCM fake
 (OAuth + messages:send over TLS) and the Web Push service; the test CA is trusted through
 HUB_EXTRA_CA_FILE, and the provider base URLs, the operator's own, need no allow-list
-(hub/outgoing.py). A notification's push
+(hub/adapters/outgoing.py). A notification's push
 delivery lists each target with its own outcome; dead tokens are pruned; a failing
 device is retried alone."""
 

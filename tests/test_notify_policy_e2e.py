@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from config.settings import load_settings
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.conftest import SHARED_STORE
 from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F401  (fixtures)
 from tests.notify_e2e import (Api, customer, deliveries, eventually, inbox, inbox_item, quietly,

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from tornado.httpclient import AsyncHTTPClient
 
 from config.settings import load_settings
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.conftest import SERVICE_KEY, SHARED_STORE, Api
 
 pytestmark = [pytest.mark.gen_test, pytest.mark.stores]

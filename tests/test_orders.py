@@ -17,7 +17,7 @@ import pytest
 
 from config.settings import load_settings
 from domain.ordering import _IDEMPOTENCY_NAMESPACE
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.conftest import SERVICE_KEY, Api
 
 pytestmark = pytest.mark.gen_test

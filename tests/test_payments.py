@@ -17,7 +17,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from config.settings import load_settings
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.conftest import Api, get_order, placed
 from tests.stripe_fake import (
     StripeFake, event, failed_intent, refunded_charge, sign, succeeded_intent,

@@ -20,7 +20,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from config.settings import load_settings
 from domain.clock import utcnow
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.conftest import Api, get_order, placed
 from tests.stripe_fake import event, refunded_charge, sign, succeeded_intent
 

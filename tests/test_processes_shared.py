@@ -241,7 +241,7 @@ async def test_an_expired_reservation_is_given_back_once_with_both_sweepers_runn
     admin = await a.api.admin_token()
     product = await a.api.product(admin, stock=10)
     # What a process that died after reserving for an order it never wrote leaves behind
-    # (hub/store/products.py `take`): stock taken, a marker that has expired.
+    # (hub/stores/products.py `take`): stock taken, a marker that has expired.
     now = datetime.now(timezone.utc)
     marker = {"id": "deadbeef:take", "qty": 3, "expires_at": now - timedelta(seconds=1)}
     moved = deployment.db.products.update_one({"_id": product["id"], "stock": 10},

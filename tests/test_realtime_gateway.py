@@ -22,7 +22,7 @@ from tornado.httpclient import HTTPClientError
 from tornado.websocket import websocket_connect
 
 from config.settings import load_settings
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 from tests.conftest import Api, placed
 from tests.notify_e2e import customer, deliveries, eventually, inbox_item, quietly, request_notification
 

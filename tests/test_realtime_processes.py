@@ -35,7 +35,7 @@ from tornado.websocket import websocket_connect
 
 from config.settings import Settings
 from domain.tokens import AccessTokens
-from hub.event_signing import EventSigner
+from hub.adapters.event_signing import EventSigner
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, REDIS_URL, Api, placed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def shared_redis():
     if REDIS_URL and not os.environ.get("REALTIME_TESTS_FAKEREDIS"):
         yield REDIS_URL
         return
-    from hub.realtime import _PUBLISH, _SINCE
+    from hub.live.realtime import _PUBLISH, _SINCE
 
     proc = subprocess.Popen([sys.executable, "-c", FAKE_REDIS_SERVER], cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, text=True)
@@ -649,7 +649,7 @@ async def test_a_client_that_keeps_up_is_not_cut_off_by_a_burst(single_hub, shar
     slow (before 3d17102 the reader here was closed with 4008 after one frame)."""
     import redis.asyncio as aredis
 
-    from hub.realtime import Realtime
+    from hub.live.realtime import Realtime
 
     hub = single_hub
     admin = await hub.api.admin_token()

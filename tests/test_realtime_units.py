@@ -1,10 +1,10 @@
 """Unit tests of the realtime gateway's parts (CONTRACT §4, docs/realtime.md):
 
-- hub/send_queue.py SendQueue with a fake socket whose flushes the test completes;
-- hub/realtime.py Realtime against the test Redis (the real one when tests/conftest.py found
+- hub/live/send_queue.py SendQueue with a fake socket whose flushes the test completes;
+- hub/live/realtime.py Realtime against the test Redis (the real one when tests/conftest.py found
   it, else fakeredis), each test under a prefix of its own;
-- hub/gateway.py Session on a real Realtime, with a recorder in place of the send queue;
-- domain/realtime_channels.py: routing of events to channels, channel names, who may join.
+- hub/live/gateway.py Session on a real Realtime, with a recorder in place of the send queue;
+- domain/feeds.py: routing of events to channels, channel names, who may join.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from tornado.websocket import WebSocketClosedError
 
 from domain.callers import Caller
 from domain.errors import Forbidden, Invalid
-from domain.realtime_channels import (ADMIN_ORDERS, channel_key, channels_for_event, client_name, conflatable,
-                                      may_watch_order, parse_channel)
-from hub.gateway import MAX_SUBSCRIPTIONS, Session
-from hub.realtime import Realtime
-from hub.send_queue import SendQueue
+from domain.feeds import (ADMIN_ORDERS, feed_key, feeds_for_event, client_name, conflatable,
+                                      may_watch_order, parse_feed)
+from hub.live.gateway import MAX_SUBSCRIPTIONS, Session
+from hub.live.realtime import Realtime
+from hub.live.send_queue import SendQueue
 from tests.conftest import REDIS_URL
 
 OWN = "/hub"
@@ -355,7 +355,7 @@ async def test_event_and_notification_frames_are_built_around_the_seq():
 
 @pytest.mark.gen_test(timeout=30)
 async def test_fan_out_publishes_a_batch_in_order_on_flush_and_keeps_it_until_then():
-    from hub.realtime import FanOut
+    from hub.live.realtime import FanOut
 
     async with realtime() as rt:
         fan_out = FanOut(rt, OWN)
@@ -791,7 +791,7 @@ async def test_at_most_max_subscriptions_per_session_and_resubscribing_is_not_on
         assert rt.local == {}
 
 
-# domain/realtime_channels.py -----------------------------------------------------------
+# domain/feeds.py -----------------------------------------------------------
 def event(event_type: str, source: str = OWN, **data) -> dict:
     return {"specversion": "1.0", "id": uuid.uuid4().hex, "source": source, "type": event_type, "data": data}
 
@@ -818,7 +818,7 @@ def event(event_type: str, source: str = OWN, **data) -> dict:
     ({"id": "x", "source": OWN, "type": "order.created"}, [ADMIN_ORDERS]),  # no data at all
 ])
 def test_channels_for_event(given, expected):
-    assert channels_for_event(given, OWN) == expected
+    assert feeds_for_event(given, OWN) == expected
 
 
 @pytest.mark.parametrize("name, parsed", [
@@ -829,7 +829,7 @@ def test_channels_for_event(given, expected):
     ("admin:orders", ("admin:orders", None)),
 ])
 def test_parse_channel_accepts(name, parsed):
-    assert parse_channel(name) == parsed
+    assert parse_feed(name) == parsed
 
 
 @pytest.mark.parametrize("name", [
@@ -839,21 +839,21 @@ def test_parse_channel_accepts(name, parsed):
 ])
 def test_parse_channel_refuses(name):
     with pytest.raises(Invalid) as info:
-        parse_channel(name)
+        parse_feed(name)
     assert info.value.code == "invalid_channel"
 
 
 def test_channel_keys_and_who_may_join():
-    assert channel_key("product", "p1", None) == "product:p1"
-    assert channel_key("product", "p1", ALICE) == "product:p1"
-    assert channel_key("user", None, ALICE) == "user:alice"
-    assert channel_key("user", None, ADMIN) == "user:root"
-    assert channel_key(ADMIN_ORDERS, None, ADMIN) == ADMIN_ORDERS
-    assert channel_key("order", "o1", ALICE) == "order:o1"
+    assert feed_key("product", "p1", None) == "product:p1"
+    assert feed_key("product", "p1", ALICE) == "product:p1"
+    assert feed_key("user", None, ALICE) == "user:alice"
+    assert feed_key("user", None, ADMIN) == "user:root"
+    assert feed_key(ADMIN_ORDERS, None, ADMIN) == ADMIN_ORDERS
+    assert feed_key("order", "o1", ALICE) == "order:o1"
     for kind, ident, caller in (("user", None, None), (ADMIN_ORDERS, None, None), (ADMIN_ORDERS, None, ALICE),
                                 ("order", "o1", None)):
         with pytest.raises(Forbidden):
-            channel_key(kind, ident, caller)
+            feed_key(kind, ident, caller)
 
 
 def test_may_watch_order_is_the_owner_or_an_admin_and_nobody_for_no_order():

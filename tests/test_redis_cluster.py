@@ -24,11 +24,11 @@ from redis.crc import key_slot
 
 from config.settings import SettingsError, load_settings
 from domain.errors import RateLimited
-from hub.frequency_caps import FrequencyCaps
-from hub.ratelimit import RateLimiter
-from hub.realtime import Realtime
-from hub.redis_client import connect_redis
-from hub.server import HubServer
+from hub.adapters.frequency_caps import FrequencyCaps
+from hub.adapters.ratelimit import RateLimiter
+from hub.live.realtime import Realtime
+from hub.adapters.redis_client import connect_redis
+from hub.wiring.server import HubServer
 from tests.conftest import SERVICE_KEY, Api, placed
 from tests.notify_e2e import eventually, inbox_item
 from tests.redis_cluster import ClusterUnavailable, LocalRedisCluster
@@ -87,7 +87,7 @@ def test_a_cluster_that_cannot_serve_a_slot_is_a_dependency_failure_retried_not_
     realtime fan-out keeps its batch) instead of treating them as the event's fault."""
     from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 
-    from hub.dependency_errors import dependency_failure
+    from hub.adapters.dependency_errors import dependency_failure
 
     for exc in (SlotNotCoveredError("slot 42 is not covered"), RedisClusterException("no reachable node"),
                 ClusterDownError("CLUSTERDOWN")):

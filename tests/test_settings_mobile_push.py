@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from config.settings import SettingsError, load_settings
-from hub.lifecycle import Hub
+from hub.wiring.lifecycle import Hub
 
 APNS = {"APNS_KEY_ID": "KEY1234567", "APNS_TEAM_ID": "TEAM123456", "APNS_TOPIC": "com.example.shop"}
 
@@ -96,7 +96,7 @@ def test_production_wants_https_provider_urls(p8):
 
 def test_unset_providers_are_said_at_start_up(caplog):
     hub = Hub(load_settings({}))
-    with caplog.at_level(logging.WARNING, logger="hub.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="hub.wiring.lifecycle"):
         hub._announce_channels()
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "APNS_KEY_FILE is unset: apns is off" in said

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from domain.errors import Conflict
-from hub.mongo import connect_mongo
-from hub.store.login_failures import LoginFailureStore
-from hub.store.refresh_tokens import RefreshTokenStore
-from hub.store.users import UserStore
+from hub.adapters.mongo import connect_mongo
+from hub.stores.login_failures import LoginFailureStore
+from hub.stores.refresh_tokens import RefreshTokenStore
+from hub.stores.users import UserStore
 from config.settings import load_settings
 
 pytestmark = [pytest.mark.gen_test, pytest.mark.stores]

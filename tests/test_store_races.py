@@ -11,8 +11,8 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from config.settings import load_settings
-from hub.mongo import connect_mongo
-from hub.store.payments import PaymentStore
+from hub.adapters.mongo import connect_mongo
+from hub.stores.payments import PaymentStore
 
 pytestmark = [pytest.mark.gen_test(timeout=60), pytest.mark.stores]
 NOW = datetime.now(timezone.utc)

@@ -1,5 +1,5 @@
 """How the hub serves its web app (handlers/web.py), and the demo data behind it
-(hub/demo.py: `python run.py --demo` or HUB_DEMO=1). The app itself is tested in a real
+(hub/wiring/demo.py: `python run.py --demo` or HUB_DEMO=1). The app itself is tested in a real
 browser by tests/test_web_browser.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from config.settings import SettingsError, load_settings
-from hub.demo import DEMO_ADMIN, DEMO_CUSTOMER, PRODUCTS, seed
+from hub.wiring.demo import DEMO_ADMIN, DEMO_CUSTOMER, PRODUCTS, seed
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.test_process import ROOT, free_port, hub_environ
 
@@ -91,7 +91,7 @@ async def test_demo_seeds_products_and_a_customer_once(api, hub_server):
 
 @pytest.mark.gen_test
 async def test_demo_without_admin_settings_creates_its_own_admin(io_loop, hub_env):
-    from hub.server import HubServer
+    from hub.wiring.server import HubServer
     from tests.conftest import Api
 
     del hub_env["HUB_ADMIN_EMAIL"], hub_env["HUB_ADMIN_PASSWORD"]

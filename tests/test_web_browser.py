@@ -2,7 +2,7 @@
 
 The distribution's Chromium (apt `chromium`; `make test` installs it when it can) driven by
 Playwright's Python API pointed at that binary (no browser download). Each test starts a
-hub in-process with the demo catalog (HUB_DEMO=1, hub/demo.py) and the provider stand-ins
+hub in-process with the demo catalog (HUB_DEMO=1, hub/wiring/demo.py) and the provider stand-ins
 of the notification tests (an SMTP sink, a Twilio fake, a decrypting push service), then
 opens browser contexts on it: several contexts are several people at once.
 

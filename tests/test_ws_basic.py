@@ -9,7 +9,7 @@ import pytest
 from tornado.websocket import websocket_connect
 
 from config.settings import load_settings
-from hub.server import HubServer
+from hub.wiring.server import HubServer
 
 
 async def connect(api, query: str = ""):

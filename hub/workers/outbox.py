@@ -14,7 +14,7 @@ import json
 import logging
 
 from domain.products import inventory_events
-from hub.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from hub.wiring.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
 

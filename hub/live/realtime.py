@@ -24,9 +24,9 @@ import logging
 from typing import Protocol
 
 
-from domain.realtime_channels import channels_for_event, client_name
-from hub.dependency_errors import dependency_failure
-from hub.redis_client import run_script
+from domain.feeds import feeds_for_event, client_name
+from hub.adapters.dependency_errors import dependency_failure
+from hub.adapters.redis_client import run_script
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class FanOut:
         self.pending: list[tuple[dict, list[str]]] = []
 
     async def add(self, event: dict) -> None:
-        keys = channels_for_event(event, self.own_source)
+        keys = feeds_for_event(event, self.own_source)
         if keys:
             self.pending.append((event, keys))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from domain.notification_policy import DAY_MS, HOUR_MS, cap_release_at
-from hub.redis_client import run_script
+from hub.adapters.redis_client import run_script
 
 
 # `admit`'s first step as one script per user (atomic on the user's key alone, so it works on

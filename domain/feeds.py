@@ -16,7 +16,7 @@ _ID = r"[A-Za-z0-9_-]{1,64}"
 _NAMED = re.compile(rf"(product|order):({_ID})")
 
 
-def channels_for_event(event: dict, own_source: str) -> list[str]:
+def feeds_for_event(event: dict, own_source: str) -> list[str]:
     """The channel keys a CloudEvent is published on.
 
     Order, payment and points events count only as the hub announces them: another service's
@@ -40,7 +40,7 @@ def channels_for_event(event: dict, own_source: str) -> list[str]:
     return keys
 
 
-def parse_channel(channel) -> tuple[str, str | None]:
+def parse_feed(channel) -> tuple[str, str | None]:
     """(kind, id) of a channel name a client sent; Invalid if it is no channel."""
     if channel == "user" or channel == ADMIN_ORDERS:
         return channel, None
@@ -50,7 +50,7 @@ def parse_channel(channel) -> tuple[str, str | None]:
     return match.group(1), match.group(2)
 
 
-def channel_key(kind: str, ident: str | None, caller: Caller | None) -> str:
+def feed_key(kind: str, ident: str | None, caller: Caller | None) -> str:
     """The shared key of a channel the caller may join (orders are checked separately:
     `may_watch_order`); Forbidden otherwise."""
     if kind == "product":

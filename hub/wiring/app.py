@@ -29,8 +29,8 @@ from handlers.unsubscribe import UnsubscribeHandler
 from handlers.users import MeHandler
 from handlers.web import WEB_ROUTES
 from handlers.ws import WebSocketHandler
-from hub.client_ip import client_ip
-from hub.openapi import build_openapi
+from hub.wiring.client_ip import client_ip
+from hub.wiring.openapi import build_openapi
 
 access_log = logging.getLogger("hub.access")
 

@@ -9,8 +9,8 @@ import os
 import sys
 
 from config.settings import SettingsError, load_settings
-from hub.logs import setup_logging
-from hub.server import serve
+from hub.wiring.logs import setup_logging
+from hub.wiring.server import serve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,11 +16,11 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from config.settings import Settings
-from hub.app import make_app
-from hub.client_ip import is_trusted_proxy
-from hub.demo import banner as demo_banner
-from hub.lifecycle import Hub
-from hub.metrics import CONNECTIONS_REFUSED
+from hub.wiring.app import make_app
+from hub.wiring.client_ip import is_trusted_proxy
+from hub.wiring.demo import banner as demo_banner
+from hub.wiring.lifecycle import Hub
+from hub.wiring.metrics import CONNECTIONS_REFUSED
 
 log = logging.getLogger(__name__)
 

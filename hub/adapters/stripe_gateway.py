@@ -1,5 +1,5 @@
 """Stripe over its real HTTP API (async, through the stripe library's httpx client, on a
-client under the outgoing policy: hub/outgoing.py). STRIPE_API_BASE points it elsewhere,
+client under the outgoing policy: hub/adapters/outgoing.py). STRIPE_API_BASE points it elsewhere,
 e.g. at a test double."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import stripe
 
 from domain.errors import DomainError
-from hub.outgoing import OutgoingPolicy
+from hub.adapters.outgoing import OutgoingPolicy
 
 log = logging.getLogger(__name__)
 STRIPE_CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # Stripe's error codes, e.g. card_declined

@@ -13,7 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from config.settings import Settings
-from hub import embedded_indexes
+from hub.adapters import embedded_indexes
 
 log = logging.getLogger(__name__)
 

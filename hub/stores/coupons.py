@@ -15,7 +15,7 @@ from datetime import datetime
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from hub.metrics import COUPON_REDEMPTIONS
+from hub.wiring.metrics import COUPON_REDEMPTIONS
 
 _PUBLIC = {"outbox": 0}
 

@@ -17,7 +17,7 @@ import asyncio
 from collections import deque
 from typing import Callable
 
-from hub.metrics import WEBSOCKET_FRAMES
+from hub.wiring.metrics import WEBSOCKET_FRAMES
 
 _SENT = WEBSOCKET_FRAMES.labels("sent")
 _CONFLATED = WEBSOCKET_FRAMES.labels("conflated")

@@ -16,9 +16,9 @@ from typing import Awaitable, Callable
 
 from domain.callers import Caller
 from domain.errors import Forbidden, Invalid
-from domain.realtime_channels import channel_key, conflatable, may_watch_order, parse_channel
-from hub.realtime import Realtime
-from hub.send_queue import SendQueue
+from domain.feeds import feed_key, conflatable, may_watch_order, parse_feed
+from hub.live.realtime import Realtime
+from hub.live.send_queue import SendQueue
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ class Session:
     async def subscribe(self, channel, since, reply: dict | None = None) -> None:
         """Joins the channel and answers `subscribed` (with the fields of `reply`, the frame's
         id), then the replay; Invalid or Forbidden (and nothing changes) when the client may not."""
-        kind, ident = parse_channel(channel)
+        kind, ident = parse_feed(channel)
         if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
             raise Invalid("'since' is a non-negative integer seq.", code="invalid_since")
-        key = channel_key(kind, ident, self.caller)
+        key = feed_key(kind, ident, self.caller)
         if kind == "order" and not may_watch_order(self.caller, await self.order_owner(ident)):
             raise Forbidden("Only the order's owner or an admin may join this channel.")
         limit = MAX_SUBSCRIPTIONS if self.caller is not None else min(MAX_SUBSCRIPTIONS, self.anonymous_subscriptions)
@@ -90,7 +90,7 @@ class Session:
         self.last[key] = last
 
     async def unsubscribe(self, channel) -> None:
-        kind, ident = parse_channel(channel)
+        kind, ident = parse_feed(channel)
         key = f"user:{self.caller.id}" if kind == "user" and self.caller else channel
         if key in self.names:
             await self._drop(key)

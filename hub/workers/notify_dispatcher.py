@@ -17,7 +17,7 @@ import logging
 from typing import Callable
 
 from domain.notifications import LEASE
-from hub.metrics import NOTIFICATIONS_HELD, NOTIFY_IN_FLIGHT
+from hub.wiring.metrics import NOTIFICATIONS_HELD, NOTIFY_IN_FLIGHT
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@
 - A message that is not a valid CloudEvent, that the handler rejects, or whose data makes
   the handler fail in any other way, goes to the `dlq` topic with the reason, and the
   consumer goes on: data never stalls a partition.
-- A failure of our own dependencies (store, Redis, broker: hub/dependency_errors.py) is
+- A failure of our own dependencies (store, Redis, broker: hub/adapters/dependency_errors.py) is
   retried with backoff, without committing.
 - An event claiming the hub's own `source` without the hub's signature is dead-lettered
-  (hub/event_signing.py). The hub's own events are skipped where they describe changes
+  (hub/adapters/event_signing.py). The hub's own events are skipped where they describe changes
   already made (`skip_own`); the notification engine reads them all.
 """
 
@@ -25,14 +25,14 @@ from typing import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer
 
 from domain.events import Rejected, check_cloud_event
-from hub.dependency_errors import dependency_failure
-from hub.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from hub.adapters.dependency_errors import dependency_failure
+from hub.wiring.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict], Awaitable[None]]
 COMMIT_INTERVAL_S = 0.5
-IDLE_AFTER_S = 2.0  # then fetch with the longer idle wait (hub/kafka.py), until a message comes
+IDLE_AFTER_S = 2.0  # then fetch with the longer idle wait (hub/adapters/kafka.py), until a message comes
 
 
 class EventConsumer:

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from config.settings import Settings
-from hub.event_signing import EventSigner
+from hub.adapters.event_signing import EventSigner
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ _TOPIC_ALREADY_EXISTS = 36
 # broker holds every fetch for the whole wait, which is then latency for a live update: it
 # gets a short one (HUB_KAFKA_FETCH_MAX_WAIT_MS overrides both). So that an idle hub does
 # not fetch 50 times a second per consumer group, a consumer that has had nothing for
-# IDLE_AFTER_S (hub/consumer.py) fetches with the idle wait until a message arrives: the first
+# IDLE_AFTER_S (hub/workers/consumer.py) fetches with the idle wait until a message arrives: the first
 # event after a quiet spell may wait that long, the ones behind it do not.
 EMBEDDED_FETCH_MAX_WAIT_MS = 20
 EMBEDDED_IDLE_FETCH_MAX_WAIT_MS = 250
@@ -39,7 +39,7 @@ class Kafka:
     def __init__(self, settings: Settings, bootstrap_servers: str, *, embedded: bool = False) -> None:
         self.settings = settings
         self.bootstrap_servers = bootstrap_servers
-        self.signer = EventSigner(settings.jwt_secret)  # marks the hub's own events (hub/event_signing.py)
+        self.signer = EventSigner(settings.jwt_secret)  # marks the hub's own events (hub/adapters/event_signing.py)
         # The bundled broker makes a joining member wait half its session timeout, and a
         # restarted process wait out its predecessor's: keep both short on one machine.
         # Real brokers refuse sessions under 6 s by default; they get aiokafka's 10 s.

@@ -22,7 +22,7 @@ from domain.events import cloud_event
 from domain.ordering import Orders
 from domain.payments import Payments
 from domain.points import Points
-from domain.realtime_channels import ADMIN_ORDERS
+from domain.feeds import ADMIN_ORDERS
 from domain.tokens import AccessTokens
 from domain.unsubscribe import UnsubscribeLinks
 from channels.apns import ApnsChannel
@@ -33,36 +33,36 @@ from channels.sms import SmsChannel
 from channels.websocket import WebSocketChannel
 from domain.notification_templates import Templates
 from domain.notifications import Notifier
-from hub.consumer import EventConsumer
-from hub.embedded_broker import EmbeddedBroker
-from hub.frequency_caps import FrequencyCaps
-from hub.kafka import Kafka
-from hub.mongo import connect_mongo, mongo_healthy
-from hub.demo import seed as seed_demo
-from hub.metrics import BROADCAST_RECIPIENTS, DELIVERIES, PUSH_TARGETS, TEMPLATE_FAILURES
-from hub.notify_dispatcher import Dispatcher
-from hub.outbox import OutboxRelay
-from hub.outgoing import OutgoingPolicy
-from hub.ratelimit import RateLimiter
-from hub.realtime import FanOut, Realtime
-from hub.redis_client import connect_redis, redis_healthy
-from hub.store.broadcasts import BroadcastStore
-from hub.store.devices import DeviceStore
-from hub.store.carts import CartStore
-from hub.store.coupons import CouponStore
-from hub.store.login_failures import LoginFailureStore
-from hub.store.notifications import NotificationStore
-from hub.store.orders import OrderStore
-from hub.store.payments import PaymentStore
-from hub.store.points import PointsStore
-from hub.store.products import ProductStore
-from hub.store.refresh_tokens import RefreshTokenStore
-from hub.store.stock_alerts import StockAlertStore
-from hub.store.templates import TemplateStore
-from hub.store.topics import TopicStore
-from hub.store.users import UserStore
-from hub.stripe_gateway import StripeGateway
-from hub.sweeper import Sweeper
+from hub.workers.consumer import EventConsumer
+from hub.adapters.embedded_broker import EmbeddedBroker
+from hub.adapters.frequency_caps import FrequencyCaps
+from hub.adapters.kafka import Kafka
+from hub.adapters.mongo import connect_mongo, mongo_healthy
+from hub.wiring.demo import seed as seed_demo
+from hub.wiring.metrics import BROADCAST_RECIPIENTS, DELIVERIES, PUSH_TARGETS, TEMPLATE_FAILURES
+from hub.workers.notify_dispatcher import Dispatcher
+from hub.workers.outbox import OutboxRelay
+from hub.adapters.outgoing import OutgoingPolicy
+from hub.adapters.ratelimit import RateLimiter
+from hub.live.realtime import FanOut, Realtime
+from hub.adapters.redis_client import connect_redis, redis_healthy
+from hub.stores.broadcasts import BroadcastStore
+from hub.stores.devices import DeviceStore
+from hub.stores.carts import CartStore
+from hub.stores.coupons import CouponStore
+from hub.stores.login_failures import LoginFailureStore
+from hub.stores.notifications import NotificationStore
+from hub.stores.orders import OrderStore
+from hub.stores.payments import PaymentStore
+from hub.stores.points import PointsStore
+from hub.stores.products import ProductStore
+from hub.stores.refresh_tokens import RefreshTokenStore
+from hub.stores.stock_alerts import StockAlertStore
+from hub.stores.templates import TemplateStore
+from hub.stores.topics import TopicStore
+from hub.stores.users import UserStore
+from hub.adapters.stripe_gateway import StripeGateway
+from hub.workers.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Hub:
         self.dispatcher: Dispatcher | None = None
         self.channels: dict = {}
         self.broadcasts: Broadcasts | None = None
-        self.demo_accounts: dict | None = None  # hub/demo.py's sign-ins, when HUB_DEMO seeded them
+        self.demo_accounts: dict | None = None  # hub/wiring/demo.py's sign-ins, when HUB_DEMO seeded them
         self.outgoing = OutgoingPolicy.from_settings(settings)  # every provider client's HTTP calls
         self.accounts: Accounts | None = None
 

@@ -1,0 +1,1 @@
+"""One store per MongoDB collection, with its indexes: the only code that reads and writes documents."""

@@ -1,0 +1,1 @@
+"""Background workers: Kafka consumers, the outbox relay, the sweeper, the notification dispatcher."""
