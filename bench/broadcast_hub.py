@@ -31,7 +31,7 @@ async def seed(hub, n: int, push_url: str, keys: dict) -> None:
            "end": (now + timedelta(hours=7)).strftime("%H:%M"), "timezone": "UTC"}
     preferences = {"dnd": dnd, "frequency": {"max_per_hour": 10_000, "max_per_day": 100_000}}
     for start in range(0, n, 5000):
-        await hub.users.col.insert_many([{
+        await hub.stores.users.col.insert_many([{
             "_id": f"bench-{i:07d}", "email": f"bench-{i}@example.com", "password_hash": "-", "name": f"User {i}",
             "phone": None, "timezone": "UTC", "locale": "en", "roles": ["customer"], "failed_logins": 0,
             "locked_until": None, "created_at": now, "preferences": preferences,

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from channels.base import Channel, Message, PermanentError, Sent, TransientError
 from channels.native_push import collapse_id, high_priority, post
 from channels.push import retry_after_seconds
+from domain import compact_json
 from domain.devices import APNS_TOKEN_RE
 from hub.adapters.outgoing import OutgoingPolicy
 
@@ -112,10 +113,10 @@ class ApnsChannel(Channel):
             aps["badge"] = message.badge
         body = {"aps": aps, "notification_id": message.notification_id, "type": message.type,
                 "data": message.data}
-        encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        encoded = compact_json.encode(body)
         if len(encoded) > MAX_PAYLOAD_BYTES:  # the app can fetch the data by notification_id
             del body["data"]
-            encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            encoded = compact_json.encode(body)
         if len(encoded) > MAX_PAYLOAD_BYTES:
             raise PermanentError("payload_too_large", f"APNs payload of {len(encoded)} bytes is over 4 KiB")
         return encoded

@@ -28,6 +28,7 @@ from google.oauth2 import service_account
 from channels.base import Channel, Message, PermanentError, Sent, TransientError
 from channels.native_push import MAX_ANSWER_BYTES, collapse_id, high_priority, post
 from channels.push import retry_after_seconds
+from domain import compact_json
 from domain.devices import FCM_TOKEN_RE
 from hub.adapters.outgoing import OutgoingPolicy, read_capped
 
@@ -105,7 +106,7 @@ def data_strings(message: Message) -> dict[str, str]:
     """FCM data values must be strings: others are sent as JSON. Extras that do not fit the
     limit are left out (the app can fetch the notification by id)."""
     base = {"notification_id": message.notification_id, "type": message.type}
-    extra = {str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+    extra = {str(k): v if isinstance(v, str) else compact_json.dumps(v)
              for k, v in (message.data if isinstance(message.data, dict) else {}).items()
              if k not in base}
     data = {**extra, **base}
@@ -179,13 +180,13 @@ class FcmChannel(Channel):
         aps: dict = {"sound": "default"}
         if message.badge is not None:
             aps["badge"] = message.badge
-        return json.dumps({"message": {
+        return compact_json.encode({"message": {
             "token": token,
             "notification": {"title": message.content["title"], "body": message.content["body"]},
             "data": data_strings(message),
             "android": android,
             "apns": {"headers": apns_headers, "payload": {"aps": aps}},  # iOS apps that use FCM
-        }}, separators=(",", ":"), ensure_ascii=False).encode()
+        }})
 
     async def send(self, message: Message) -> Sent:
         device = message.address if isinstance(message.address, dict) else {}

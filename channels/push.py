@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pywebpush import WebPusher, WebPushException
 
 from channels.base import Channel, Message, PermanentError, Sent, TransientError
 from channels.vapid import b64url_decode, b64url_encode, load_private_key
+from domain import compact_json
 from domain.notification_policy import PUSH_URGENCY
 from hub.adapters.outgoing import OutgoingPolicy, OutgoingRefused, ResponseTooLarge, read_capped
 
@@ -93,13 +93,13 @@ class PushChannel(Channel):
         return self._client
 
     async def send(self, message: Message) -> Sent:
-        payload = json.dumps({
+        payload = compact_json.encode({
             "id": message.notification_id,
             "title": message.content["title"],
             "body": message.content["body"],
             "data": message.data,
             "priority": message.priority,
-        }, separators=(",", ":"), ensure_ascii=False).encode()  # push payloads are capped at 4 KB
+        })  # push payloads are capped at 4 KB
         subscription = message.address
         try:
             endpoint = subscription["endpoint"]

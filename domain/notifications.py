@@ -32,7 +32,7 @@ from jinja2 import TemplateError
 
 from channels.base import DeliveryError, Message, PermanentError, Sent, TransientError
 from domain.events import Rejected, topic_for
-from domain.notification_policy import (DELIVERED, FAILED, HELD, PENDING, QUEUED, SENT, SUPPRESSED,
+from domain.notification_policy import (CHANNELS, DELIVERED, FAILED, HELD, PENDING, QUEUED, SENT, SUPPRESSED,
                                         counts_against_caps, effective_preferences, retry_delay_s, route, timing)
 from domain.notification_rules import ADMINS, STOCK_WATCHERS, USER, Planned, notification_id, plan, recipient_user
 from domain.notification_templates import default_parts
@@ -209,7 +209,9 @@ class Notifier:
 
     def _unavailable(self, user: dict) -> dict[str, str]:
         """Channels this user cannot be reached on, and why."""
-        reasons = {channel: "channel_off" for channel in ("email", "sms", "websocket") if channel not in self.channels}
+        # `push` is on when any of its senders is (PUSH_SENDERS); every other channel is its own sender.
+        reasons = {channel: "channel_off" for channel in CHANNELS
+                   if channel != "push" and channel not in self.channels}
         if not any(sender in self.channels for sender in PUSH_SENDERS.values()):
             reasons["push"] = "channel_off"
         if not user.get("email"):

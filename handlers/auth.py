@@ -33,10 +33,10 @@ class RefreshBody(Body):
 class AuthHandler(BaseHandler):
     async def limit(self, account: str | None = None) -> None:
         """Per-IP and (for sign-in) per-account rate limits, across hub processes."""
-        settings = self.hub.settings
-        await self.hub.rate_limiter.hit(f"auth-ip:{self.client_ip}", settings.auth_rate_per_ip)
+        settings = self.config
+        await self.services.rate_limiter.hit(f"auth-ip:{self.client_ip}", settings.auth_rate_per_ip)
         if account:
-            await self.hub.rate_limiter.hit(f"auth-account:{account}", settings.auth_rate_per_account)
+            await self.services.rate_limiter.hit(f"auth-account:{account}", settings.auth_rate_per_account)
 
     def send_session(self, session: dict, status: int = 200) -> None:
         self.send({**session, "user": public_user(session["user"])}, status)
@@ -48,7 +48,7 @@ class RegisterHandler(AuthHandler):
     async def post(self) -> None:
         await self.limit()
         body = self.parse(RegisterBody)
-        session = await self.hub.accounts.register(**body.model_dump())
+        session = await self.services.accounts.register(**body.model_dump())
         AUTH_EVENTS.labels("registered").inc()
         self.send_session(session, 201)
 
@@ -62,13 +62,13 @@ class LoginHandler(AuthHandler):
         # Password spraying (a few guesses at many accounts) passes every per-account lock:
         # failures from one client, whatever the account, are capped per hour.
         spraying = f"auth-failures:{client_key(self.client_ip)}"
-        await self.hub.rate_limiter.check(spraying, self.hub.settings.auth_failures_per_ip, window_s=3600)
+        await self.services.rate_limiter.check(spraying, self.config.auth_failures_per_ip, window_s=3600)
         try:
-            session = await self.hub.accounts.login(body.email, body.password, self.client_ip)
+            session = await self.services.accounts.login(body.email, body.password, self.client_ip)
         except DomainError as exc:
             AUTH_EVENTS.labels(exc.code).inc()
             if isinstance(exc, Unauthorized):
-                await self.hub.rate_limiter.count(spraying, window_s=3600)
+                await self.services.rate_limiter.count(spraying, window_s=3600)
             raise
         AUTH_EVENTS.labels("login").inc()
         self.send_session(session)
@@ -81,7 +81,7 @@ class RefreshHandler(AuthHandler):
         await self.limit()
         body = self.parse(RefreshBody)
         try:
-            session = await self.hub.accounts.refresh(body.refresh_token)
+            session = await self.services.accounts.refresh(body.refresh_token)
         except DomainError as exc:
             AUTH_EVENTS.labels(exc.code).inc()
             raise
@@ -96,7 +96,7 @@ class LogoutHandler(AuthHandler):
     async def post(self) -> None:
         await self.limit()
         body = self.parse(RefreshBody)
-        await self.hub.accounts.logout(body.refresh_token)
+        await self.services.accounts.logout(body.refresh_token)
         AUTH_EVENTS.labels("logout").inc()
         self.set_status(204)
         self.finish()

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tornado.web
 from pydantic import BaseModel, ValidationError
@@ -19,6 +19,10 @@ from handlers import bounded_json
 from hub.wiring.client_ip import client_ip
 from hub.wiring.metrics import HTTP_LATENCY
 from hub.wiring.openapi import MAX_PATH_PARAMETER
+
+if TYPE_CHECKING:  # names only: handlers reach stores and services through the application
+    from config.settings import Settings
+    from hub.wiring.container import Services, Stores
 
 log = logging.getLogger("hub.http")
 Model = TypeVar("Model", bound=BaseModel)
@@ -38,17 +42,31 @@ class ApiError(tornado.web.HTTPError):
         self.code, self.message, self.details = code, message, details
 
 
+class Wired:
+    """What a handler reaches of the hub, from the application settings (hub/wiring/app.py):
+    `self.config` (config/settings.py; `self.settings` is Tornado's), `self.stores`,
+    `self.services` (hub/wiring/container.py)."""
+
+    @property
+    def config(self) -> Settings:
+        return self.application.settings["config"]
+
+    @property
+    def stores(self) -> Stores:
+        return self.application.settings["stores"]
+
+    @property
+    def services(self) -> Services:
+        return self.application.settings["services"]
+
+
 @tornado.web.stream_request_body
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(Wired, tornado.web.RequestHandler):
     """The body is streamed so that an oversized one is refused without holding it in
     memory: chunks beyond the limit are discarded and the request answers 413."""
 
     #: OpenAPI description per method: {"post": {"summary", "body", "auth", "status"}}.
     openapi: dict[str, dict] = {}
-
-    @property
-    def hub(self):
-        return self.application.settings["hub"]
 
     # Request lifecycle -------------------------------------------------------------
     def initialize(self) -> None:
@@ -61,20 +79,20 @@ class BaseHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         self.application.in_flight.add(self)
         declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.hub.settings.max_body_bytes):
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.config.max_body_bytes):
             self._too_large()
         if any(len(value) > MAX_PATH_PARAMETER for value in self.path_kwargs.values()):
             raise ApiError(404, "not_found", f"No such resource (ids are at most {MAX_PATH_PARAMETER} characters).")
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._size <= self.hub.settings.max_body_bytes:
+        if self._size <= self.config.max_body_bytes:
             self._chunks.append(chunk)
         else:
             self._chunks.clear()
 
     def _too_large(self) -> None:
-        limit = self.hub.settings.max_body_bytes
+        limit = self.config.max_body_bytes
         raise ApiError(413, "body_too_large", f"The request body is larger than {limit} bytes.", {"limit": limit})
 
     def on_finish(self) -> None:
@@ -112,7 +130,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # Bodies ------------------------------------------------------------------------
     def body(self) -> bytes:
-        if self._size > self.hub.settings.max_body_bytes:
+        if self._size > self.config.max_body_bytes:
             self._too_large()
         return b"".join(self._chunks)
 
@@ -156,7 +174,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def client_ip(self) -> str:
         """The client's address, through trusted proxies (hub/wiring/client_ip.py): what per-client
         limits count by. Never `request.remote_ip` directly."""
-        return client_ip(self.request, self.hub.settings)
+        return client_ip(self.request, self.config)
 
     @property
     def caller(self) -> Caller | None:
@@ -168,7 +186,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def _authenticate(self) -> Caller | None:
         key = self.request.headers.get("X-API-Key")
         if key is not None:
-            if any(hmac.compare_digest(key.encode(), k.encode()) for k in self.hub.settings.service_key_list):
+            if any(hmac.compare_digest(key.encode(), k.encode()) for k in self.config.service_key_list):
                 return SERVICE
             raise Unauthorized("The API key is not valid.", code="invalid_api_key")
         header = self.request.headers.get("Authorization")
@@ -177,7 +195,7 @@ class BaseHandler(tornado.web.RequestHandler):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Use 'Authorization: Bearer <access_token>'.", code="invalid_token")
-        caller, _expires = self.hub.access_tokens.verify(token.strip())
+        caller, _expires = self.services.access_tokens.verify(token.strip())
         return caller
 
     def require_user(self) -> Caller:

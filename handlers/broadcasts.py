@@ -61,12 +61,12 @@ class BroadcastsHandler(BaseHandler):
             raise ApiError(422, "validation_failed", "Idempotency-Key must be 1 to 200 characters.")
         body = request.model_dump(exclude_none=True)
         body["channels"] = [c for c in CHANNELS if c in body["channels"]]
-        doc, _ = await self.hub.broadcasts.create(caller.id, key, body)
+        doc, _ = await self.services.broadcasts.create(caller.id, key, body)
         self.send({"id": doc["_id"], "status": doc["status"]}, 202)
 
     async def get(self) -> None:
         self.require_service_or_admin()
-        self.send({"items": [public_broadcast(doc) for doc in await self.hub.broadcasts.recent()]})
+        self.send({"items": [public_broadcast(doc) for doc in await self.services.broadcasts.recent()]})
 
 
 class BroadcastHandler(BaseHandler):
@@ -75,7 +75,7 @@ class BroadcastHandler(BaseHandler):
 
     async def get(self, broadcast_id: str) -> None:
         self.require_service_or_admin()
-        self.send(public_broadcast(await self.hub.broadcasts.get(broadcast_id)))
+        self.send(public_broadcast(await self.services.broadcasts.get(broadcast_id)))
 
 
 class BroadcastCancelHandler(BaseHandler):
@@ -84,4 +84,4 @@ class BroadcastCancelHandler(BaseHandler):
 
     async def post(self, broadcast_id: str) -> None:
         self.require_service_or_admin()
-        self.send(public_broadcast(await self.hub.broadcasts.cancel(broadcast_id)))
+        self.send(public_broadcast(await self.services.broadcasts.cancel(broadcast_id)))

@@ -33,10 +33,10 @@ class CartHandler(BaseHandler):
     }
 
     async def get(self) -> None:
-        self.send(await self.hub.carts.view(self.require_user().id))
+        self.send(await self.services.carts.view(self.require_user().id))
 
     async def delete(self) -> None:
-        self.send(await self.hub.carts.clear(self.require_user().id))
+        self.send(await self.services.carts.clear(self.require_user().id))
 
 
 class CartItemHandler(BaseHandler):
@@ -48,7 +48,7 @@ class CartItemHandler(BaseHandler):
         body = self.parse(ItemBody)
         # The path bounds the id (BaseHandler.prepare); an id naming no product is refused
         # as unknown_product (removing it is a no-op), whatever its length.
-        self.send(await self.hub.carts.set_item(caller.id, product_id, body.quantity))
+        self.send(await self.services.carts.set_item(caller.id, product_id, body.quantity))
 
 
 class CartCouponHandler(BaseHandler):
@@ -61,10 +61,10 @@ class CartCouponHandler(BaseHandler):
     async def put(self) -> None:
         caller = self.require_user()
         body = self.parse(CouponBody)
-        self.send(await self.hub.carts.set_coupon(caller.id, body.code))
+        self.send(await self.services.carts.set_coupon(caller.id, body.code))
 
     async def delete(self) -> None:
-        self.send(await self.hub.carts.remove_coupon(self.require_user().id))
+        self.send(await self.services.carts.remove_coupon(self.require_user().id))
 
 
 class CartPointsHandler(BaseHandler):
@@ -74,4 +74,4 @@ class CartPointsHandler(BaseHandler):
     async def put(self) -> None:
         caller = self.require_user()
         body = self.parse(PointsBody)
-        self.send(await self.hub.carts.set_points(caller.id, body.points))
+        self.send(await self.services.carts.set_points(caller.id, body.points))

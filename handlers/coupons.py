@@ -66,12 +66,12 @@ class CouponsHandler(BaseHandler):
     async def post(self) -> None:
         self.require_admin()
         body = self.parse(CouponCreateBody)
-        self.send(public_coupon(await self.hub.coupons.create(body.model_dump())), 201)
+        self.send(public_coupon(await self.services.coupons.create(body.model_dump())), 201)
 
     async def get(self) -> None:
         self.require_admin()
         query = self.parse_query(ListQuery)
-        items, total = await self.hub.coupons.list(active=query.active, skip=(query.page - 1) * query.limit,
+        items, total = await self.services.coupons.list(active=query.active, skip=(query.page - 1) * query.limit,
                                                    limit=query.limit)
         self.send({"items": [public_coupon(c) for c in items], "page": query.page, "limit": query.limit,
                    "total": total})
@@ -86,9 +86,9 @@ class CouponHandler(BaseHandler):
 
     async def get(self, code: str) -> None:
         self.require_admin()
-        self.send(public_coupon(await self.hub.coupons.get(_code(code))))
+        self.send(public_coupon(await self.services.coupons.get(_code(code))))
 
     async def patch(self, code: str) -> None:
         self.require_admin()
         body = self.parse(CouponPatchBody)
-        self.send(public_coupon(await self.hub.coupons.set_active(_code(code), body.active)))
+        self.send(public_coupon(await self.services.coupons.set_active(_code(code), body.active)))

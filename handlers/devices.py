@@ -52,13 +52,13 @@ class DevicesHandler(BaseHandler):
         caller = self.require_user()
         body = self.parse(DeviceBody)
         fields = {"environment": body.environment, "locale": body.locale, "app_version": body.app_version}
-        device, created = await self.hub.devices.register(caller.id, body.platform, body.token, fields, utcnow(),
+        device, created = await self.stores.devices.register(caller.id, body.platform, body.token, fields, utcnow(),
                                                           MAX_DEVICES_PER_USER)
         self.send(public_device(device), 201 if created else 200)
 
     async def get(self) -> None:
         caller = self.require_user()
-        self.send({"items": [public_device(d) for d in await self.hub.devices.of_user(caller.id)]})
+        self.send({"items": [public_device(d) for d in await self.stores.devices.of_user(caller.id)]})
 
 
 class DeviceHandler(BaseHandler):
@@ -66,7 +66,7 @@ class DeviceHandler(BaseHandler):
 
     async def delete(self, device_id: str) -> None:
         caller = self.require_user()
-        if not await self.hub.devices.remove(caller.id, device_id[:64]):
+        if not await self.stores.devices.remove(caller.id, device_id[:64]):
             raise NotFound("No such device.", code="device_not_found")
         self.set_status(204)
         self.finish()

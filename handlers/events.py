@@ -44,7 +44,7 @@ class EventsHandler(BaseHandler):
         except ValueError as exc:
             code = 422 if isinstance(exc, InvalidEvent) else 400
             raise ApiError(code, "invalid_event" if code == 422 else "malformed_json", f"Not a usable CloudEvent: {exc}.") from None
-        if event["source"] == self.hub.settings.event_source:
+        if event["source"] == self.config.event_source:
             # Only the hub speaks as the hub: its events skip the state machine (docs/security.md).
             raise ApiError(422, "reserved_source", "This source is the hub's own; use your service's own source.",
                            [{"field": "source", "message": "reserved for the hub"}])
@@ -54,6 +54,6 @@ class EventsHandler(BaseHandler):
                            {"known_prefixes": sorted(TOPIC_OF_PREFIX)})
         data = event["data"]
         key = data.get("order_id") or data.get("product_id") or data.get("user_id") or event.get("subject") or event["id"]
-        await self.hub.kafka.producer.send_and_wait(
-            self.hub.kafka.topic(topic_for(event["type"])), json.dumps(event).encode(), key=str(key).encode())
+        await self.services.kafka.producer.send_and_wait(
+            self.services.kafka.topic(topic_for(event["type"])), json.dumps(event).encode(), key=str(key).encode())
         self.send({"id": event["id"], "topic": topic_for(event["type"])}, 202)

@@ -35,7 +35,7 @@ class InboxHandler(BaseHandler):
     async def get(self) -> None:
         caller = self.require_user()
         query = self.parse_query(InboxQuery)
-        store = self.hub.notification_store
+        store = self.stores.notifications
         items = await store.inbox(caller.id, unread=query.unread, limit=query.limit, before=query.before)
         self.send({"items": [public_notification(doc) for doc in items],
                    "unread_count": await store.unread_count(caller.id)})
@@ -46,7 +46,7 @@ class ReadHandler(BaseHandler):
 
     async def post(self, notification_id: str) -> None:
         caller = self.require_user()
-        doc = await self.hub.notification_store.mark_read(caller.id, notification_id, utcnow())
+        doc = await self.stores.notifications.mark_read(caller.id, notification_id, utcnow())
         if doc is None:
             raise NotFound("No such notification.", code="notification_not_found")
         self.send(public_notification(doc))
@@ -57,7 +57,7 @@ class ReadAllHandler(BaseHandler):
 
     async def post(self) -> None:
         caller = self.require_user()
-        updated = await self.hub.notification_store.mark_all_read(caller.id, utcnow())
+        updated = await self.stores.notifications.mark_all_read(caller.id, utcnow())
         self.send({"updated": updated, "unread_count": 0})
 
 
@@ -85,7 +85,7 @@ class NotificationsHandler(BaseHandler):
     async def post(self) -> None:
         caller = self.require_service_or_admin()
         request = self.parse(NotificationRequest)
-        if await self.hub.users.get(request.user_id) is None:
+        if await self.stores.users.get(request.user_id) is None:
             raise NotFound("No such user.", code="user_not_found")
         key = self.request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 200:
@@ -93,9 +93,9 @@ class NotificationsHandler(BaseHandler):
         # A retry with the same key is the same event, so the engine records it once.
         event_id = uuid.uuid5(_REQUEST_NAMESPACE, f"{caller.id}\x00{key}").hex if key else uuid.uuid4().hex
         data = request.model_dump(exclude_none=True)
-        event = cloud_event("notification.requested", self.hub.settings.event_source, data,
+        event = cloud_event("notification.requested", self.config.event_source, data,
                             subject=request.user_id, event_id=event_id)
-        kafka = self.hub.kafka
+        kafka = self.services.kafka
         value = json.dumps(event).encode()
         await kafka.producer.send_and_wait(kafka.topic(topic_for(event["type"])), value,
                                            key=request.user_id.encode(), headers=kafka.signer.headers(value))

@@ -18,7 +18,7 @@ class ReadyHandler(BaseHandler):
     openapi = {"get": {"summary": "Readiness: MongoDB, Redis and Kafka answer (503 if one does not)", "auth": None}}
 
     async def get(self) -> None:
-        checks = await self.hub.health()
+        checks = await self.application.settings["health"]()
         self.send({name: "up" if ok else "down" for name, ok in checks.items()}, 200 if all(checks.values()) else 503)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from domain.feeds import order_feed
 from domain.orders import MAX_LINES, MAX_QUANTITY, STATUSES, public_order
 from handlers.base import ApiError, BaseHandler
 from handlers.cart import CouponCode, Points
@@ -73,8 +74,8 @@ class OrdersHandler(BaseHandler):
 
     async def post(self) -> None:
         caller = self.require_user()
-        settings = self.hub.settings
-        await self.hub.rate_limiter.hit(f"orders-user:{caller.id}", settings.order_rate_per_user)
+        settings = self.config
+        await self.services.rate_limiter.hit(f"orders-user:{caller.id}", settings.order_rate_per_user)
         body = self.parse(OrderBody)
         address = body.shipping_address
         if isinstance(address, ShippingAddress):
@@ -88,7 +89,7 @@ class OrdersHandler(BaseHandler):
                            [{"field": "items", "message": "required unless from_cart is true, and not with it"}])
         coupon_code, points, cart_version = body.coupon_code, body.points, None
         if body.from_cart:
-            items, cart_coupon, cart_points, cart_version = await self.hub.carts.for_order(caller.id)
+            items, cart_coupon, cart_points, cart_version = await self.services.carts.for_order(caller.id)
             coupon_code = coupon_code if "coupon_code" in body.model_fields_set else cart_coupon
             points = cart_points if points is None else points
         else:
@@ -97,11 +98,11 @@ class OrdersHandler(BaseHandler):
                     for n, (_, quantity) in enumerate(items) if quantity > settings.max_line_quantity]
         if too_many:
             raise ApiError(422, "validation_failed", "Some quantities are too large.", too_many)
-        order, created = await self.hub.orders.place(
+        order, created = await self.services.orders.place(
             caller.id, items, shipping_address=address, note=body.note, idempotency_key=key,
             coupon_code=coupon_code, points=points or 0, from_cart=body.from_cart)
         if cart_version is not None and created:
-            await self.hub.carts.ordered(caller.id, cart_version)
+            await self.services.carts.ordered(caller.id, cart_version)
         if not created:
             self.set_header("Idempotent-Replayed", "true")
         self.send(public_order(order), 201)
@@ -109,7 +110,7 @@ class OrdersHandler(BaseHandler):
     async def get(self) -> None:
         caller = self.caller or self.require_user()
         query = self.parse_query(ListQuery)
-        items, total = await self.hub.orders.list_for(
+        items, total = await self.services.orders.list_for(
             caller, user_id=query.user_id, status=query.status, skip=(query.page - 1) * query.limit, limit=query.limit)
         self.send({"items": [public_order(o) for o in items], "page": query.page, "limit": query.limit, "total": total})
 
@@ -121,8 +122,8 @@ class OrderHandler(BaseHandler):
     async def get(self, order_id: str) -> None:
         caller = self.caller or self.require_user()
         # The seq first: an event that lands between the two reads is replayed, never missed.
-        seq = await self.hub.realtime.current_seq(f"order:{order_id}")
-        order = await self.hub.orders.visible(order_id, caller)
+        seq = await self.services.realtime.current_seq(order_feed(order_id))
+        order = await self.services.orders.visible(order_id, caller)
         self.set_header("X-Channel-Seq", str(seq))
         self.send(public_order(order))
 
@@ -134,7 +135,7 @@ class CancelHandler(BaseHandler):
     async def post(self, order_id: str) -> None:
         caller = self.caller or self.require_user()
         body = self.parse(CancelBody) if self.body() else CancelBody()
-        self.send(public_order(await self.hub.orders.cancel(order_id, caller, body.reason)))
+        self.send(public_order(await self.services.orders.cancel(order_id, caller, body.reason)))
 
 
 class TransitionHandler(BaseHandler):
@@ -143,5 +144,5 @@ class TransitionHandler(BaseHandler):
     async def post(self, order_id: str) -> None:
         caller = self.require_admin()
         body = self.parse(TransitionBody)
-        order = await self.hub.orders.visible(order_id, caller)
-        self.send(public_order(await self.hub.orders.transition(order, body.status, note=body.note, actor=caller.id)))
+        order = await self.services.orders.visible(order_id, caller)
+        self.send(public_order(await self.services.orders.transition(order, body.status, note=body.note, actor=caller.id)))

@@ -26,7 +26,7 @@ class PaymentIntentHandler(BaseHandler):
 
     async def post(self, order_id: str) -> None:
         caller = self.require_user()
-        self.send(await self.hub.payments.payment_intent(order_id, caller))
+        self.send(await self.services.payments.payment_intent(order_id, caller))
 
 
 class OrderPaymentsHandler(BaseHandler):
@@ -38,12 +38,12 @@ class OrderPaymentsHandler(BaseHandler):
 
     async def get(self, order_id: str) -> None:
         caller = self.caller or self.require_user()
-        self.send({"items": [public_payment(p) for p in await self.hub.payments.for_order(order_id, caller)]})
+        self.send({"items": [public_payment(p) for p in await self.services.payments.for_order(order_id, caller)]})
 
     async def post(self, order_id: str) -> None:
         caller = self.require_admin()
         body = self.parse(OfflinePaymentBody)
-        payment = await self.hub.payments.offline(order_id, caller, body.amount, body.reference)
+        payment = await self.services.payments.offline(order_id, caller, body.amount, body.reference)
         self.send(public_payment(payment), 201)
 
 
@@ -51,7 +51,7 @@ class StripeWebhookHandler(BaseHandler):
     openapi = {"post": {"summary": "Stripe events, verified by Stripe-Signature on the raw body", "auth": None}}
 
     async def post(self) -> None:
-        secret = self.hub.settings.stripe_webhook_secret
+        secret = self.config.stripe_webhook_secret
         if not secret:
             raise ApiError(503, "payments_unavailable", "Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET).")
         payload = self.body()
@@ -65,5 +65,5 @@ class StripeWebhookHandler(BaseHandler):
         if not (isinstance(event, dict) and isinstance(event.get("id"), str) and isinstance(event.get("type"), str)
                 and isinstance(event.get("data"), dict) and isinstance(event["data"].get("object"), dict)):
             raise ApiError(400, "invalid_event", "The webhook is not a Stripe event.")
-        applied = await self.hub.payments.stripe_event(event)
+        applied = await self.services.payments.stripe_event(event)
         self.send({"received": True, "duplicate": not applied})

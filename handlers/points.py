@@ -21,7 +21,7 @@ class PointsHandler(BaseHandler):
 
     async def get(self) -> None:
         caller = self.require_user()
-        self.send(await self.hub.points.summary(caller.id))
+        self.send(await self.services.points.summary(caller.id))
 
 
 class RedemptionsHandler(BaseHandler):
@@ -34,9 +34,9 @@ class RedemptionsHandler(BaseHandler):
     async def post(self) -> None:
         caller = self.require_user()
         body = self.parse(RedemptionBody)
-        redemption, balance = await self.hub.points.redeem(caller.id, body.product_id, body.quantity)
+        redemption, balance = await self.services.points.redeem(caller.id, body.product_id, body.quantity)
         self.send({"redemption": public_redemption(redemption), "balance": balance}, 201)
 
     async def get(self) -> None:
         caller = self.require_user()
-        self.send({"items": [public_redemption(r) for r in await self.hub.points.redemptions(caller.id)]})
+        self.send({"items": [public_redemption(r) for r in await self.services.points.redemptions(caller.id)]})

@@ -55,7 +55,7 @@ class PreferencesHandler(BaseHandler):
 
     async def get(self) -> None:
         caller = self.require_user()
-        self.send(effective_preferences((await self.hub.accounts.user(caller.id)).get("preferences")))
+        self.send(effective_preferences((await self.services.accounts.user(caller.id)).get("preferences")))
 
     async def put(self) -> None:
         caller = self.require_user()
@@ -65,5 +65,5 @@ class PreferencesHandler(BaseHandler):
                   if section in body.model_fields_set}
         if "channels" in body.model_fields_set:
             stored["channels"] = {name: getattr(body.channels, name).model_dump() for name in body.channels.model_fields_set}
-        user = await self.hub.accounts.update_profile(caller.id, {"preferences": stored})
+        user = await self.services.accounts.update_profile(caller.id, {"preferences": stored})
         self.send(effective_preferences(user.get("preferences")))

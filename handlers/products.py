@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
+from domain.feeds import product_feed
 from domain.products import public_product
 from handlers.base import BaseHandler
 from handlers.schemas import Body, Price, QueryPrice
@@ -76,7 +77,7 @@ class ProductsHandler(BaseHandler):
 
     async def get(self) -> None:
         query = self.parse_query(ProductQuery)
-        items, total = await self.hub.catalog.search(
+        items, total = await self.services.catalog.search(
             q=query.q, category=query.category, min_price=query.min_price, max_price=query.max_price,
             in_stock=query.in_stock, sort=query.sort, skip=(query.page - 1) * query.limit, limit=query.limit)
         self.send({"items": [public_product(p) for p in items], "page": query.page, "limit": query.limit, "total": total})
@@ -84,7 +85,7 @@ class ProductsHandler(BaseHandler):
     async def post(self) -> None:
         self.require_admin()
         body = self.parse(ProductBody)
-        product = await self.hub.catalog.create(**_stored(body.model_dump()))
+        product = await self.services.catalog.create(**_stored(body.model_dump()))
         self.send(public_product(product), 201)
 
 
@@ -98,22 +99,22 @@ class ProductHandler(BaseHandler):
 
     async def get(self, product_id: str) -> None:
         # The seq first: an event that lands between the two reads is replayed, never missed.
-        seq = await self.hub.realtime.current_seq(f"product:{product_id}")
-        product = await self.hub.catalog.get(product_id)
+        seq = await self.services.realtime.current_seq(product_feed(product_id))
+        product = await self.services.catalog.get(product_id)
         if product["_id"] != product_id:  # read by slug: now the id is known
-            seq = await self.hub.realtime.current_seq(f"product:{product['_id']}")
-            product = await self.hub.catalog.get(product["_id"])
+            seq = await self.services.realtime.current_seq(product_feed(product["_id"]))
+            product = await self.services.catalog.get(product["_id"])
         self.set_header("X-Channel-Seq", str(seq))
         self.send(public_product(product))
 
     async def patch(self, product_id: str) -> None:
         self.require_admin()
         changes = _stored(self.parse(ProductPatch).model_dump(exclude_unset=True))
-        self.send(public_product(await self.hub.catalog.update(product_id, changes)))
+        self.send(public_product(await self.services.catalog.update(product_id, changes)))
 
     async def delete(self, product_id: str) -> None:
         self.require_admin()
-        await self.hub.catalog.delete(product_id)
+        await self.services.catalog.delete(product_id)
         self.set_status(204)
         self.finish()
 
@@ -124,5 +125,5 @@ class StockHandler(BaseHandler):
     async def post(self, product_id: str) -> None:
         self.require_admin()
         body = self.parse(StockBody)
-        product = await self.hub.catalog.change_stock(product_id, delta=body.delta, value=body.set)
+        product = await self.services.catalog.change_stock(product_id, delta=body.delta, value=body.set)
         self.send(public_product(product))

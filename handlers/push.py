@@ -41,7 +41,7 @@ class EndpointBody(Body):
 
 
 def _push_channel(handler: BaseHandler):
-    channel = handler.hub.channels.get("push")
+    channel = handler.services.channels.get("push")
     if channel is None:
         raise ApiError(503, "push_unavailable", "Web push is not configured on this hub.")
     return channel
@@ -52,7 +52,7 @@ class VapidKeyHandler(BaseHandler):
 
     async def get(self) -> None:
         _push_channel(self)
-        self.send({"key": self.hub.settings.vapid_public_key})
+        self.send({"key": self.config.vapid_public_key})
 
 
 class PushSubscriptionsHandler(BaseHandler):
@@ -69,24 +69,24 @@ class PushSubscriptionsHandler(BaseHandler):
         body = self.parse(SubscriptionBody)
         _push_channel(self)
         try:  # https in production, a listed push service, no private address (hub/adapters/outgoing.py)
-            await self.hub.outgoing.check_push_endpoint(body.endpoint)
+            await self.services.outgoing.check_push_endpoint(body.endpoint)
         except OutgoingRefused as exc:
             raise ApiError(422, "validation_failed", "This push endpoint is not allowed on this hub.",
                            [{"field": "endpoint", "message": f"not allowed: {exc.reason}"}]) from None
         subscription = {"endpoint": body.endpoint, "keys": body.keys.model_dump(), "created_at": utcnow()}
-        if not await self.hub.users.add_push_subscription(caller.id, subscription, MAX_DEVICES):
+        if not await self.stores.users.add_push_subscription(caller.id, subscription, MAX_DEVICES):
             raise Conflict(f"At most {MAX_DEVICES} devices per user; remove one first.", code="too_many_subscriptions")
         self.send({"endpoint": body.endpoint, "created_at": subscription["created_at"].isoformat()}, 201)
 
     async def delete(self) -> None:
         caller = self.require_user()
         body = self.parse(EndpointBody)
-        await self.hub.users.remove_push_subscriptions(caller.id, [body.endpoint])
+        await self.stores.users.remove_push_subscriptions(caller.id, [body.endpoint])
         self.set_status(204)
         self.finish()
 
     async def get(self) -> None:
         caller = self.require_user()
-        user = await self.hub.users.get(caller.id)
+        user = await self.stores.users.get(caller.id)
         self.send({"items": [{"endpoint": s["endpoint"], "created_at": s["created_at"].isoformat()}
                              for s in (user or {}).get("push_subscriptions", [])]})

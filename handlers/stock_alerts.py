@@ -17,8 +17,8 @@ class StockAlertHandler(BaseHandler):
 
     async def post(self, product_id: str) -> None:
         caller = self.require_user()
-        product = await self.hub.catalog.get(product_id)  # 404 for an unknown product
-        alerts = self.hub.stock_alert_store
+        product = await self.services.catalog.get(product_id)  # 404 for an unknown product
+        alerts = self.stores.stock_alerts
         if await alerts.count_for_user(caller.id) >= MAX_PER_USER:
             raise Conflict(f"At most {MAX_PER_USER} stock alerts per user.", code="too_many_stock_alerts")
         await alerts.add(product["_id"], caller.id, utcnow())
@@ -26,6 +26,6 @@ class StockAlertHandler(BaseHandler):
 
     async def delete(self, product_id: str) -> None:
         caller = self.require_user()
-        await self.hub.stock_alert_store.remove(product_id, [caller.id])
+        await self.stores.stock_alerts.remove(product_id, [caller.id])
         self.set_status(204)
         self.finish()

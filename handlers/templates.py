@@ -37,8 +37,8 @@ class TemplatesHandler(BaseHandler):
 
     async def get(self) -> None:
         self.require_admin()
-        templates = self.hub.templates
-        overrides = {(t["type"], t["channel"], t["locale"]) for t in await self.hub.template_store.all()}
+        templates = self.services.templates
+        overrides = {(t["type"], t["channel"], t["locale"]) for t in await self.stores.templates.all()}
         types = sorted(set(DEFAULTS) | {t for t, _, _ in overrides})
         items = []
         for notification_type in types:
@@ -66,7 +66,7 @@ class TemplateHandler(BaseHandler):
     async def get(self, notification_type: str, channel: str) -> None:
         self.require_admin()
         locale = self.parse_query(LocaleQuery).locale
-        parts, source = await self.hub.templates.parts_for(notification_type, _channel(channel), locale)
+        parts, source = await self.services.templates.parts_for(notification_type, _channel(channel), locale)
         self.send({"type": notification_type, "channel": channel, "locale": locale, "source": source, "parts": parts})
 
     async def put(self, notification_type: str, channel: str) -> None:
@@ -76,14 +76,14 @@ class TemplateHandler(BaseHandler):
             raise ApiError(422, "validation_failed", "The type name is too long.")
         body = self.parse(TemplateBody)
         parts = body.model_dump(exclude_none=True, exclude={"locale"})
-        await self.hub.templates.save(notification_type, channel, body.locale, parts)
+        await self.services.templates.save(notification_type, channel, body.locale, parts)
         self.send({"type": notification_type, "channel": channel, "locale": body.locale,
                    "source": f"override:{body.locale}", "parts": parts})
 
     async def delete(self, notification_type: str, channel: str) -> None:
         self.require_admin()
         locale = self.parse_query(LocaleQuery).locale
-        if not await self.hub.templates.delete(notification_type, _channel(channel), locale):
+        if not await self.services.templates.delete(notification_type, _channel(channel), locale):
             raise NotFound("There is no override to remove.", code="template_not_found")
         self.set_status(204)
         self.finish()

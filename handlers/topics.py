@@ -35,7 +35,7 @@ def public_topic(doc: dict, subscribers: int) -> dict:
 
 
 async def _topic(handler: BaseHandler, key: str) -> dict:
-    doc = await handler.hub.topic_store.get(key)
+    doc = await handler.stores.topics.get(key)
     if doc is None:
         raise NotFound("No such topic.", code="topic_not_found")
     return doc
@@ -47,7 +47,7 @@ class TopicsHandler(BaseHandler):
 
     async def get(self) -> None:
         self.require_service_or_admin()
-        store = self.hub.topic_store
+        store = self.stores.topics
         self.send({"items": [public_topic(doc, await store.count(doc["_id"])) for doc in await store.all(200)]})
 
 
@@ -62,13 +62,13 @@ class TopicHandler(BaseHandler):
         self.require_service_or_admin()
         body = self.parse(TopicBody)
         changes = body.model_dump(exclude_none=True)
-        doc = await self.hub.topic_store.put(key, changes, utcnow())
-        self.send(public_topic(doc, await self.hub.topic_store.count(key)))
+        doc = await self.stores.topics.put(key, changes, utcnow())
+        self.send(public_topic(doc, await self.stores.topics.count(key)))
 
     async def get(self, key: str) -> None:
         self.require_service_or_admin()
         doc = await _topic(self, key)
-        self.send(public_topic(doc, await self.hub.topic_store.count(key)))
+        self.send(public_topic(doc, await self.stores.topics.count(key)))
 
 
 class TopicSubscribersHandler(BaseHandler):
@@ -83,19 +83,19 @@ class TopicSubscribersHandler(BaseHandler):
         self.require_service_or_admin()
         await _topic(self, key)
         ids = list(dict.fromkeys(self.parse(MembersBody).user_ids))
-        known = await self.hub.users.existing(ids)
-        added = await self.hub.topic_store.add(key, [u for u in ids if u in known], utcnow())
+        known = await self.stores.users.existing(ids)
+        added = await self.stores.topics.add(key, [u for u in ids if u in known], utcnow())
         self.send({"key": key, "added": added, "unknown": [u for u in ids if u not in known],
-                   "subscribers": await self.hub.topic_store.count(key)})
+                   "subscribers": await self.stores.topics.count(key)})
 
     async def delete(self, key: str) -> None:
         self.require_service_or_admin()
         await _topic(self, key)
         ids = list(dict.fromkeys(self.parse(MembersBody).user_ids))
-        known = await self.hub.users.existing(ids)
-        removed = await self.hub.topic_store.remove(key, [u for u in ids if u in known])
+        known = await self.stores.users.existing(ids)
+        removed = await self.stores.topics.remove(key, [u for u in ids if u in known])
         self.send({"key": key, "removed": removed, "unknown": [u for u in ids if u not in known],
-                   "subscribers": await self.hub.topic_store.count(key)})
+                   "subscribers": await self.stores.topics.count(key)})
 
 
 class MyTopicHandler(BaseHandler):
@@ -109,11 +109,11 @@ class MyTopicHandler(BaseHandler):
         doc = await _topic(self, key)
         if not doc.get("public"):
             raise Forbidden("Only public topics can be joined.", code="topic_not_public")
-        await self.hub.topic_store.add(key, [caller.id], utcnow())
+        await self.stores.topics.add(key, [caller.id], utcnow())
         self.send({"key": key, "subscribed": True})
 
     async def delete(self, key: str) -> None:
         caller = self.require_user()
         await _topic(self, key)
-        await self.hub.topic_store.remove(key, [caller.id])
+        await self.stores.topics.remove(key, [caller.id])
         self.send({"key": key, "subscribed": False})

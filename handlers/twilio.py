@@ -28,7 +28,7 @@ class TwilioStatusHandler(BaseHandler):
                                    "forward only", "status": 204, "auth": None}}
 
     async def post(self) -> None:
-        settings = self.hub.settings
+        settings = self.config
         if not settings.twilio_auth_token:
             raise ApiError(404, "sms_unavailable", "SMS is not configured on this hub.")
         # The body is streamed (BaseHandler), so Tornado never fills body_arguments: parse it here.
@@ -47,8 +47,8 @@ class TwilioStatusHandler(BaseHandler):
             fields = {"at": utcnow(), "provider_id": params.get("MessageSid")}
             if status == FAILED:
                 fields["reason"] = f"twilio_{params.get('ErrorCode') or params['MessageStatus']}"
-            doc = await self.hub.notification_store.advance_delivery(notification_id, "sms", status, lower, fields)
+            doc = await self.stores.notifications.advance_delivery(notification_id, "sms", status, lower, fields)
             if doc is not None:
-                self.hub.notifier.on_delivery("sms", status, fields.get("reason"))
+                self.services.notifier.on_delivery("sms", status, fields.get("reason"))
         self.set_status(204)
         self.finish()

@@ -29,7 +29,7 @@ class UnsubscribeHandler(BaseHandler):
     def _link(self) -> tuple[str, str]:
         user_id, category, signature = (self.get_query_argument(name, "") for name in ("u", "c", "s"))
         if (category not in CATEGORIES or not user_id or len(user_id) > 64 or len(signature) > 100
-                or not self.hub.unsubscribe_links.verify(user_id, category, signature)):
+                or not self.services.unsubscribe_links.verify(user_id, category, signature)):
             raise Forbidden("This unsubscribe link is not valid.", code="invalid_signature")
         return user_id, category
 
@@ -40,5 +40,5 @@ class UnsubscribeHandler(BaseHandler):
 
     async def post(self) -> None:
         user_id, category = self._link()
-        await self.hub.accounts.unsubscribe(user_id, "email", category)
+        await self.services.accounts.unsubscribe(user_id, "email", category)
         self.send({"unsubscribed": True, "category": category, "channel": "email"})

@@ -23,9 +23,9 @@ class MeHandler(BaseHandler):
 
     async def get(self) -> None:
         caller = self.require_user()
-        self.send(public_user(await self.hub.accounts.user(caller.id)))
+        self.send(public_user(await self.services.accounts.user(caller.id)))
 
     async def patch(self) -> None:
         caller = self.require_user()
         changes = self.parse(ProfileBody).model_dump(exclude_unset=True)
-        self.send(public_user(await self.hub.accounts.update_profile(caller.id, changes)))
+        self.send(public_user(await self.services.accounts.update_profile(caller.id, changes)))

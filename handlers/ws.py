@@ -14,10 +14,12 @@ import time
 import tornado.web
 import tornado.websocket
 
+from domain.compact_json import encode
 from domain.errors import DomainError, Unauthorized
 from handlers import bounded_json
+from handlers.base import Wired
 from hub.wiring.client_ip import client_ip
-from hub.live.gateway import Session, encode
+from hub.live.gateway import Session
 from hub.wiring.metrics import WEBSOCKET_CLOSED, WEBSOCKET_CONNECTIONS
 from hub.live.send_queue import SendQueue
 
@@ -32,7 +34,7 @@ RECONNECT_HINT_MS = (500, 5000)  # spread the reconnects of a restart
 MAX_FRAME_ID_CHARS = 64
 MAX_FRAME_ID_INT = 2 ** 53  # what a JavaScript client's number holds exactly
 MAX_OP_ECHO_CHARS = 32  # an unknown op is named back only this far
-MAX_CHANNEL_CHARS = 256  # longer names are no channel; an error does not repeat them
+MAX_FEED_NAME_CHARS = 256  # longer names are no feed; an error does not repeat them
 
 
 def reply_to(frame: dict) -> dict:
@@ -46,12 +48,8 @@ def reply_to(frame: dict) -> dict:
     return {}
 
 
-class WebSocketHandler(tornado.websocket.WebSocketHandler):
+class WebSocketHandler(Wired, tornado.websocket.WebSocketHandler):
     openapi = {"get": {"summary": "WebSocket upgrade (CONTRACT §4): ?token= or a first auth frame", "auth": None}}
-
-    @property
-    def hub(self):
-        return self.application.settings["hub"]
 
     def check_origin(self, origin: str) -> bool:
         # Tokens, not cookies, authenticate: a foreign page cannot ride a user's session.
@@ -59,18 +57,18 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     async def get(self, *args, **kwargs) -> None:
         per_ip = self.application.websocket_ips
-        if per_ip.get(client_ip(self.request, self.hub.settings), 0) >= self.hub.settings.ws_max_connections_per_ip:
+        if per_ip.get(client_ip(self.request, self.config), 0) >= self.config.ws_max_connections_per_ip:
             raise tornado.web.HTTPError(429, reason="Too many connections from this address")
         await super().get(*args, **kwargs)
 
     def open(self) -> None:
-        self.ip = client_ip(self.request, self.hub.settings)
+        self.ip = client_ip(self.request, self.config)
         self.user_id: str | None = None
         self.application.websockets.add(self)
         self.application.websocket_ips[self.ip] = self.application.websocket_ips.get(self.ip, 0) + 1
         WEBSOCKET_CONNECTIONS.inc()
-        settings = self.hub.settings
-        self.session = Session(self.hub.realtime, SendQueue(self._write_text, self._too_slow, settings.ws_send_buffer_bytes),
+        settings = self.config
+        self.session = Session(self.services.realtime, SendQueue(self._write_text, self._too_slow, settings.ws_send_buffer_bytes),
                                order_owner=self._order_owner,
                                anonymous_subscriptions=settings.ws_anonymous_max_subscriptions)
         self._expiry = None
@@ -93,12 +91,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         return self.ws_connection._write_frame(True, 0x1, frame)
 
     async def _order_owner(self, order_id: str) -> str | None:
-        order = await self.hub.order_store.get(order_id)
+        order = await self.stores.orders.get(order_id)
         return order and order["user_id"]
 
     def _authenticate(self, token, reply: dict | None = None) -> bool:
         try:
-            caller, expires = self.hub.access_tokens.verify(str(token))
+            caller, expires = self.services.access_tokens.verify(str(token))
         except Unauthorized as exc:
             self._close(CLOSE_UNAUTHORIZED, exc.code)
             return False
@@ -108,7 +106,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             return False
         if current is None:
             users = self.application.websocket_users
-            if users.get(caller.id, 0) >= self.hub.settings.ws_max_connections_per_user:
+            if users.get(caller.id, 0) >= self.config.ws_max_connections_per_user:
                 self._close(CLOSE_TOO_MANY, "too_many_connections")
                 return False
             users[caller.id] = users.get(caller.id, 0) + 1
@@ -129,7 +127,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     def _check_idle(self) -> None:
         if self.session.caller is not None:
             return  # signed in: the token's expiry bounds the connection instead
-        idle_s = self.hub.settings.ws_anonymous_idle_s
+        idle_s = self.config.ws_anonymous_idle_s
         left = self._last_frame + idle_s - asyncio.get_running_loop().time()
         if left <= 0:
             self._close(CLOSE_IDLE, "idle_timeout")
@@ -158,9 +156,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
             return self._error("invalid_frame", "A frame is a JSON object with an 'op'.")
         op, reply = frame["op"], reply_to(frame)
-        channel = frame.get("channel") if op in ("subscribe", "unsubscribe") else None
-        if isinstance(channel, str) and len(channel) <= MAX_CHANNEL_CHARS:
-            about = {"channel": channel}  # an error about a channel names it
+        name = frame.get("channel") if op in ("subscribe", "unsubscribe") else None  # a feed's name
+        if isinstance(name, str) and len(name) <= MAX_FEED_NAME_CHARS:
+            about = {"channel": name}  # an error about a feed names it
         else:
             about = {}
         try:
@@ -170,10 +168,10 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
                 if self._authenticate(frame.get("token"), reply):
                     self.session.write({"type": "authenticated", "user_id": self.session.caller.id, **reply})
             elif op == "subscribe":
-                await self.session.subscribe(channel, frame.get("since"), reply)
+                await self.session.subscribe(name, frame.get("since"), reply)
             elif op == "unsubscribe":
-                await self.session.unsubscribe(channel)
-                self.session.write({"type": "unsubscribed", "channel": channel, **reply})
+                await self.session.unsubscribe(name)
+                self.session.write({"type": "unsubscribed", "channel": name, **reply})
             elif op == "ack":
                 await self._ack(frame.get("id"), reply)
             else:
@@ -188,7 +186,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         caller = self.session.caller
         if caller is None:
             return self._error("forbidden", "Authenticate first to acknowledge notifications.", reply)
-        if not isinstance(notification_id, str) or not await self.hub.notifier.acknowledge(caller.id, notification_id):
+        if not isinstance(notification_id, str) or not await self.services.notifier.acknowledge(caller.id, notification_id):
             return self._error("not_found", "No such notification of yours.", reply)
         self.session.write({"type": "acked", **reply})
 

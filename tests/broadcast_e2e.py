@@ -21,7 +21,7 @@ async def stored_users(hub, n: int, **fields) -> list[dict]:
               "phone": None, "timezone": "UTC", "locale": "en", "roles": ["customer"], "failed_logins": 0,
               "locked_until": None, "created_at": now, **fields} for i in range(n)]
     for start in range(0, n, 1000):
-        await hub.users.col.insert_many(users[start:start + 1000])
+        await hub.stores.users.col.insert_many(users[start:start + 1000])
     return users
 
 

@@ -259,9 +259,7 @@ def interleave(hub, monkeypatch) -> dict[str, _Yielding]:
     """Every collection of every store of `hub` yields around each call; returns them by
     "<store>.<attribute>"."""
     wrapped = {}
-    for name, store in list(vars(hub).items()):
-        if not name.endswith("_store"):
-            continue
+    for name, store in list(vars(hub.stores).items()):
         for attr, value in list(vars(store).items()):
             if hasattr(value, "find_one_and_update") and hasattr(value, "insert_one"):
                 wrapped[f"{name}.{attr}"] = _Yielding(value)
@@ -273,7 +271,7 @@ def interleave(hub, monkeypatch) -> dict[str, _Yielding]:
 def interleaved(hub_server, monkeypatch):
     """Every collection of every store of the hub (points, products, orders, payments) yields."""
     wrapped = interleave(hub_server.hub, monkeypatch)
-    assert {"points_store.col", "points_store.redemptions", "product_store.col"} <= set(wrapped), wrapped
+    assert {"points.col", "points.redemptions", "products.col"} <= set(wrapped), wrapped
     return wrapped
 
 

@@ -172,7 +172,7 @@ async def test_bootstrap_admin_is_created_once_and_signs_in(io_loop, hub_env):
         r = await api.call("POST", "/api/v1/auth/login", {"email": "root@example.com", "password": "admin-password-1"})
         assert r.status == 200 and "admin" in r.data["user"]["roles"]
         # A second start against the same store (as a second process would) does not duplicate it.
-        await first.hub.accounts.ensure_admin("root@example.com", "admin-password-1")
+        await first.hub.services.accounts.ensure_admin("root@example.com", "admin-password-1")
         assert await first.hub.db["users"].count_documents({"email": "root@example.com"}) == 1
     finally:
         await first.stop()

@@ -59,7 +59,7 @@ async def test_topic_broadcast_reaches_each_member_once_by_their_rules(api, hub_
     assert {m["Subject"] for m in sink.messages} == {"Flash sale"}
     assert await metric_value(api, "hub_broadcast_recipients_total", outcome="processed") - before == 5_001
 
-    store = hub.notification_store
+    store = hub.stores.notifications
     assert await store.col.count_documents({"broadcast_id": bid}) == 5_001
     item = (await inbox(api, ann["access_token"]))["items"][0]
     assert item["title"] == "Flash sale" and item["category"] == "marketing"
@@ -75,7 +75,7 @@ async def test_topic_broadcast_reaches_each_member_once_by_their_rules(api, hub_
     now = datetime.now(timezone.utc)
     held_ids = [doc["_id"] async for doc in store.col.find({"broadcast_id": bid, "user_id": {"$in": [
         u["_id"] for u in held]}}, {"_id": 1})]
-    await hub.users.col.update_many({"_id": {"$in": [u["_id"] for u in held]}}, {"$set": {"preferences": {}}})
+    await hub.stores.users.col.update_many({"_id": {"$in": [u["_id"] for u in held]}}, {"$set": {"preferences": {}}})
     for nid in held_ids:
         await store.col.update_one({"_id": nid}, {"$set": {"deliveries.email.release_at": now,
                                                           "deliveries.websocket.release_at": now}})
@@ -111,17 +111,17 @@ async def test_a_retried_request_is_the_same_broadcast_and_a_redelivered_batch_n
     # Kafka delivers a batch again (e.g. after a rebalance): nothing is sent or counted twice.
     event = cloud_event("broadcast.batch", hub.settings.event_source,
                         {"broadcast_id": first, "page": 0, "user_ids": sorted(ids)}, event_id=f"{first}-0")
-    await hub._publish_batch(event)
+    await hub.services.broadcasts.publish(event)
     await quietly(2.0, lambda: len(sink.messages) == 40)
     assert set(_recipients(sink).values()) == {1}
     again = await progress(api, first)
     assert again["processed"] == 40 and again["counts"] == {"email": {"sent": 40}}
-    assert await hub.notification_store.col.count_documents({"broadcast_id": first}) == 40
+    assert await hub.stores.notifications.col.count_documents({"broadcast_id": first}) == 40
     # A batch the counting never saw (a process died after notifying, before counting):
     # the notifications stored already are counted as they stand, not sent again.
-    await hub.broadcast_store.col.update_one({"_id": first}, {"$pull": {"done_pages": 0},
+    await hub.stores.broadcasts.col.update_one({"_id": first}, {"$pull": {"done_pages": 0},
                                                               "$inc": {"processed": -40, "counts.email.sent": -40}})
-    await hub._publish_batch(event)
+    await hub.services.broadcasts.publish(event)
     await eventually(lambda: _processed(api, first, 40), 10, what="batch counted again")
     await quietly(1.0, lambda: len(sink.messages) == 40)
     assert (await progress(api, first))["counts"] == {"email": {"sent": 40}}
@@ -150,7 +150,7 @@ async def test_cancel_stops_the_recipients_not_reached_yet(api, hub_server, sink
     final = await eventually(settled, 60, what="every batch handled or skipped")
     assert final["status"] == "cancelled" and final["finished_at"]
     assert final["skipped"] > 0 and final["processed"] < total
-    assert await hub.notification_store.col.count_documents({"broadcast_id": bid}) == final["processed"]
+    assert await hub.stores.notifications.col.count_documents({"broadcast_id": bid}) == final["processed"]
     assert final["counts"] == {"email": {"sent": final["processed"]}}
     await sink.wait_for(final["processed"], timeout=20)
     await quietly(1.5, lambda: len(sink.messages) == final["processed"])
@@ -175,7 +175,7 @@ async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_a
     try:
         handled = Counter()
         for n, server in enumerate(running):
-            server.hub.broadcasts.on_processed = lambda outcome, count, n=n: handled.update({n: count})
+            server.hub.services.broadcasts.on_processed = lambda outcome, count, n=n: handled.update({n: count})
         api = Api(f"http://127.0.0.1:{first.port}")
         users = await stored_users(first.hub, 2_000)
         await topic_with(api, "everyone", [u["_id"] for u in users])
@@ -189,7 +189,7 @@ async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_a
         api = Api(f"http://127.0.0.1:{second.port}")
         # What the first left leased (stored, not yet sent) is taken up once its lease runs
         # out; "time passing" is simulated by making those jobs due now.
-        store = second.hub.notification_store
+        store = second.hub.stores.notifications
         await store.jobs.update_many({}, {"$set": {"due_at": datetime.now(timezone.utc)}})
         done = await finished(api, bid, timeout=180)
         assert done["processed"] == 2_000 and done["counts"]["email"].get("sent", 0) + \
@@ -236,7 +236,7 @@ async def test_frequency_caps_hold_broadcast_messages_over_the_cap(api, hub_serv
     second = await start_broadcast(api, announcement(audience, channels=["email"], title="Second"))
     done = await finished(api, second, timeout=30)
     assert done["counts"] == {"email": {"sent": 3, "held": 3}}
-    store = hub_server.hub.notification_store
+    store = hub_server.hub.stores.notifications
     for user in capped:
         doc = await store.col.find_one({"broadcast_id": second, "user_id": user["_id"]})
         assert doc["deliveries"]["email"]["status"] == "held"

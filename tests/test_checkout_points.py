@@ -155,7 +155,7 @@ async def test_cancel_gives_points_and_coupon_back_once(api, hub_server, monkeyp
     results = await asyncio.gather(*(api.call("POST", f"{O}/{placed['id']}/cancel", token=t)
                                      for t in (token, admin, token, admin)))
     assert sorted(r.status for r in results) == [200, 409, 409, 409], results
-    await asyncio.gather(hub_server.hub.checkout.sweep(), hub_server.hub.orders.sweep())
+    await asyncio.gather(hub_server.hub.services.checkout.sweep(), hub_server.hub.services.orders.sweep())
     assert await balance(api, token) == 500
     returned = [e for e in await entries(api, token) if e["id"] == f"return:{placed['id']}"]
     assert [e["delta"] for e in returned] == [400]
@@ -178,7 +178,7 @@ async def test_a_cancel_racing_the_payment_gives_back_only_if_it_won(api, hub_se
             webhook(api, event("payment_intent.succeeded", succeeded_intent(
                 amount=cents(placed["total"]), order_id=placed["id"], pi_id=f"pi_{uuid.uuid4().hex[:20]}"))))
         assert pay.status == 200, pay
-        await hub_server.hub.checkout.sweep()
+        await hub_server.hub.services.checkout.sweep()
         got = (await api.call("GET", f"{O}/{placed['id']}", token=token)).data
         outcomes.add(got["status"])
         after = (await coupon_of(api, admin, c["code"]))["redemptions"]
@@ -211,7 +211,7 @@ async def test_a_full_refund_gives_points_and_coupon_back_once(api, hub_server, 
                                                       order_id=placed["id"]))
     for _ in range(2):  # Stripe redelivers
         assert (await webhook(api, refund)).status == 200
-    await hub_server.hub.checkout.sweep()
+    await hub_server.hub.services.checkout.sweep()
     got = (await api.call("GET", f"{O}/{placed['id']}", token=token)).data
     assert got["status"] == "refunded", got
     assert await balance(api, token) == 300  # the 300 spent come back; the 5 earned are taken back

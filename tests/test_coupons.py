@@ -181,7 +181,7 @@ async def test_racing_orders_on_two_hubs_never_redeem_more_than_allowed(api, hub
         assert sum(r.data["error"]["details"]["reason"] == "exhausted" for r in refused) >= 20
         assert (await coupon_of(api, admin, c["code"]))["redemptions"] == 5
         assert await stock(api, product["id"]) == 995  # refused orders gave their stock back
-        doc = await hub_server.hub.coupon_store.col.find_one({"_id": c["code"]})
+        doc = await hub_server.hub.stores.coupons.col.find_one({"_id": c["code"]})
         assert doc["holds"] == [] and sum(doc["users"].values()) == 5, doc
 
         events = await kafka_events(hub_server.hub, "orders", until=lambda es: len(
@@ -218,7 +218,7 @@ async def test_cancel_gives_the_use_back_once_and_says_so_on_kafka(api, hub_serv
     results = await asyncio.gather(*(api.call("POST", f"{O}/{placed.data['id']}/cancel", token=t)
                                      for t in (token, admin, token)))
     assert sorted(r.status for r in results) == [200, 409, 409], results
-    await hub_server.hub.checkout.sweep()
+    await hub_server.hub.services.checkout.sweep()
     assert (await coupon_of(api, admin, c["code"]))["redemptions"] == 0
     # The use is back: another order may take it, and only one.
     again = await order(api, token, (product["id"], 1), coupon_code=c["code"])
@@ -251,15 +251,15 @@ async def test_an_unpaid_order_expiring_while_cancelled_gives_the_use_back_once(
         await asyncio.sleep(1.2)  # all three are now past the payment timeout
         # The owner cancels one while two sweeps (two processes) expire all of them.
         results = await asyncio.gather(api.call("POST", f"{O}/{placed[0].data['id']}/cancel", token=token),
-                                       hub.orders.sweep(), hub.orders.sweep(), return_exceptions=True)
+                                       hub.services.orders.sweep(), hub.services.orders.sweep(), return_exceptions=True)
         assert not any(isinstance(r, Exception) for r in results), results
-        await hub.checkout.sweep()
+        await hub.services.checkout.sweep()
         for r in placed:
             got = (await api.call("GET", f"{O}/{r.data['id']}", token=token)).data
             assert got["status"] == "cancelled", got
         assert (await coupon_of(api, admin, c["code"]))["redemptions"] == 0
         assert await stock(api, product["id"]) == 100
-        doc = await hub.coupon_store.col.find_one({"_id": c["code"]})
+        doc = await hub.stores.coupons.col.find_one({"_id": c["code"]})
         assert doc["holds"] == [] and doc["users"] == {placed[0].data["user_id"]: 0}, doc
     finally:
         await server.stop()
@@ -277,15 +277,15 @@ async def test_a_placement_whose_process_died_gives_the_use_back_through_the_swe
     for order_id in ("dead-with-order", "dead-without-order"):
         doc = {"_id": order_id, "user_id": user["user"]["id"], "coupon_code": c["code"], "status": "placing",
                "currency": "USD", "discount_minor": 100, "placing_expires_at": past, "items": []}
-        assert await hub.coupon_store.take(c["code"], user["user"]["id"], limit=2, per_user_limit=5,
+        assert await hub.stores.coupons.take(c["code"], user["user"]["id"], limit=2, per_user_limit=5,
                                            marker=f"{order_id}:coupon", expires_at=past, now=past,
                                            event=cloud_event("coupon.redeemed", "/hub-test", {"order_id": order_id}),
                                            key=order_id)
         if order_id == "dead-with-order":
-            await hub.order_store.col.insert_one(doc)
+            await hub.stores.orders.col.insert_one(doc)
     assert (await coupon_of(api, admin, c["code"]))["redemptions"] == 2
-    await asyncio.gather(hub.orders.sweep(), hub.checkout.sweep(), hub.checkout.sweep())
-    await hub.checkout.sweep()
+    await asyncio.gather(hub.services.orders.sweep(), hub.services.checkout.sweep(), hub.services.checkout.sweep())
+    await hub.services.checkout.sweep()
     assert (await coupon_of(api, admin, c["code"]))["redemptions"] == 0
-    assert (await hub.coupon_store.col.find_one({"_id": c["code"]}))["holds"] == []
-    assert await hub.order_store.get("dead-with-order", include_hidden=True) is None
+    assert (await hub.stores.coupons.col.find_one({"_id": c["code"]}))["holds"] == []
+    assert await hub.stores.orders.get("dead-with-order", include_hidden=True) is None

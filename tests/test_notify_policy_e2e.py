@@ -199,7 +199,7 @@ async def test_held_work_survives_a_restart_and_the_new_process_releases_it(io_l
         await put_preferences(api, ann.token, {"dnd": {**dnd, "enabled": False}})
         await quietly(2.5, lambda: not sink.messages)  # not a release: the job is due at the window's end
 
-        store = second.hub.notification_store
+        store = second.hub.stores.notifications
         job = await store.jobs.find_one({"_id": nid})
         assert job is not None and job["held"] is True
         assert abs(job["due_at"] - end) < timedelta(seconds=1)

@@ -161,7 +161,7 @@ async def test_stock_gone_while_reserving_gives_back_what_was_taken(api, hub_ser
     """The last units go to another order between the availability check and the reservation."""
     admin, user, plenty = await setup(api, stock=10)
     scarce = (await api.product(admin, stock=2))["id"]
-    store = hub_server.hub.product_store
+    store = hub_server.hub.stores.products
     real_take = store.take
 
     async def take(product_id, qty, *args, **kwargs):
@@ -451,7 +451,7 @@ async def test_unpaid_order_is_cancelled_after_the_payment_timeout(io_loop, hub_
 async def test_a_fresh_order_is_not_cancelled_by_the_sweep(api, hub_server):
     admin, user, product = await setup(api, stock=10)
     order = await placed(api, user["access_token"], (product["id"], 2))
-    await hub_server.hub.orders.sweep()  # the default timeout is 30 minutes
+    await hub_server.hub.services.orders.sweep()  # the default timeout is 30 minutes
     assert (await api.call("GET", f"{O}/{order['id']}", token=admin)).data["status"] == "pending"
     assert await stock(api, product["id"]) == 8
 
@@ -463,15 +463,15 @@ async def test_sweeper_gives_back_an_abandoned_reservation_once(api, hub_server)
     dead, alive = (await api.product(admin, stock=10))["id"], (await api.product(admin, stock=10))["id"]
     now = datetime.now(timezone.utc)
     # A process died after taking stock for an order it never wrote...
-    assert await hub.product_store.take(dead, 3, "deadbeef:take", expires_at=now - timedelta(seconds=1), now=now,
+    assert await hub.stores.products.take(dead, 3, "deadbeef:take", expires_at=now - timedelta(seconds=1), now=now,
                                         order_id="deadbeef")
     # ...while another one is still placing its order (its reservation has not expired).
-    assert await hub.product_store.take(alive, 4, "cafebabe:take", expires_at=now + timedelta(seconds=30), now=now,
+    assert await hub.stores.products.take(alive, 4, "cafebabe:take", expires_at=now + timedelta(seconds=30), now=now,
                                         order_id="cafebabe")
     assert (await stock(api, dead), await stock(api, alive)) == (7, 6)
-    await hub.orders.sweep()
+    await hub.services.orders.sweep()
     assert (await stock(api, dead), await stock(api, alive)) == (10, 6)
-    await hub.orders.sweep()
+    await hub.services.orders.sweep()
     assert (await stock(api, dead), await stock(api, alive)) == (10, 6)
 
 
@@ -489,7 +489,7 @@ async def test_sweeper_aborts_a_stalled_placing_order_once(api, hub_server):
     for order_id, marker_expiry in cases.items():
         pid = (await api.product(admin, price="10.00", stock=10))["id"]
         products[order_id] = pid
-        assert await hub.order_store.insert({
+        assert await hub.stores.orders.insert({
             "_id": order_id, "number": f"ORD-9{len(products):05d}", "user_id": user["user"]["id"], "status": "placing",
             "items": [{"product_id": pid, "name": "x", "sku": None, "unit_price_minor": 1000, "quantity": 4,
                        "line_total_minor": 4000}],
@@ -497,13 +497,13 @@ async def test_sweeper_aborts_a_stalled_placing_order_once(api, hub_server):
             "updated_at": past, "status_history": [], "outbox": [], "idempotency_key": None, "fingerprint": "x",
             "placing_expires_at": past, "restock_pending": False, "restocked": [],
         })
-        assert await hub.product_store.take(pid, 4, f"{order_id}:take", expires_at=marker_expiry, now=past,
+        assert await hub.stores.products.take(pid, 4, f"{order_id}:take", expires_at=marker_expiry, now=past,
                                             order_id=order_id)
         assert await stock(api, pid) == 6
         # A placing order is invisible.
         assert (await api.call("GET", f"{O}/{order_id}", token=admin)).status == 404
     for _ in range(2):
-        await hub.orders.sweep()
+        await hub.services.orders.sweep()
         for order_id, pid in products.items():
             assert await stock(api, pid) == 10, order_id
             assert (await api.call("GET", f"{O}/{order_id}", token=admin)).status == 404
@@ -519,14 +519,14 @@ async def test_sweeper_finishes_an_interrupted_cancellation_once(api, hub_server
     other = (await api.product(admin, stock=10))["id"]
     order = await placed(api, user["access_token"], (product["id"], 3), (other, 2))
     past = datetime.now(timezone.utc) - timedelta(minutes=5)
-    assert await hub.order_store.move(order["id"], "pending", "cancelled", now=past, event=None,
+    assert await hub.stores.orders.move(order["id"], "pending", "cancelled", now=past, event=None,
                                       history={"status": "cancelled", "at": past, "note": None, "actor": "test"},
                                       extra={"restock_pending": True})
-    await hub.product_store.give_back(product["id"], 3, f"{order['id']}:restock", expires_at=past, now=past,
+    await hub.stores.products.give_back(product["id"], 3, f"{order['id']}:restock", expires_at=past, now=past,
                                       order_id=order["id"], reason="order_cancelled")
     assert (await stock(api, product["id"]), await stock(api, other)) == (10, 8)
     for _ in range(2):
-        await hub.orders.sweep()
+        await hub.services.orders.sweep()
         assert (await stock(api, product["id"]), await stock(api, other)) == (10, 10)
     assert (await api.call("GET", f"{O}/{order['id']}", token=admin)).data["status"] == "cancelled"
 
@@ -559,7 +559,7 @@ async def abandon_placement(hub, user: dict, product_id: str, quantity: int, key
     fingerprint = hashlib.sha256(json.dumps({"items": [(product_id, quantity)], "shipping_address": None, "note": None},
                                             sort_keys=True).encode()).hexdigest()
     past = datetime.now(timezone.utc) - timedelta(minutes=1)
-    assert await hub.order_store.insert({
+    assert await hub.stores.orders.insert({
         "_id": order_id, "number": "ORD-900001", "user_id": user_id, "status": "placing",
         "items": [{"product_id": product_id, "name": "x", "sku": None, "unit_price_minor": 1000,
                    "quantity": quantity, "line_total_minor": 1000 * quantity}],
@@ -567,9 +567,9 @@ async def abandon_placement(hub, user: dict, product_id: str, quantity: int, key
         "updated_at": past, "status_history": [], "outbox": [], "idempotency_key": key, "fingerprint": fingerprint,
         "placing_expires_at": past, "restock_pending": False, "restocked": [],
     })
-    assert await hub.product_store.take(product_id, quantity, f"{order_id}:take", expires_at=past, now=past,
+    assert await hub.stores.products.take(product_id, quantity, f"{order_id}:take", expires_at=past, now=past,
                                         order_id=order_id)
-    await hub.orders.sweep()
+    await hub.services.orders.sweep()
     return order_id
 
 
@@ -613,7 +613,7 @@ async def test_owner_cancel_racing_a_move_to_processing_is_refused(api, hub_serv
     admin, user, product = await setup(api, stock=10)
     order = await placed(api, user["access_token"], (product["id"], 2))
     assert (await move(api, admin, order["id"], "confirmed")).status == 200
-    await _move_first(monkeypatch, hub_server.hub.order_store, "cancelled", "confirmed", "processing")
+    await _move_first(monkeypatch, hub_server.hub.stores.orders, "cancelled", "confirmed", "processing")
     r = await api.call("POST", f"{O}/{order['id']}/cancel", token=user["access_token"])
     assert r.status == 409 and r.error_code == "invalid_transition", r
     assert (await api.call("GET", f"{O}/{order['id']}", token=admin)).data["status"] == "processing"
@@ -627,7 +627,7 @@ async def test_payment_timeout_spares_an_order_paid_meanwhile(api, hub_server, m
     hub = hub_server.hub
     await hub.db["orders"].update_one({"_id": order["id"]},
                                       {"$set": {"created_at": datetime.now(timezone.utc) - timedelta(hours=1)}})
-    await _move_first(monkeypatch, hub.order_store, "cancelled", "pending", "confirmed")  # the payment lands
-    await hub.orders.sweep()
+    await _move_first(monkeypatch, hub.stores.orders, "cancelled", "pending", "confirmed")  # the payment lands
+    await hub.services.orders.sweep()
     assert (await api.call("GET", f"{O}/{order['id']}", token=admin)).data["status"] == "confirmed"
     assert await stock(api, product["id"]) == 8

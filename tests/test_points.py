@@ -100,7 +100,7 @@ async def stock_of(api, product_id: str) -> int:
 
 
 async def holds_of(hub, product_id: str) -> list[dict]:
-    doc = await hub.product_store.col.find_one({"_id": product_id}, {"holds": 1})
+    doc = await hub.stores.products.col.find_one({"_id": product_id}, {"holds": 1})
     return doc.get("holds", [])
 
 
@@ -421,7 +421,7 @@ async def test_the_points_mall(api, hub_server):
 
     # Short of stock: 409, and the points are as they were.
     rich_token, rich_id = await customer(api)
-    await hub.points._apply(rich_id, "awarded", 1000, "test credit", "test:rich")
+    await hub.services.points._apply(rich_id, "awarded", 1000, "test credit", "test:rich")
     r = await redeem(api, rich_token, mall["id"], 9)
     assert r.status == 409 and r.error_code == "out_of_stock", r
     assert (await points_of(api, rich_token))["balance"] == 1000
@@ -482,9 +482,9 @@ async def test_concurrent_redemptions_never_overspend_and_leave_no_stock_marker(
     wide = Api(api.base_url)
     wide.client = AsyncHTTPClient(force_instance=True, max_clients=100)
     try:
-        calls = interleaved["points_store.col"].calls
+        calls = interleaved["points.col"].calls
         results = await asyncio.gather(*(redeem(wide, token, mall["id"], 1) for _ in range(100)))
-        assert interleaved["points_store.col"].calls - calls >= 200  # the wrapper really was in the way
+        assert interleaved["points.col"].calls - calls >= 200  # the wrapper really was in the way
     finally:
         wide.client.close()
     codes = [(r.status, r.error_code) for r in results]
@@ -500,7 +500,7 @@ async def test_concurrent_redemptions_never_overspend_and_leave_no_stock_marker(
     assert await holds_of(hub, mall["id"]) == []
     listed = (await api.call("GET", MALL, token=token)).data["items"]
     assert len(listed) == 10 and {i["status"] for i in listed} == {"completed"}, listed
-    assert await hub.points_store.redemptions.count_documents({"user_id": user_id, "status": "pending"}) == 0
+    assert await hub.stores.points.redemptions.count_documents({"user_id": user_id, "status": "pending"}) == 0
 
     def redeemed(rs):
         return [e["data"] for _, e in of_type(rs, "points.redeemed", user_id=user_id)]
@@ -521,41 +521,41 @@ async def test_the_sweep_finishes_a_redemption_whose_process_died(api, hub_serve
     past = now - timedelta(seconds=1)
 
     async def interrupted(rid: str) -> None:
-        await hub.points_store.insert_redemption({"_id": rid, "user_id": user_id, "product_id": pid, "quantity": 1,
+        await hub.stores.points.insert_redemption({"_id": rid, "user_id": user_id, "product_id": pid, "quantity": 1,
                                                   "points": 5, "status": "pending",
                                                   "created_at": now - timedelta(seconds=60)})
-        assert await hub.product_store.take(pid, 1, f"{rid}:redeem", expires_at=past, now=now, order_id=None)
+        assert await hub.stores.products.take(pid, 1, f"{rid}:redeem", expires_at=past, now=now, order_id=None)
 
     async def status_of(rid: str) -> str:
-        return (await hub.points_store.redemption(rid))["status"]
+        return (await hub.stores.points.redemption(rid))["status"]
 
     # Died before spending the points: the stock goes back, once.
     lost = uuid.uuid4().hex
     await interrupted(lost)
     assert await stock_of(api, pid) == 9
-    await hub.orders.sweep()  # not the orders' marker: left alone
+    await hub.services.orders.sweep()  # not the orders' marker: left alone
     assert await stock_of(api, pid) == 9 and [h["id"] for h in await holds_of(hub, pid)] == [f"{lost}:redeem"]
-    await hub.points.sweep()
+    await hub.services.points.sweep()
     assert await stock_of(api, pid) == 10
     assert await holds_of(hub, pid) == []
     assert await status_of(lost) == "failed"
-    await hub.points.sweep()
-    await hub.orders.sweep()
+    await hub.services.points.sweep()
+    await hub.services.orders.sweep()
     assert await stock_of(api, pid) == 10
 
     # Died after spending the points: the stock stays taken, the redemption completes.
-    await hub.points._apply(user_id, "awarded", 5, "test credit", "test:seed")
+    await hub.services.points._apply(user_id, "awarded", 5, "test credit", "test:seed")
     spent = uuid.uuid4().hex
     await interrupted(spent)
-    assert await hub.points._apply(user_id, "redeemed", -5, "redeemed", f"redeem:{spent}") == 0  # balance after
+    assert await hub.services.points._apply(user_id, "redeemed", -5, "redeemed", f"redeem:{spent}") == 0  # balance after
     assert await stock_of(api, pid) == 9
-    await hub.orders.sweep()
+    await hub.services.orders.sweep()
     assert await stock_of(api, pid) == 9 and [h["id"] for h in await holds_of(hub, pid)] == [f"{spent}:redeem"]
-    await hub.points.sweep()
+    await hub.services.points.sweep()
     assert await stock_of(api, pid) == 9
     assert await holds_of(hub, pid) == []
     assert await status_of(spent) == "completed"
-    await hub.points.sweep()
+    await hub.services.points.sweep()
     assert await stock_of(api, pid) == 9
     listed = (await api.call("GET", MALL, token=token)).data["items"]
     assert [i["id"] for i in listed] == [spent], listed
@@ -563,12 +563,12 @@ async def test_the_sweep_finishes_a_redemption_whose_process_died(api, hub_serve
 
     # A redemption still in progress (its marker not yet expired) is left to its process.
     live = uuid.uuid4().hex
-    await hub.points_store.insert_redemption({"_id": live, "user_id": user_id, "product_id": pid, "quantity": 1,
+    await hub.stores.points.insert_redemption({"_id": live, "user_id": user_id, "product_id": pid, "quantity": 1,
                                               "points": 5, "status": "pending", "created_at": now})
-    assert await hub.product_store.take(pid, 1, f"{live}:redeem", expires_at=now + timedelta(seconds=30), now=now,
+    assert await hub.stores.products.take(pid, 1, f"{live}:redeem", expires_at=now + timedelta(seconds=30), now=now,
                                         order_id=None)
-    await hub.points.sweep()
-    await hub.orders.sweep()
+    await hub.services.points.sweep()
+    await hub.services.orders.sweep()
     assert await stock_of(api, pid) == 8 and [h["id"] for h in await holds_of(hub, pid)] == [f"{live}:redeem"]
     assert await status_of(live) == "pending"
 

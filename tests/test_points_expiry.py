@@ -40,11 +40,11 @@ async def test_expiry_job_expires_what_is_left_once(api, hub_server, topics):
     hub = hub_server.hub
     user = await api.register()
     user_id = user["user"]["id"]
-    await hub.points._apply(user_id, "awarded", 30, "order_paid", "award:o1", expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
-    await hub.points._apply(user_id, "awarded", 20, "order_paid", "award:o2", expires_at=datetime.now(timezone.utc) + timedelta(days=30))
-    await hub.points._apply(user_id, "redeemed", -10, "redeemed", "redeem:r1")
-    await hub.points.expire()
-    await hub.points.expire()  # a second run (or another process) changes nothing
+    await hub.services.points._apply(user_id, "awarded", 30, "order_paid", "award:o1", expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+    await hub.services.points._apply(user_id, "awarded", 20, "order_paid", "award:o2", expires_at=datetime.now(timezone.utc) + timedelta(days=30))
+    await hub.services.points._apply(user_id, "redeemed", -10, "redeemed", "redeem:r1")
+    await hub.services.points.expire()
+    await hub.services.points.expire()  # a second run (or another process) changes nothing
     points = (await api.call("GET", "/api/v1/users/me/points", token=user["access_token"])).data
     assert points["balance"] == 20
     expired = [e for e in points["entries"] if e["reason"] == "expired"]

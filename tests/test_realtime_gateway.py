@@ -714,7 +714,7 @@ async def open_when_allowed(port: int, token: str | None = None) -> Ws:
 async def test_a_repeated_live_frame_is_dropped_and_a_skipped_one_is_filled_from_history(api, hub_server):
     """Pub/sub gives at most once: a message can be lost (a reconnect) or, as seen by a
     subscriber that already replayed it, arrive late. Simulated here in Redis directly."""
-    realtime, redis = hub_server.hub.realtime, hub_server.hub.redis
+    realtime, redis = hub_server.hub.services.realtime, hub_server.hub.redis
     admin = await api.admin_token()
     product = await fresh_product(api, admin)
     pid = product["id"]
@@ -728,7 +728,7 @@ async def test_a_repeated_live_frame_is_dropped_and_a_skipped_one_is_filled_from
 
         # The same message again (as a late pub/sub delivery of what was already sent): dropped.
         stale = dict(live, event=dict(live["event"], id="stale-copy"))
-        await redis.publish(realtime._channel(key), f"2 {json.dumps(stale)}")
+        await redis.publish(realtime._pubsub_channel(key), f"2 {json.dumps(stale)}")
         await restock(api, admin, pid)
         frames = await ws.wait_live(key, 2)
         await quietly(0.3, lambda: len(ws.live(key)) == 2)

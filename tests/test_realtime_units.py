@@ -483,7 +483,7 @@ async def test_leave_stops_delivery_and_the_last_one_out_unsubscribes():
         await until(lambda: len(two.got) == 2 and len(elsewhere.got) == 2, what="second deliveries")
         await rt.leave("product:a", two)
         assert "product:a" not in rt.local
-        channel = rt._channel("product:a")
+        channel = rt._pubsub_channel("product:a")
         deadline = time.monotonic() + 5
         while dict(await rt.redis.pubsub_numsub(channel))[channel]:
             assert time.monotonic() < deadline, "still subscribed in Redis"

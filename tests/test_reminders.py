@@ -73,7 +73,7 @@ async def sweep_as_three_processes(sweep) -> None:
 
 async def test_an_untouched_cart_gets_one_reminder_unless_an_order_came_or_marketing_is_off(api, hub_server):
     hub = hub_server.hub
-    hub.carts.clock = clock = Clock()
+    hub.services.carts.clock = clock = Clock()
     admin = await api.admin_token()
     product = await api.product(admin, name="Blue Kettle", price="12.50", stock=100)
     left, left_id = await shopper(api, admin, product["id"])
@@ -85,11 +85,11 @@ async def test_an_untouched_cart_gets_one_reminder_unless_an_order_came_or_marke
     assert (await order(api, ordered, (product["id"], 1))).status == 201  # an order after the cart's last change
     assert (await order(api, from_cart, from_cart=True)).status == 201  # empties the cart
 
-    await sweep_as_three_processes(hub.carts.remind)  # not due yet: nothing
+    await sweep_as_three_processes(hub.services.carts.remind)  # not due yet: nothing
     assert not of_type(await kafka_events(hub, "orders", timeout=1), "cart.abandoned")
     clock.advance(1.2)
     for _ in range(2):
-        await sweep_as_three_processes(hub.carts.remind)
+        await sweep_as_three_processes(hub.services.carts.remind)
 
     events = await kafka_events(hub, "orders", until=lambda es: len(of_type(es, "cart.abandoned")) >= 2)
     abandoned = of_type(events, "cart.abandoned")
@@ -109,10 +109,10 @@ async def test_an_untouched_cart_gets_one_reminder_unless_an_order_came_or_marke
 
     # A change re-arms the reminder: one more after the next quiet period, not before.
     assert (await api.call("PUT", f"{CART}/items/{product['id']}", {"quantity": 5}, token=left)).status == 200
-    await sweep_as_three_processes(hub.carts.remind)
+    await sweep_as_three_processes(hub.services.carts.remind)
     assert len(await inbox(api, left, "cart_reminder", expect=1, timeout=1)) == 1
     clock.advance(1.2)
-    await sweep_as_three_processes(hub.carts.remind)
+    await sweep_as_three_processes(hub.services.carts.remind)
     assert len(await inbox(api, left, "cart_reminder", expect=2)) == 2
 
 
@@ -133,7 +133,7 @@ async def test_a_coupon_ending_within_a_day_reminds_those_who_used_it_and_may_ag
             assert (await order(api, token, (product["id"], 1), coupon_code=code)).status == 201
 
     for _ in range(2):
-        await sweep_as_three_processes(hub.coupons.remind_expiring)
+        await sweep_as_three_processes(hub.services.coupons.remind_expiring)
     [notice] = await inbox(api, once, "coupon_expiring", expect=1)
     assert c["code"] in notice["title"] and "https://shop.example/#/cart" in notice["body"], notice
     assert notice["category"] == "marketing" and notice["data"]["code"] == c["code"]

@@ -39,7 +39,7 @@ async def test_bulk_membership_is_idempotent_and_lists_unknown_ids(api, hub_serv
     assert r.status == 200 and r.data["removed"] == 1 and r.data["unknown"] == [ghost]
     r = await api.call("DELETE", "/api/v1/topics/flash-sale/subscribers", {"user_ids": [ids[0]]}, headers=SERVICE)
     assert r.data["removed"] == 0 and r.data["subscribers"] == 2
-    store = hub_server.hub.topic_store
+    store = hub_server.hub.stores.topics
     assert sorted(await store.page("flash-sale", None, 10)) == sorted(ids[1:])
 
 
@@ -54,7 +54,7 @@ async def test_ten_thousand_ids_in_one_call_and_paged_reads(api, hub_server):
     r = await api.call("POST", "/api/v1/topics/big/subscribers", {"user_ids": ids + unknown + ["one-more"]},
                        headers=SERVICE)
     assert r.status == 422, r  # over 10,000 ids
-    store = hub_server.hub.topic_store
+    store = hub_server.hub.stores.topics
     first = await store.page("big", None, 3)
     rest = await store.page("big", first[-1], 3)
     assert first + rest == sorted(ids)

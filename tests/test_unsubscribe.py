@@ -80,7 +80,7 @@ async def test_one_click_unsubscribe_from_a_marketing_email(api, sink):
 
 async def test_forged_or_borrowed_signatures_are_refused_and_change_nothing(api, sink, hub_server):
     ann, bob = await api.register(), await api.register()
-    links = hub_server.hub.unsubscribe_links
+    links = hub_server.hub.services.unsubscribe_links
     good = parse_qs(urlsplit(links.url(bob["user"]["id"], "marketing")).query)["s"][0]
     forged = [
         {"u": ann["user"]["id"], "c": "marketing", "s": good},  # Bob's signature on Ann

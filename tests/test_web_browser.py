@@ -566,12 +566,12 @@ async def test_dropped_connection_resumes_with_since_or_reloads_when_history_is_
         sockets = await eventually(settled, what="the page's subscriptions answered")
         for socket in sockets:
             monkeypatch.setattr(socket.session, "deliver", lambda *args: None)
-        before = await hub_server.hub.realtime.current_seq(channel)
+        before = await hub_server.hub.services.realtime.current_seq(channel)
         for to in statuses:
             await move(to)
 
         async def all_published():
-            return await hub_server.hub.realtime.current_seq(channel) >= before + len(statuses)
+            return await hub_server.hub.services.realtime.current_seq(channel) >= before + len(statuses)
         await eventually(all_published, what="the order's events on its channel")
         await expect(status).to_have_attribute("data-status", "pending" if len(statuses) == 1 else "confirmed")
         for socket in sockets:

@@ -1,7 +1,7 @@
 """One WebSocket client's subscriptions (CONTRACT §4; docs/realtime.md).
 
-Joining a channel: listen first, then read the channel's seq and what came after `since`, so
-nothing published in between is lost; live frames that arrive meanwhile wait and follow the
+Joining a feed (domain/feeds.py; what a frame's `channel` names): listen first, then read
+the feed's seq and what came after `since`, so nothing published in between is lost; live frames that arrive meanwhile wait and follow the
 replay, minus those it already held. A live frame that skips a seq (this process's Redis
 subscription dropped and came back) is filled in from history the same way, or, when history
 cannot, answered like a subscribe that could not recover: the client reloads by REST.
@@ -10,23 +10,19 @@ cannot, answered like a subscribe that could not recover: the client reloads by 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Awaitable, Callable
 
 from domain.callers import Caller
+from domain.compact_json import encode
 from domain.errors import Forbidden, Invalid
-from domain.feeds import feed_key, conflatable, may_watch_order, parse_feed
+from domain.feeds import conflatable, feed_key, may_watch_order, parse_feed, user_feed
 from hub.live.realtime import Realtime
 from hub.live.send_queue import SendQueue
 
 log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 100  # per signed-in connection; anonymous ones get HUB_WS_ANONYMOUS_MAX_SUBSCRIPTIONS
-
-
-def encode(frame: dict) -> bytes:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Session:
@@ -38,18 +34,19 @@ class Session:
         self.send = send
         self.order_owner = order_owner
         self.caller: Caller | None = None
-        self.names: dict[str, str] = {}  # channel key → the name the client used
-        self.last: dict[str, int] = {}  # channel key → seq of the last frame queued
+        self.names: dict[str, str] = {}  # feed key → the name the client used
+        self.last: dict[str, int] = {}  # feed key → seq of the last frame queued
         self.waiting: dict[str, list[tuple[int, bytes]]] = {}  # live frames held during a replay
         self._tasks: set[asyncio.Task] = set()
 
     def write(self, frame: dict) -> None:
         self.send.put(encode(frame))
 
-    async def subscribe(self, channel, since, reply: dict | None = None) -> None:
-        """Joins the channel and answers `subscribed` (with the fields of `reply`, the frame's
-        id), then the replay; Invalid or Forbidden (and nothing changes) when the client may not."""
-        kind, ident = parse_feed(channel)
+    async def subscribe(self, name, since, reply: dict | None = None) -> None:
+        """Joins the feed `name` (the frame's `channel`) and answers `subscribed` (with the
+        fields of `reply`, the frame's id), then the replay; Invalid or Forbidden (and
+        nothing changes) when the client may not."""
+        kind, ident = parse_feed(name)
         if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
             raise Invalid("'since' is a non-negative integer seq.", code="invalid_since")
         key = feed_key(kind, ident, self.caller)
@@ -59,7 +56,7 @@ class Session:
         if key not in self.names and len(self.names) >= limit:
             raise Invalid(f"At most {limit} subscriptions per connection"
                           f"{'' if self.caller else ' before signing in'}.", code="too_many_subscriptions")
-        self.names[key] = channel
+        self.names[key] = name
         self.waiting.setdefault(key, [])
         try:
             await self.realtime.join(key, self)
@@ -89,9 +86,9 @@ class Session:
                 last = seq
         self.last[key] = last
 
-    async def unsubscribe(self, channel) -> None:
-        kind, ident = parse_feed(channel)
-        key = f"user:{self.caller.id}" if kind == "user" and self.caller else channel
+    async def unsubscribe(self, name) -> None:
+        kind, ident = parse_feed(name)
+        key = user_feed(self.caller.id) if kind == "user" and self.caller else name
         if key in self.names:
             await self._drop(key)
 

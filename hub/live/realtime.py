@@ -1,16 +1,16 @@
-"""Live fan-out to WebSocket connections on every hub process, with per-channel sequence
-numbers and retained history (CONTRACT §4; docs/realtime.md).
+"""Live fan-out to WebSocket connections on every hub process, with per-feed sequence
+numbers and retained history (CONTRACT §4; docs/realtime.md; feeds: domain/feeds.py).
 
-One Redis script publishes a message on a channel atomically: once per message id and
-channel (a redelivered event or a retried notification is not published twice), it takes the
-channel's next `seq` (INCR, shared by all processes), builds the frame around it (the payload
-was serialized once, by the caller), appends the frame to the channel's history (a Redis
-Stream capped by length and age) and PUBLISHes it. A message for several channels is one
-script call per channel, all in one pipeline. Each process subscribes in Redis only to the
-channels its own connections listen to, so it does work only for those, and hands each
-message to them as one encoded frame.
+One Redis script publishes a message on a feed atomically: once per message id and
+feed (a redelivered event or a retried notification is not published twice), it takes the
+feed's next `seq` (INCR, shared by all processes), builds the frame around it (the payload
+was serialized once, by the caller), appends the frame to the feed's history (a Redis
+Stream capped by length and age) and PUBLISHes it on the feed's Redis pub/sub channel. A
+message for several feeds is one script call per feed, all in one pipeline. Each process
+subscribes in Redis only to the feeds its own connections listen to, so it does work only
+for those, and hands each message to them as one encoded frame.
 
-Redis Cluster: the keys one script touches (dedupe, seq, history) carry the channel key as
+Redis Cluster: the keys one script touches (dedupe, seq, history) carry the feed key as
 their hash tag (`{order:42}`), so they live in one slot, and the script runs where that slot
 does. PUBLISH (not a key) reaches subscribers on every node of a cluster.
 """
@@ -19,23 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from typing import Protocol
 
 
-from domain.feeds import feeds_for_event, client_name
+from domain.compact_json import dumps
+from domain.feeds import client_name, feeds_for_event, user_feed
 from hub.adapters.dependency_errors import dependency_failure
 from hub.adapters.redis_client import run_script
 
 log = logging.getLogger(__name__)
 
 DEDUPE_S = 900  # redeliveries come within minutes (a crash, a rebalance)
-SEQ_TTL_S = 30 * 86400  # a channel idle this long starts over; `since` beyond its seq is not recovered
+SEQ_TTL_S = 30 * 86400  # a feed idle this long starts over; `since` beyond its seq is not recovered
 
 # KEYS: dedupe key, seq key, stream key (one hash tag: one slot on a cluster).
 # ARGV: pub/sub channel, dedupe ttl, history length, history age (ms), seq ttl, frame head, frame tail.
-# Returns the seq, or 0 when this message was already published on this channel.
+# Returns the seq, or 0 when this message was already published on this feed.
 # Published as "<seq> <frame>" so a reader learns the seq without parsing the frame.
 _PUBLISH = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
@@ -66,10 +66,6 @@ class Listener(Protocol):
     def deliver(self, key: str, seq: int, frame: bytes) -> None: ...
 
 
-def dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 class Realtime:
     def __init__(self, redis, prefix: str, *, history_size: int, history_age_s: int) -> None:
         self.redis = redis
@@ -83,10 +79,10 @@ class Realtime:
         self._task: asyncio.Task | None = None
         self._stopping = False
 
-    def _channel(self, key: str) -> str:
+    def _pubsub_channel(self, key: str) -> str:
         return f"{self.prefix}rt:{key}"
 
-    # The channel key in braces is the hash tag that keeps a channel's keys in one slot.
+    # The feed key in braces is the hash tag that keeps a feed's keys in one slot.
     def _seq_key(self, key: str) -> str:
         return f"{self.prefix}seq:{{{key}}}"
 
@@ -99,8 +95,8 @@ class Realtime:
     async def start(self) -> None:
         await self.redis.script_load(_PUBLISH)  # on every master of a cluster (whose map this reads first)
         self.pubsub = self.redis.pubsub()
-        # A channel of its own keeps the subscription alive while no socket is connected.
-        await self.pubsub.subscribe(self._channel("_process"))
+        # A pub/sub channel of its own keeps the subscription alive while no socket is connected.
+        await self.pubsub.subscribe(self._pubsub_channel("_process"))
         self._task = asyncio.create_task(self._read(), name="realtime-reader")
 
     async def stop(self) -> None:
@@ -112,12 +108,12 @@ class Realtime:
 
     # Publishing -------------------------------------------------------------------------
     def _call(self, key: str, message_id: str, head: str, tail: str) -> list:
-        """EVALSHA arguments publishing one message on one channel."""
+        """EVALSHA arguments publishing one message on one feed."""
         return [self._publish_sha, 3, self._dedupe_key(key, message_id), self._seq_key(key), self._stream(key),
-                self._channel(key), DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S, head, tail]
+                self._pubsub_channel(key), DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S, head, tail]
 
     async def _run(self, calls: list[list]) -> list[int]:
-        """The calls in one pipeline, in order (hub/redis_client.run_script); each channel's
+        """The calls in one pipeline, in order (hub/adapters/redis_client.run_script); each feed's
         calls go to one node, in order."""
         results = await run_script(self.redis, _PUBLISH, calls)
         for result in results:
@@ -126,15 +122,15 @@ class Realtime:
         return [int(seq) for seq in results]
 
     async def publish(self, message_id: str, payloads: dict[str, tuple[str, str]]) -> dict[str, int]:
-        """Publishes once per `message_id` and channel: for each channel key, the frame
-        `head + seq + tail`. Returns the seq of each channel it was published on now (not
+        """Publishes once per `message_id` and feed: for each feed key, the frame
+        `head + seq + tail`. Returns the seq of each feed it was published on now (not
         those where it already was)."""
         seqs = await self._run([self._call(key, message_id, head, tail) for key, (head, tail) in payloads.items()])
         return {key: seq for key, seq in zip(payloads, seqs) if seq}
 
     async def publish_events(self, batch: list[tuple[dict, list[str]]]) -> None:
-        """Each (CloudEvent, channel keys) as an `event` frame, the event serialized once for
-        all its channels; the whole batch in one round trip, in order."""
+        """Each (CloudEvent, feed keys) as an `event` frame, the event serialized once for
+        all its feeds; the whole batch in one round trip, in order."""
         calls = []
         for event, keys in batch:
             body = dumps(event)
@@ -146,9 +142,9 @@ class Realtime:
             await self._run(calls)
 
     async def publish_notification(self, user_id: str, notification: dict) -> int:
-        """A `notification` frame on the user's channel; 0 if it was already published."""
+        """A `notification` frame on the user's feed; 0 if it was already published."""
         seqs = await self.publish(f"notification:{notification['id']}", {
-            f"user:{user_id}": ('{"type":"notification","channel":"user","seq":', f',"notification":{dumps(notification)}}}')})
+            user_feed(user_id): ('{"type":"notification","channel":"user","seq":', f',"notification":{dumps(notification)}}}')})
         return next(iter(seqs.values()), 0)
 
     # Reading ----------------------------------------------------------------------------
@@ -156,8 +152,8 @@ class Realtime:
         return int(await self.redis.get(self._seq_key(key)) or 0)
 
     async def since(self, key: str, since: int | None) -> tuple[int, list[tuple[int, str]] | None]:
-        """The channel's seq and the frames after `since`, oldest first; None when history
-        no longer reaches back that far (or `since` is from before the channel started over)."""
+        """The feed's seq and the frames after `since`, oldest first; None when history
+        no longer reaches back that far (or `since` is from before the feed started over)."""
         if since is None:
             return await self.current_seq(key), []
         result = await self._since(keys=[self._seq_key(key), self._stream(key)], args=[since, self.history_size])
@@ -179,7 +175,7 @@ class Realtime:
             waiter = self._confirmed.get(key)
             if waiter is None:
                 waiter = self._confirmed[key] = asyncio.get_running_loop().create_future()
-                await self.pubsub.subscribe(self._channel(key))
+                await self.pubsub.subscribe(self._pubsub_channel(key))
             await asyncio.shield(waiter)
         elif key in self._confirmed:
             await asyncio.shield(self._confirmed[key])
@@ -194,10 +190,10 @@ class Realtime:
             waiter = self._confirmed.pop(key, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)  # a join still waiting returns (and finds itself gone)
-            await self.pubsub.unsubscribe(self._channel(key))
+            await self.pubsub.unsubscribe(self._pubsub_channel(key))
 
     async def _read(self) -> None:
-        skip = len(self._channel(""))
+        skip = len(self._pubsub_channel(""))
         failed = False
         while not self._stopping:
             try:
@@ -229,24 +225,24 @@ class Realtime:
 
 
     async def _resubscribe(self) -> None:
-        """A new subscriber connection, to every channel this process listens to. On a
-        cluster it goes to the node that owns its first channel's slot now: a key of that
+        """A new subscriber connection, to every feed this process listens to. On a
+        cluster it goes to the node that owns its first pub/sub channel's slot now: a key of that
         slot is read first, which makes redis-py refresh its slot map if the master it knew
         is gone (failed over), rather than reconnecting to a dead address for ever. Frames
         published meanwhile are filled from history when the next one shows the gap."""
-        first = self._channel("_process")
+        first = self._pubsub_channel("_process")
         await self.redis.exists(first)
         old, self.pubsub = self.pubsub, self.redis.pubsub()
         try:
             await old.aclose()
         except Exception:  # the old connection is broken anyway
             pass
-        await self.pubsub.subscribe(first, *(self._channel(key) for key in self.local))
+        await self.pubsub.subscribe(first, *(self._pubsub_channel(key) for key in self.local))
 
 
 class FanOut:
     """The handler of consumer group hub-realtime: collects a fetched batch's events with
-    their channels, then publishes them in one round trip (`flush`, before the commit)."""
+    their feeds, then publishes them in one round trip (`flush`, before the commit)."""
 
     def __init__(self, realtime: Realtime, own_source: str) -> None:
         self.realtime = realtime

@@ -101,7 +101,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
             "status": status,
             "duration_ms": round(handler.request.request_time() * 1000, 2),
             "request_id": getattr(handler, "request_id", None),
-            "remote_ip": client_ip(handler.request, handler.application.settings["hub"].settings),
+            "remote_ip": client_ip(handler.request, handler.application.settings["config"]),
         },
     )
 
@@ -110,7 +110,10 @@ def make_app(hub) -> tornado.web.Application:
     app = tornado.web.Application(
         ROUTES + WEB_ROUTES,  # the web app's files (not API: left out of the OpenAPI document)
         default_handler_class=NotFoundHandler,
-        hub=hub,
+        config=hub.settings,  # config/settings.py's Settings (a handler's `settings` is Tornado's)
+        stores=hub.stores,
+        services=hub.services,
+        health=hub.health,
         openapi=build_openapi(ROUTES, hub.settings),
         cors_origins=frozenset(hub.settings.cors_origin_list),
         log_function=_log_request,

@@ -35,28 +35,27 @@ PRODUCTS = [
 ]
 
 
-async def seed(hub) -> dict:
+async def seed(settings, stores, services) -> dict:
     """Creates what is missing; returns the accounts to announce: {"admin": (email, password),
     "customer": (email, password)} (the admin's password is None when HUB_ADMIN_* chose it)."""
-    settings = hub.settings
     if settings.admin_email and settings.admin_password:
         admin = (settings.admin_email, None)  # ensured at start-up already; never echo an operator's password
     else:
         admin = DEMO_ADMIN
         try:
-            await hub.accounts.ensure_admin(*DEMO_ADMIN)
+            await services.accounts.ensure_admin(*DEMO_ADMIN)
         except Conflict as exc:
             raise SettingsError(f"HUB_DEMO: {exc.message}") from None
-    if await hub.users.by_email(DEMO_CUSTOMER[0]) is None:
+    if await stores.users.by_email(DEMO_CUSTOMER[0]) is None:
         try:
-            await hub.accounts.register(email=DEMO_CUSTOMER[0], password=DEMO_CUSTOMER[1], name="Demo Shopper")
+            await services.accounts.register(email=DEMO_CUSTOMER[0], password=DEMO_CUSTOMER[1], name="Demo Shopper")
         except Conflict:  # another process created it first
             pass
     created = 0
     for name, price, stock, category, description, threshold in PRODUCTS:
-        if await hub.product_store.get_by_slug(slugify(name)) is not None:
+        if await stores.products.get_by_slug(slugify(name)) is not None:
             continue
-        await hub.catalog.create(name=name, price_minor=to_minor(price), stock=stock, category=category,
+        await services.catalog.create(name=name, price_minor=to_minor(price), stock=stock, category=category,
                                  description=description, low_stock_threshold=threshold)
         created += 1
     log.info("demo data ready", extra={"products_created": created})
