@@ -1,5 +1,5 @@
 """Every store and service of a hub process, built in one place from the settings and the
-connections. Handlers get them through the Tornado application settings (`self.stores`,
+connections (`build`). Handlers get them through the Tornado application settings (`self.stores`,
 `self.services`), workers as arguments; nothing is added to them later.
 
 Names say which is which: `stores.orders` persists orders (hub/stores/orders.py),
@@ -108,7 +108,14 @@ class Services:
     kafka: Kafka  # the producer, for what handlers publish as it is
 
 
-def build_stores(db, relay: OutboxRelay) -> Stores:
+def build(settings: Settings, *, db, redis, kafka: Kafka, relay: OutboxRelay) -> tuple[Stores, Services]:
+    """The stores over `db` and the services over them; nothing is started here (Hub.start
+    does, in order)."""
+    stores = _stores(db, relay)
+    return stores, _services(settings, stores, redis=redis, kafka=kafka)
+
+
+def _stores(db, relay: OutboxRelay) -> Stores:
     """The stores over `db`; those with an outbox wake the relay when they add to it."""
     return Stores(
         users=UserStore(db),
@@ -129,8 +136,7 @@ def build_stores(db, relay: OutboxRelay) -> Stores:
     )
 
 
-def build_services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Services:
-    """The services over the stores; nothing is started here (Hub.start does, in order)."""
+def _services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Services:
     outgoing = OutgoingPolicy.from_settings(settings)
     source = settings.event_source
     access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)

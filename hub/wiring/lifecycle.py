@@ -16,7 +16,7 @@ from hub.adapters.kafka import Kafka
 from hub.adapters.mongo import connect_mongo, mongo_healthy
 from hub.adapters.redis_client import connect_redis, redis_healthy
 from hub.live.realtime import FanOut
-from hub.wiring.container import Services, Stores, build_services, build_stores
+from hub.wiring.container import Services, Stores, build
 from hub.wiring.demo import seed as seed_demo
 from hub.workers.consumer import EventConsumer
 from hub.workers.outbox import OutboxRelay
@@ -57,10 +57,10 @@ class Hub:
         await self.kafka.start()
         self.relay = OutboxRelay(self.db, self.kafka, settings.event_source)
 
-        self.stores = stores = build_stores(self.db, self.relay)
+        self.stores, self.services = stores, services = build(settings, db=self.db, redis=self.redis,
+                                                               kafka=self.kafka, relay=self.relay)
         for store in stores.all():
             await store.create_indexes()
-        self.services = services = build_services(settings, stores, redis=self.redis, kafka=self.kafka)
         if settings.admin_email and settings.admin_password:
             try:
                 await services.accounts.ensure_admin(settings.admin_email, settings.admin_password)
