@@ -84,7 +84,7 @@ async def test_demo_seeds_products_and_a_customer_once(api, hub_server):
     assert r.status == 200 and r.data["user"]["roles"] == ["customer"]
 
     # Again (a restart on a persistent database): nothing twice.
-    accounts = await seed(hub_server.hub)
+    accounts = await seed(hub_server.hub.settings, hub_server.hub.stores, hub_server.hub.services)
     assert accounts == {"admin": (ADMIN_EMAIL, None), "customer": DEMO_CUSTOMER}
     assert (await api.call("GET", "/api/v1/products?limit=100")).data["total"] == len(PRODUCTS)
 
