@@ -27,7 +27,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from channels.base import Channel, Message, PermanentError, Sent, TransientError
+from domain.delivery import Channel, Message, PermanentError, Sent, TransientError
 from channels.native_push import collapse_id, high_priority, post
 from channels.push import retry_after_seconds
 from domain.devices import APNS_TOKEN_RE

@@ -25,7 +25,7 @@ import httpx
 from google.auth import _helpers, exceptions as google_exceptions, transport
 from google.oauth2 import service_account
 
-from channels.base import Channel, Message, PermanentError, Sent, TransientError
+from domain.delivery import Channel, Message, PermanentError, Sent, TransientError
 from channels.native_push import MAX_ANSWER_BYTES, collapse_id, high_priority, post
 from channels.push import retry_after_seconds
 from domain.devices import FCM_TOKEN_RE

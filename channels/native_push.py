@@ -7,7 +7,7 @@ import hashlib
 
 import httpx
 
-from channels.base import Message, PermanentError, TransientError
+from domain.delivery import Message, PermanentError, TransientError
 from hub.outgoing import OutgoingRefused, ResponseTooLarge, read_capped
 
 CONNECTION_RETRIES = 2  # immediate retries of a request whose connection broke (reset, GOAWAY)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from channels.base import Message, PermanentError, Sent, TransientError
+from domain.delivery import Message, PermanentError, Sent, TransientError
 from channels.fcm import FcmChannel, load_service_account
 from hub.outgoing import OutgoingPolicy
 from tests.fcm_fake import FcmFake
