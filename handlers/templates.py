@@ -38,7 +38,7 @@ class TemplatesHandler(BaseHandler):
     async def get(self) -> None:
         self.require_admin()
         templates = self.hub.templates
-        overrides = {(t["type"], t["channel"], t["locale"]) for t in await self.hub.template_store.all()}
+        overrides = await templates.overrides()
         types = sorted(set(DEFAULTS) | {t for t, _, _ in overrides})
         items = []
         for notification_type in types:

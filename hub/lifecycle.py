@@ -17,13 +17,19 @@ from domain.cart import Carts
 from domain.catalog import Catalog
 from domain.checkout import Checkout
 from domain.coupons import Coupons
+from domain.delivery_reports import DeliveryReports
+from domain.devices import Devices
 from domain.errors import Conflict
 from domain.events import cloud_event
+from domain.inbox import Inbox
 from domain.ordering import Orders
 from domain.payments import Payments
 from domain.points import Points
 from domain.realtime_channels import ADMIN_ORDERS
+from domain.service_events import ServiceEvents
+from domain.stock_alerts import StockAlerts
 from domain.tokens import AccessTokens
+from domain.topics import Topics
 from domain.unsubscribe import UnsubscribeLinks
 from channels.apns import ApnsChannel
 from channels.email import EmailChannel
@@ -53,6 +59,7 @@ from hub.store.coupons import CouponStore
 from hub.store.login_failures import LoginFailureStore
 from hub.store.notifications import NotificationStore
 from hub.store.orders import OrderStore
+from hub.store.outbox import OutboxStore
 from hub.store.payments import PaymentStore
 from hub.store.points import PointsStore
 from hub.store.products import ProductStore
@@ -114,21 +121,27 @@ class Hub:
         self.notification_store = NotificationStore(self.db)
         self.template_store = TemplateStore(self.db)
         self.stock_alert_store = StockAlertStore(self.db)
-        self.devices = DeviceStore(self.db)
+        self.device_store = DeviceStore(self.db)
         self.coupon_store = CouponStore(self.db, self.relay.notify("coupons"))
         self.cart_store = CartStore(self.db, self.relay.notify("carts"))
         self.topic_store = TopicStore(self.db)
         self.broadcast_store = BroadcastStore(self.db)
+        self.outbox_store = OutboxStore(self.db, self.relay.notify("outbox"))
         for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
                       self.points_store, self.notification_store, self.template_store, self.stock_alert_store,
-                      self.devices, self.coupon_store, self.cart_store, self.login_failures, self.topic_store,
-                      self.broadcast_store):
+                      self.device_store, self.coupon_store, self.cart_store, self.login_failures, self.topic_store,
+                      self.broadcast_store, self.outbox_store):
             await store.create_indexes()
 
         self.access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
         self.accounts = Accounts(self.users, self.refresh_tokens, self.access_tokens, settings.refresh_token_ttl_s,
                                  login_failures=self.login_failures, sms_countries=settings.sms_country_codes)
         self.rate_limiter = RateLimiter(self.redis, settings.redis_prefix)
+        self.service_events = ServiceEvents(self.users, self.outbox_store, source=settings.event_source)
+        self.topics = Topics(self.topic_store, self.users, clock=utcnow)
+        self.devices = Devices(self.device_store, self.users, clock=utcnow)
+        self.stock_alerts = StockAlerts(self.stock_alert_store, clock=utcnow)
+        self.inbox = Inbox(self.notification_store, clock=utcnow)
         self.catalog = Catalog(self.product_store, currency=settings.currency, clock=utcnow)
         self.orders = Orders(self.order_store, self.product_store, source=settings.event_source,
                              currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow,
@@ -154,6 +167,9 @@ class Hub:
                                  history_age_s=settings.ws_history_ttl_s)
         await self.realtime.start()
         self.channels = notification_channels(settings, self.realtime, self.outgoing)
+        def count_delivery(channel: str, status: str, reason: str | None) -> None:
+            DELIVERIES.labels(channel, status, reason or "").inc()
+
         self.templates = Templates(self.template_store,
                                    on_failure=lambda channel: TEMPLATE_FAILURES.labels(channel).inc())
         self.notifier = Notifier(
@@ -161,10 +177,10 @@ class Hub:
             FrequencyCaps(self.redis, settings.redis_prefix), self.channels, clock=utcnow,
             retry_base_s=settings.notify_retry_base_s, max_attempts=settings.notify_max_attempts,
             source=settings.event_source,
-            on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc(),
-            devices=self.devices,
+            on_delivery=count_delivery, devices=self.device_store,
             on_target=lambda kind, status, reason: PUSH_TARGETS.labels(kind, status, reason or "").inc(),
             sms_countries=settings.sms_country_codes, sms_max_per_day=settings.sms_max_per_day)
+        self.delivery_reports = DeliveryReports(self.notification_store, clock=utcnow, on_delivery=count_delivery)
         self.dispatcher = Dispatcher(self.notifier, self.notification_store, concurrency=settings.notify_concurrency,
                                      clock=utcnow)
         cart_url = f"{settings.public_base_url}/#/cart"
