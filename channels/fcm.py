@@ -26,7 +26,8 @@ from google.auth import _helpers, exceptions as google_exceptions, transport
 from google.oauth2 import service_account
 
 from domain.delivery import Channel, Message, PermanentError, Sent, TransientError
-from channels.native_push import MAX_ANSWER_BYTES, collapse_id, high_priority, post
+from channels.native_push import (MAX_ANSWER_BYTES, MAX_PAYLOAD_BYTES, collapse_id, high_priority, post,
+                                  within_payload_limit)
 from channels.push import retry_after_seconds
 from domain.devices import FCM_TOKEN_RE
 from hub.outgoing import OutgoingPolicy, read_capped
@@ -101,15 +102,15 @@ class _Request(transport.Request):
             raise google_exceptions.TransportError(type(exc).__name__) from None
 
 
-def data_strings(message: Message) -> dict[str, str]:
+def data_strings(message: Message, *, extras: bool = True) -> dict[str, str]:
     """FCM data values must be strings: others are sent as JSON. Extras that do not fit the
-    limit are left out (the app can fetch the notification by id)."""
+    limit (or all, `extras=False`) are left out (the app can fetch the notification by id)."""
     base = {"notification_id": message.notification_id, "type": message.type}
     extra = {str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
              for k, v in (message.data if isinstance(message.data, dict) else {}).items()
              if k not in base}
     data = {**extra, **base}
-    if len(json.dumps(data, ensure_ascii=False).encode()) > MAX_DATA_BYTES:
+    if not extras or len(json.dumps(data, ensure_ascii=False).encode()) > MAX_DATA_BYTES:
         return base
     return data
 
@@ -179,13 +180,17 @@ class FcmChannel(Channel):
         aps: dict = {"sound": "default"}
         if message.badge is not None:
             aps["badge"] = message.badge
-        return json.dumps({"message": {
+        shown = {"notification": {"title": message.content["title"], "body": message.content["body"]},
+                 "data": data_strings(message)}
+        if len(_compact(shown)) > MAX_PAYLOAD_BYTES:  # extras go first, as with APNs
+            shown["data"] = data_strings(message, extras=False)
+        within_payload_limit(_compact(shown), "FCM")
+        return _compact({"message": {
             "token": token,
-            "notification": {"title": message.content["title"], "body": message.content["body"]},
-            "data": data_strings(message),
+            **shown,
             "android": android,
             "apns": {"headers": apns_headers, "payload": {"aps": aps}},  # iOS apps that use FCM
-        }}, separators=(",", ":"), ensure_ascii=False).encode()
+        }})
 
     async def send(self, message: Message) -> Sent:
         device = message.address if isinstance(message.address, dict) else {}
@@ -218,6 +223,10 @@ class FcmChannel(Channel):
         if self._token_client is not None:
             await self._token_client.aclose()
             self._token_client = None
+
+
+def _compact(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _json(body: bytes) -> dict:

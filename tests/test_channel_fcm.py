@@ -116,6 +116,18 @@ async def test_data_too_large_for_fcm_keeps_only_the_notification_id_and_type(fc
     assert got["message"]["data"] == {"notification_id": "n-1", "type": "order_shipped"}
 
 
+async def test_a_payload_over_4_kib_is_refused_before_sending(fcm, channel):
+    token = fcm.registration_token()
+    with pytest.raises(PermanentError) as info:
+        await channel.send(message(token, content={"title": "t", "body": "b" * 5000}))
+    assert (info.value.reason, info.value.gone) == ("payload_too_large", False)
+    # Data within FCM's own data limit but not beside this text is left out: the text still goes.
+    await channel.send(message(token, content={"title": "t", "body": "b" * 2500}, data={"notes": "n" * 2000}))
+    (got,) = await fcm.wait_for(1)
+    assert got["message"]["notification"] == {"title": "t", "body": "b" * 2500}
+    assert got["message"]["data"] == {"notification_id": "n-1", "type": "order_shipped"}
+
+
 # OAuth token ------------------------------------------------------------------------
 
 async def test_concurrent_sends_share_one_token_refresh(fcm, channel):
