@@ -1,8 +1,7 @@
 """What services ask the hub to publish (POST /api/v1/notifications, POST /api/v1/events).
 
-Neither goes to Kafka from the request: each is written to the outbox (hub/store/outbox.py)
-and published by the relay, so a request answered 202 is published even if the broker is
-down at that moment.
+Each is written to the outbox (hub/store/outbox.py) before it is published, so a request
+answered 202 is published even if the broker is down at that moment.
 """
 
 from __future__ import annotations

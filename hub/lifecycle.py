@@ -126,7 +126,7 @@ class Hub:
         self.cart_store = CartStore(self.db, self.relay.notify("carts"))
         self.topic_store = TopicStore(self.db)
         self.broadcast_store = BroadcastStore(self.db)
-        self.outbox_store = OutboxStore(self.db, self.relay.notify("outbox"))
+        self.outbox_store = OutboxStore(self.db, self.relay.publisher("outbox"))
         for store in (self.users, self.refresh_tokens, self.product_store, self.order_store, self.payment_store,
                       self.points_store, self.notification_store, self.template_store, self.stock_alert_store,
                       self.device_store, self.coupon_store, self.cart_store, self.login_failures, self.topic_store,

@@ -1,6 +1,8 @@
 """The outbox relay: publishes the events stored in order and product documents to Kafka,
 then removes them from the document; and the events accepted over HTTP (the `outbox`
 collection, hub/store/outbox.py: one per document, any topic), deleting each once published.
+Those the request publishes itself at once (`publisher`), so what was answered 202 is on
+Kafka before the caller's next request, in order; only if that fails does the relay retry.
 
 Writers call `notify(collection)(doc_id)` after a change, so events normally go out within
 milliseconds. A scan every RECOVERY_S seconds (and one at start) finds what a process that
@@ -21,6 +23,7 @@ from hub.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 log = logging.getLogger(__name__)
 
 RECOVERY_S = 60.0
+PUBLISH_WAIT_S = 2.0  # how long a request waits on Kafka before leaving its event to the relay
 CONCURRENCY = 64
 _PENDING = {"outbox.0": {"$exists": True}}
 
@@ -65,6 +68,15 @@ class OutboxRelay:
             self._pending.add((collection, doc_id))
             self._wake.set()
         return mark
+
+    def publisher(self, collection: str):
+        async def publish(doc_id: str) -> None:
+            try:
+                await asyncio.wait_for(self.publish(collection, doc_id), PUBLISH_WAIT_S)
+            except Exception:  # noqa: BLE001 - it is stored: the relay publishes it once Kafka takes it
+                log.warning("publish failed; the outbox relay retries it", exc_info=True)
+                self.notify(collection)(doc_id)
+        return publish
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")

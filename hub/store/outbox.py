@@ -1,18 +1,18 @@
 """The `outbox` collection: events accepted over HTTP (POST /notifications, POST /events),
-one per document, until the relay (hub/outbox.py) has published and deleted it. A 202 is
-answered once the document is written, so the event goes out whether Kafka is up or not."""
+one per document, until it is published and deleted (hub/outbox.py). The request publishes
+it at once, and the relay does if that fails, so a 202 holds whether Kafka is up or not."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class OutboxStore:
-    def __init__(self, db, notify: Callable[[str], None]) -> None:
+    def __init__(self, db, publish: Callable[[str], Awaitable[None]]) -> None:
         self.col = db["outbox"]
-        self.notify = notify
+        self.publish = publish  # the relay's: publishes the document now, or has it retried
 
     async def create_indexes(self) -> None:
         """None: the relay reads the whole (normally empty) collection."""
@@ -24,4 +24,4 @@ class OutboxStore:
         # Kept as the JSON it goes out as: a service's data may hold keys MongoDB would refuse.
         entry = {"id": event["id"], "topic": topic, "key": key, "value": json.dumps(event), "signed": signed}
         await self.col.insert_one({"_id": doc_id, "outbox": [entry]})
-        self.notify(doc_id)
+        await self.publish(doc_id)
