@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from channels.base import Message  # noqa: E402
+from domain.delivery import Message  # noqa: E402
 from channels.email import EmailChannel  # noqa: E402
 from channels.push import PushChannel  # noqa: E402
 from config.settings import load_settings  # noqa: E402

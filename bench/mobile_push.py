@@ -38,7 +38,7 @@ from harness import ROOT, Client, free_port, start_hub
 
 sys.path.insert(0, str(ROOT))
 from channels.apns import ApnsChannel  # noqa: E402
-from channels.base import Message  # noqa: E402
+from domain.delivery import Message  # noqa: E402
 from channels.fcm import FcmChannel  # noqa: E402
 from hub.adapters.outgoing import OutgoingPolicy  # noqa: E402
 

@@ -27,15 +27,14 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from channels.base import Channel, Message, PermanentError, Sent, TransientError
-from channels.native_push import collapse_id, high_priority, post
+from domain.delivery import Channel, Message, PermanentError, Sent, TransientError
+from channels.native_push import MAX_PAYLOAD_BYTES, collapse_id, high_priority, post, within_payload_limit
 from channels.push import retry_after_seconds
 from domain import compact_json
 from domain.devices import APNS_TOKEN_RE
 from hub.adapters.outgoing import OutgoingPolicy
 
 TOKEN_REFRESH_S = 45 * 60  # inside Apple's hour, past its 20-minute minimum
-MAX_PAYLOAD_BYTES = 4096
 KEY_FILE_MAX_BYTES = 16 * 1024
 
 # Apple's reasons for a dead device token, and for a message retrying cannot fix.
@@ -117,9 +116,7 @@ class ApnsChannel(Channel):
         if len(encoded) > MAX_PAYLOAD_BYTES:  # the app can fetch the data by notification_id
             del body["data"]
             encoded = compact_json.encode(body)
-        if len(encoded) > MAX_PAYLOAD_BYTES:
-            raise PermanentError("payload_too_large", f"APNs payload of {len(encoded)} bytes is over 4 KiB")
-        return encoded
+        return within_payload_limit(encoded, "APNs")
 
     def headers(self, message: Message) -> dict[str, str]:
         ttl = max(0, int(message.ttl_s))

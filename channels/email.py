@@ -24,7 +24,7 @@ from aiosmtplib import (
     SMTPServerDisconnected, SMTPTimeoutError,
 )
 
-from channels.base import Channel, Message, PermanentError, Sent, TransientError
+from domain.delivery import Channel, Message, PermanentError, Sent, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ import httpx
 from google.auth import _helpers, exceptions as google_exceptions, transport
 from google.oauth2 import service_account
 
-from channels.base import Channel, Message, PermanentError, Sent, TransientError
-from channels.native_push import MAX_ANSWER_BYTES, collapse_id, high_priority, post
+from domain.delivery import Channel, Message, PermanentError, Sent, TransientError
+from channels.native_push import (MAX_ANSWER_BYTES, MAX_PAYLOAD_BYTES, collapse_id, high_priority, post,
+                                  within_payload_limit)
 from channels.push import retry_after_seconds
 from domain import compact_json
 from domain.devices import FCM_TOKEN_RE
@@ -102,15 +103,15 @@ class _Request(transport.Request):
             raise google_exceptions.TransportError(type(exc).__name__) from None
 
 
-def data_strings(message: Message) -> dict[str, str]:
+def data_strings(message: Message, *, extras: bool = True) -> dict[str, str]:
     """FCM data values must be strings: others are sent as JSON. Extras that do not fit the
-    limit are left out (the app can fetch the notification by id)."""
+    limit (or all, `extras=False`) are left out (the app can fetch the notification by id)."""
     base = {"notification_id": message.notification_id, "type": message.type}
     extra = {str(k): v if isinstance(v, str) else compact_json.dumps(v)
              for k, v in (message.data if isinstance(message.data, dict) else {}).items()
              if k not in base}
     data = {**extra, **base}
-    if len(json.dumps(data, ensure_ascii=False).encode()) > MAX_DATA_BYTES:
+    if not extras or len(json.dumps(data, ensure_ascii=False).encode()) > MAX_DATA_BYTES:
         return base
     return data
 
@@ -180,10 +181,14 @@ class FcmChannel(Channel):
         aps: dict = {"sound": "default"}
         if message.badge is not None:
             aps["badge"] = message.badge
+        shown = {"notification": {"title": message.content["title"], "body": message.content["body"]},
+                 "data": data_strings(message)}
+        if len(compact_json.encode(shown)) > MAX_PAYLOAD_BYTES:  # extras go first, as with APNs
+            shown["data"] = data_strings(message, extras=False)
+        within_payload_limit(compact_json.encode(shown), "FCM")
         return compact_json.encode({"message": {
             "token": token,
-            "notification": {"title": message.content["title"], "body": message.content["body"]},
-            "data": data_strings(message),
+            **shown,
             "android": android,
             "apns": {"headers": apns_headers, "payload": {"aps": aps}},  # iOS apps that use FCM
         }})

@@ -1,5 +1,5 @@
-"""What the APNs and FCM channels share: the collapse key, the priority rule, and one
-POST under the outgoing policy (hub/adapters/outgoing.py) with its failures classified."""
+"""What the APNs and FCM channels share: the collapse key, the priority rule, the payload
+limit, and one POST under the outgoing policy (hub/adapters/outgoing.py) with its failures classified."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import hashlib
 
 import httpx
 
-from channels.base import Message, PermanentError, TransientError
+from domain.delivery import Message, PermanentError, TransientError
 from hub.adapters.outgoing import OutgoingRefused, ResponseTooLarge, read_capped
 
 CONNECTION_RETRIES = 2  # immediate retries of a request whose connection broke (reset, GOAWAY)
 MAX_COLLAPSE_ID_BYTES = 64  # APNs' limit for apns-collapse-id
 MAX_ANSWER_BYTES = 16 * 1024  # provider answers are small JSON
+MAX_PAYLOAD_BYTES = 4096  # what APNs and FCM deliver to a phone in one notification
 
 
 def collapse_id(message: Message) -> str | None:
@@ -27,6 +28,14 @@ def collapse_id(message: Message) -> str | None:
                 key = f"{prefix}-{hashlib.sha256(str(value).encode()).hexdigest()[:48]}"
             return key
     return None
+
+
+def within_payload_limit(payload: bytes, provider: str) -> bytes:
+    """`payload` (what the phone receives) if it is within MAX_PAYLOAD_BYTES; refused before
+    sending otherwise, as the provider would refuse it."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PermanentError("payload_too_large", f"{provider} payload of {len(payload)} bytes is over 4 KiB")
+    return payload
 
 
 def high_priority(message: Message) -> bool:

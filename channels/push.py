@@ -23,7 +23,7 @@ import httpx
 from py_vapid import Vapid, VapidException
 from pywebpush import WebPusher, WebPushException
 
-from channels.base import Channel, Message, PermanentError, Sent, TransientError
+from domain.delivery import Channel, Message, PermanentError, Sent, TransientError
 from channels.vapid import b64url_decode, b64url_encode, load_private_key
 from domain import compact_json
 from domain.notification_policy import PUSH_URGENCY

@@ -12,7 +12,7 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from channels.base import Channel, Message, PermanentError, Sent, TransientError
+from domain.delivery import Channel, Message, PermanentError, Sent, TransientError
 from hub.adapters.outgoing import OutgoingPolicy, ResponseTooLarge, read_capped
 
 # The library logs every request line and header at INFO; keep that out of the hub's logs.

@@ -4,7 +4,7 @@ user with no open connection finds it there."""
 
 from __future__ import annotations
 
-from channels.base import Channel, Message, Sent
+from domain.delivery import Channel, Message, Sent
 
 
 class WebSocketChannel(Channel):

@@ -1,5 +1,6 @@
 """Errors the business rules raise. Each carries the HTTP-neutral facts a caller needs
-(a snake_case code, a sentence, optional details); handlers map the class to a status."""
+(a snake_case code, a sentence, optional details), never an HTTP status: handlers/errors.py
+maps the class to one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from typing import Any
 
 
 class DomainError(Exception):
-    status = 400
     code = "bad_request"
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
@@ -19,31 +19,31 @@ class DomainError(Exception):
 
 
 class Invalid(DomainError):
-    status, code = 422, "validation_failed"
+    code = "validation_failed"
 
 
 class Unauthorized(DomainError):
-    status, code = 401, "unauthorized"
+    code = "unauthorized"
 
 
 class Forbidden(DomainError):
-    status, code = 403, "forbidden"
+    code = "forbidden"
 
 
 class NotFound(DomainError):
-    status, code = 404, "not_found"
+    code = "not_found"
 
 
 class Conflict(DomainError):
-    status, code = 409, "conflict"
+    code = "conflict"
 
 
 class Locked(DomainError):
-    status, code = 423, "account_locked"
+    code = "account_locked"
 
 
 class RateLimited(DomainError):
-    status, code = 429, "rate_limited"
+    code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, details={"retry_after": retry_after})

@@ -156,6 +156,10 @@ class Templates:
             self._overrides = {(t["type"], t["channel"], t["locale"]): t["parts"] for t in await self.store.all()}
             self._loaded_at = self.clock()
 
+    async def overrides(self) -> set[tuple[str, str, str]]:
+        """(type, channel, locale) of every stored override, read now."""
+        return {(t["type"], t["channel"], t["locale"]) for t in await self.store.all()}
+
     async def parts_for(self, notification_type: str, channel: str, locale: str | None) -> tuple[dict, str]:
         """The template parts to use and where they come from (`override:<locale>` or `default`)."""
         await self._refresh()

@@ -30,7 +30,7 @@ from typing import Callable
 
 from jinja2 import TemplateError
 
-from channels.base import DeliveryError, Message, PermanentError, Sent, TransientError
+from domain.delivery import DeliveryError, Message, PermanentError, Sent, TransientError
 from domain.events import Rejected, topic_for
 from domain.notification_policy import (CHANNELS, DELIVERED, FAILED, HELD, PENDING, QUEUED, SENT, SUPPRESSED,
                                         counts_against_caps, effective_preferences, retry_delay_s, route, timing)

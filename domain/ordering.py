@@ -178,6 +178,12 @@ class Orders:
             raise NotFound("No such order.", code="order_not_found")
         return order
 
+    async def owner(self, order_id: str) -> str | None:
+        """Whose order this is, None if there is none: who may watch it live
+        (domain/feeds.py may_watch_order)."""
+        order = await self.orders.get(order_id)
+        return order and order["user_id"]
+
     async def list_for(self, caller: Caller, *, user_id: str | None, status: str | None,
                        skip: int, limit: int) -> tuple[list[dict], int]:
         """A customer's own orders; admins and services may list anyone's."""

@@ -26,12 +26,12 @@ AMOUNT_MISMATCH, REFUND_REQUIRED = "amount_mismatch", "refund_required"
 
 
 class PaymentsUnavailable(DomainError):
-    status, code = 503, "payments_unavailable"
+    code = "payments_unavailable"
 
 
 class NotYet(DomainError):
     """The event refers to something that has not arrived yet: the sender should retry."""
-    status, code = 503, "retry_later"
+    code = "retry_later"
 
 
 # Stripe does not order its webhooks: a refund may come before the success it refunds.

@@ -22,6 +22,7 @@ from domain.money import to_decimal_string
 
 DEFAULT_LOW_STOCK_THRESHOLD = 10
 _LOW_NAMESPACE = uuid.UUID("6f1d2b4e-1c55-4d57-9b0e-6a8a1f1f0c01")
+SORTS = ("newest", "price", "-price", "name")  # how the product list may be ordered (hub/stores/products.py)
 
 
 def slugify(name: str) -> str:

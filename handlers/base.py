@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from domain.callers import SERVICE, Caller
 from domain.errors import DomainError, Forbidden, Unauthorized
 from handlers import bounded_json
+from handlers.errors import status_of
 from hub.wiring.client_ip import client_ip
 from hub.wiring.metrics import HTTP_LATENCY
 from hub.wiring.openapi import MAX_PATH_PARAMETER
@@ -223,7 +224,7 @@ class BaseHandler(Wired, tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, DomainError):
-            status_code, code, message, details = exc.status, exc.code, exc.message, exc.details
+            status_code, code, message, details = status_of(exc), exc.code, exc.message, exc.details
             self.set_status(status_code)
             if isinstance(details, dict) and "retry_after" in details:
                 self.set_header("Retry-After", str(details["retry_after"]))

@@ -10,10 +10,11 @@ from pydantic import Field, StrictInt
 from domain.broadcasts import public_broadcast
 from domain.notification_policy import CATEGORIES, CHANNELS, PRIORITIES
 from domain.notification_rules import MAX_EXPIRES_AFTER_S
+from domain.topics import MAX_IDS
 from handlers.base import ApiError, BaseHandler
 from handlers.notifications import NotificationType
 from handlers.schemas import Body
-from handlers.topics import MAX_IDS, TopicKey, UserId
+from handlers.topics import TopicKey, UserId
 
 
 class TopicAudience(Body):

@@ -6,9 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from domain.clock import utcnow
 from domain.devices import MAX_DEVICES_PER_USER, normalize_token
-from domain.errors import NotFound
 from handlers.base import BaseHandler
 from handlers.schemas import Body, Locale
 
@@ -52,8 +50,7 @@ class DevicesHandler(BaseHandler):
         caller = self.require_user()
         body = self.parse(DeviceBody)
         fields = {"environment": body.environment, "locale": body.locale, "app_version": body.app_version}
-        device, created = await self.stores.devices.register(caller.id, body.platform, body.token, fields, utcnow(),
-                                                          MAX_DEVICES_PER_USER)
+        device, created = await self.services.devices.register(caller.id, body.platform, body.token, fields)
         self.send(public_device(device), 201 if created else 200)
 
     async def get(self) -> None:
@@ -66,7 +63,6 @@ class DeviceHandler(BaseHandler):
 
     async def delete(self, device_id: str) -> None:
         caller = self.require_user()
-        if not await self.stores.devices.remove(caller.id, device_id[:64]):
-            raise NotFound("No such device.", code="device_not_found")
+        await self.services.devices.remove(caller.id, device_id[:64])
         self.set_status(204)
         self.finish()

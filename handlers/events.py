@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from domain.events import TOPIC_OF_PREFIX, InvalidEvent, check_cloud_event, topic_for
+from domain.events import TOPIC_OF_PREFIX, InvalidEvent, check_cloud_event
 from handlers.base import ApiError, BaseHandler
 from handlers.schemas import Body, EventData
 
@@ -44,16 +42,5 @@ class EventsHandler(BaseHandler):
         except ValueError as exc:
             code = 422 if isinstance(exc, InvalidEvent) else 400
             raise ApiError(code, "invalid_event" if code == 422 else "malformed_json", f"Not a usable CloudEvent: {exc}.") from None
-        if event["source"] == self.config.event_source:
-            # Only the hub speaks as the hub: its events skip the state machine (docs/security.md).
-            raise ApiError(422, "reserved_source", "This source is the hub's own; use your service's own source.",
-                           [{"field": "source", "message": "reserved for the hub"}])
-        prefix = event["type"].split(".", 1)[0]
-        if prefix not in TOPIC_OF_PREFIX:
-            raise ApiError(422, "unknown_event_type", f"No topic takes events of type {event['type']!r}.",
-                           {"known_prefixes": sorted(TOPIC_OF_PREFIX)})
-        data = event["data"]
-        key = data.get("order_id") or data.get("product_id") or data.get("user_id") or event.get("subject") or event["id"]
-        await self.services.kafka.producer.send_and_wait(
-            self.services.kafka.topic(topic_for(event["type"])), json.dumps(event).encode(), key=str(key).encode())
-        self.send({"id": event["id"], "topic": topic_for(event["type"])}, 202)
+        topic = await self.services.service_events.publish(event)
+        self.send({"id": event["id"], "topic": topic}, 202)

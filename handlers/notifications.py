@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt
 
-from domain.clock import utcnow
-from domain.errors import NotFound
-from domain.events import cloud_event, topic_for
+from domain.inbox import MAX_PAGE
 from domain.notification_policy import CATEGORIES, CHANNELS, PRIORITIES
-from domain.notification_rules import notification_id
+from domain.notification_rules import MAX_EXPIRES_AFTER_S
 from domain.notifications import public_notification
-from handlers.base import ApiError, BaseHandler
+from handlers.base import BaseHandler
 from handlers.schemas import Body, JsonObject
-
-_REQUEST_NAMESPACE = uuid.UUID("0d7e3b55-8a4f-4b57-9d0e-6f2c1a9b7e44")
 
 
 class InboxQuery(Body):
     unread: bool | None = None  # from the query string ("true"/"false"): a strict bool refuses every value
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 50
     before: datetime | None = None  # created_at of the last item of the previous page
 
 
@@ -35,10 +29,9 @@ class InboxHandler(BaseHandler):
     async def get(self) -> None:
         caller = self.require_user()
         query = self.parse_query(InboxQuery)
-        store = self.stores.notifications
-        items = await store.inbox(caller.id, unread=query.unread, limit=query.limit, before=query.before)
-        self.send({"items": [public_notification(doc) for doc in items],
-                   "unread_count": await store.unread_count(caller.id)})
+        items, unread_count = await self.services.inbox.page(caller.id, unread=query.unread, limit=query.limit,
+                                                        before=query.before)
+        self.send({"items": [public_notification(doc) for doc in items], "unread_count": unread_count})
 
 
 class ReadHandler(BaseHandler):
@@ -46,10 +39,7 @@ class ReadHandler(BaseHandler):
 
     async def post(self, notification_id: str) -> None:
         caller = self.require_user()
-        doc = await self.stores.notifications.mark_read(caller.id, notification_id, utcnow())
-        if doc is None:
-            raise NotFound("No such notification.", code="notification_not_found")
-        self.send(public_notification(doc))
+        self.send(public_notification(await self.services.inbox.mark_read(caller.id, notification_id)))
 
 
 class ReadAllHandler(BaseHandler):
@@ -57,7 +47,7 @@ class ReadAllHandler(BaseHandler):
 
     async def post(self) -> None:
         caller = self.require_user()
-        updated = await self.stores.notifications.mark_all_read(caller.id, utcnow())
+        updated = await self.services.inbox.mark_all_read(caller.id)
         self.send({"updated": updated, "unread_count": 0})
 
 
@@ -73,7 +63,7 @@ class NotificationRequest(Body):
     channels: Annotated[list[Literal[CHANNELS]], Field(min_length=1)] | None = None  # type: ignore[valid-type]
     priority: Literal[PRIORITIES] = "normal"  # type: ignore[valid-type]
     category: Literal[CATEGORIES] | None = None  # type: ignore[valid-type]
-    expires_after_s: Annotated[StrictInt, Field(gt=0, le=30 * 86400)] | None = None
+    expires_after_s: Annotated[StrictInt, Field(gt=0, le=MAX_EXPIRES_AFTER_S)] | None = None
 
 
 class NotificationsHandler(BaseHandler):
@@ -85,18 +75,6 @@ class NotificationsHandler(BaseHandler):
     async def post(self) -> None:
         caller = self.require_service_or_admin()
         request = self.parse(NotificationRequest)
-        if await self.stores.users.get(request.user_id) is None:
-            raise NotFound("No such user.", code="user_not_found")
-        key = self.request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 200:
-            raise ApiError(422, "validation_failed", "Idempotency-Key must be 1 to 200 characters.")
-        # A retry with the same key is the same event, so the engine records it once.
-        event_id = uuid.uuid5(_REQUEST_NAMESPACE, f"{caller.id}\x00{key}").hex if key else uuid.uuid4().hex
-        data = request.model_dump(exclude_none=True)
-        event = cloud_event("notification.requested", self.config.event_source, data,
-                            subject=request.user_id, event_id=event_id)
-        kafka = self.services.kafka
-        value = json.dumps(event).encode()
-        await kafka.producer.send_and_wait(kafka.topic(topic_for(event["type"])), value,
-                                           key=request.user_id.encode(), headers=kafka.signer.headers(value))
-        self.send({"id": notification_id(event_id, request.type, request.user_id)}, 202)
+        notification_id = await self.services.service_events.request_notification(
+            caller.id, self.request.headers.get("Idempotency-Key"), request.model_dump(exclude_none=True))
+        self.send({"id": notification_id}, 202)

@@ -7,10 +7,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from domain.feeds import product_feed
-from domain.products import public_product
+from domain.products import SORTS, public_product
 from handlers.base import BaseHandler
 from handlers.schemas import Body, Price, QueryPrice
-from hub.stores.products import SORTS
 
 Count = Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]

@@ -7,13 +7,10 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
-from domain.clock import utcnow
-from domain.errors import Conflict
 from handlers.base import ApiError, BaseHandler
 from handlers.schemas import Body
 from hub.adapters.outgoing import OutgoingRefused
 
-MAX_DEVICES = 10
 Base64Url = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
 
 
@@ -73,20 +70,17 @@ class PushSubscriptionsHandler(BaseHandler):
         except OutgoingRefused as exc:
             raise ApiError(422, "validation_failed", "This push endpoint is not allowed on this hub.",
                            [{"field": "endpoint", "message": f"not allowed: {exc.reason}"}]) from None
-        subscription = {"endpoint": body.endpoint, "keys": body.keys.model_dump(), "created_at": utcnow()}
-        if not await self.stores.users.add_push_subscription(caller.id, subscription, MAX_DEVICES):
-            raise Conflict(f"At most {MAX_DEVICES} devices per user; remove one first.", code="too_many_subscriptions")
+        subscription = await self.services.devices.subscribe_web_push(caller.id, body.endpoint, body.keys.model_dump())
         self.send({"endpoint": body.endpoint, "created_at": subscription["created_at"].isoformat()}, 201)
 
     async def delete(self) -> None:
         caller = self.require_user()
         body = self.parse(EndpointBody)
-        await self.stores.users.remove_push_subscriptions(caller.id, [body.endpoint])
+        await self.services.devices.unsubscribe_web_push(caller.id, body.endpoint)
         self.set_status(204)
         self.finish()
 
     async def get(self) -> None:
         caller = self.require_user()
-        user = await self.stores.users.get(caller.id)
         self.send({"items": [{"endpoint": s["endpoint"], "created_at": s["created_at"].isoformat()}
-                             for s in (user or {}).get("push_subscriptions", [])]})
+                             for s in await self.services.devices.web_push_subscriptions(caller.id)]})

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-from domain.clock import utcnow
-from domain.errors import Conflict
 from handlers.base import BaseHandler
-from hub.stores.stock_alerts import MAX_PER_USER
 
 
 class StockAlertHandler(BaseHandler):
@@ -18,14 +15,11 @@ class StockAlertHandler(BaseHandler):
     async def post(self, product_id: str) -> None:
         caller = self.require_user()
         product = await self.services.catalog.get(product_id)  # 404 for an unknown product
-        alerts = self.stores.stock_alerts
-        if await alerts.count_for_user(caller.id) >= MAX_PER_USER:
-            raise Conflict(f"At most {MAX_PER_USER} stock alerts per user.", code="too_many_stock_alerts")
-        await alerts.add(product["_id"], caller.id, utcnow())
+        await self.services.stock_alerts.add(product["_id"], caller.id)
         self.send({"product_id": product["_id"]}, 201)
 
     async def delete(self, product_id: str) -> None:
         caller = self.require_user()
-        await self.stores.stock_alerts.remove(product_id, [caller.id])
+        await self.services.stock_alerts.remove(product_id, caller.id)
         self.set_status(204)
         self.finish()

@@ -38,7 +38,7 @@ class TemplatesHandler(BaseHandler):
     async def get(self) -> None:
         self.require_admin()
         templates = self.services.templates
-        overrides = {(t["type"], t["channel"], t["locale"]) for t in await self.stores.templates.all()}
+        overrides = await templates.overrides()
         types = sorted(set(DEFAULTS) | {t for t, _, _ in overrides})
         items = []
         for notification_type in types:

@@ -7,13 +7,11 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool
 
-from domain.clock import utcnow
-from domain.errors import Forbidden, NotFound
+from domain.topics import MAX_IDS
 from handlers.base import BaseHandler
 from handlers.schemas import Body
 from hub.wiring.openapi import MAX_PATH_PARAMETER
 
-MAX_IDS = 10_000
 # A topic key is any path segment the OpenAPI document allows (1 to MAX_PATH_PARAMETER
 # characters; longer ones are refused before the handler runs).
 TopicKey = Annotated[str, Field(min_length=1, max_length=MAX_PATH_PARAMETER)]
@@ -34,21 +32,13 @@ def public_topic(doc: dict, subscribers: int) -> dict:
             "subscribers": subscribers, "created_at": doc["created_at"].isoformat()}
 
 
-async def _topic(handler: BaseHandler, key: str) -> dict:
-    doc = await handler.stores.topics.get(key)
-    if doc is None:
-        raise NotFound("No such topic.", code="topic_not_found")
-    return doc
-
-
 class TopicsHandler(BaseHandler):
     openapi = {"get": {"summary": "Topics with their subscriber counts (service key or admin)",
                        "auth": "service_or_admin"}}
 
     async def get(self) -> None:
         self.require_service_or_admin()
-        store = self.stores.topics
-        self.send({"items": [public_topic(doc, await store.count(doc["_id"])) for doc in await store.all(200)]})
+        self.send({"items": [public_topic(doc, count) for doc, count in await self.services.topics.list()]})
 
 
 class TopicHandler(BaseHandler):
@@ -62,13 +52,11 @@ class TopicHandler(BaseHandler):
         self.require_service_or_admin()
         body = self.parse(TopicBody)
         changes = body.model_dump(exclude_none=True)
-        doc = await self.stores.topics.put(key, changes, utcnow())
-        self.send(public_topic(doc, await self.stores.topics.count(key)))
+        self.send(public_topic(*await self.services.topics.put(key, changes)))
 
     async def get(self, key: str) -> None:
         self.require_service_or_admin()
-        doc = await _topic(self, key)
-        self.send(public_topic(doc, await self.stores.topics.count(key)))
+        self.send(public_topic(*await self.services.topics.get(key)))
 
 
 class TopicSubscribersHandler(BaseHandler):
@@ -81,21 +69,13 @@ class TopicSubscribersHandler(BaseHandler):
 
     async def post(self, key: str) -> None:
         self.require_service_or_admin()
-        await _topic(self, key)
-        ids = list(dict.fromkeys(self.parse(MembersBody).user_ids))
-        known = await self.stores.users.existing(ids)
-        added = await self.stores.topics.add(key, [u for u in ids if u in known], utcnow())
-        self.send({"key": key, "added": added, "unknown": [u for u in ids if u not in known],
-                   "subscribers": await self.stores.topics.count(key)})
+        await self.services.topics.require(key)  # an unknown topic is a 404 before the body is looked at
+        self.send({"key": key, **await self.services.topics.add(key, self.parse(MembersBody).user_ids)})
 
     async def delete(self, key: str) -> None:
         self.require_service_or_admin()
-        await _topic(self, key)
-        ids = list(dict.fromkeys(self.parse(MembersBody).user_ids))
-        known = await self.stores.users.existing(ids)
-        removed = await self.stores.topics.remove(key, [u for u in ids if u in known])
-        self.send({"key": key, "removed": removed, "unknown": [u for u in ids if u not in known],
-                   "subscribers": await self.stores.topics.count(key)})
+        await self.services.topics.require(key)
+        self.send({"key": key, **await self.services.topics.remove(key, self.parse(MembersBody).user_ids)})
 
 
 class MyTopicHandler(BaseHandler):
@@ -106,14 +86,10 @@ class MyTopicHandler(BaseHandler):
 
     async def post(self, key: str) -> None:
         caller = self.require_user()
-        doc = await _topic(self, key)
-        if not doc.get("public"):
-            raise Forbidden("Only public topics can be joined.", code="topic_not_public")
-        await self.stores.topics.add(key, [caller.id], utcnow())
+        await self.services.topics.join(key, caller.id)
         self.send({"key": key, "subscribed": True})
 
     async def delete(self, key: str) -> None:
         caller = self.require_user()
-        await _topic(self, key)
-        await self.stores.topics.remove(key, [caller.id])
+        await self.services.topics.leave(key, caller.id)
         self.send({"key": key, "subscribed": False})

@@ -1,8 +1,8 @@
 """POST /api/v1/webhooks/twilio: SMS status callbacks.
 
 The `X-Twilio-Signature` is checked before anything else (HMAC-SHA1 over the URL Twilio
-called and the form fields, with the auth token). Callbacks arrive out of order, so a
-delivery only moves forward: sent → delivered or failed, never back.
+called and the form fields, with the auth token). The status goes to the domain
+(domain/delivery_reports.py), which moves a delivery forward only.
 """
 
 from __future__ import annotations
@@ -10,17 +10,11 @@ from __future__ import annotations
 from tornado.httputil import parse_body_arguments
 from twilio.request_validator import RequestValidator
 
-from domain.clock import utcnow
-from domain.notification_policy import DELIVERED, FAILED, QUEUED, SENT
+from domain.notification_policy import DELIVERED, FAILED, SENT
 from handlers.base import ApiError, BaseHandler
 
-# Twilio's MessageStatus → (our status, the statuses it may move from).
-_MOVES = {
-    "sent": (SENT, [QUEUED]),
-    "delivered": (DELIVERED, [QUEUED, SENT]),
-    "undelivered": (FAILED, [QUEUED, SENT]),
-    "failed": (FAILED, [QUEUED, SENT]),
-}
+# Twilio's MessageStatus → ours.
+_STATUSES = {"sent": SENT, "delivered": DELIVERED, "undelivered": FAILED, "failed": FAILED}
 
 
 class TwilioStatusHandler(BaseHandler):
@@ -40,15 +34,11 @@ class TwilioStatusHandler(BaseHandler):
         signature = self.request.headers.get("X-Twilio-Signature", "")
         if not signature or not RequestValidator(settings.twilio_auth_token).validate(url, params, signature):
             raise ApiError(403, "invalid_signature", "The X-Twilio-Signature does not match this request.")
-        move = _MOVES.get(params.get("MessageStatus", ""))
+        status = _STATUSES.get(params.get("MessageStatus", ""))
         notification_id = self.get_query_argument("n", None)
-        if move is not None and notification_id:
-            status, lower = move
-            fields = {"at": utcnow(), "provider_id": params.get("MessageSid")}
-            if status == FAILED:
-                fields["reason"] = f"twilio_{params.get('ErrorCode') or params['MessageStatus']}"
-            doc = await self.stores.notifications.advance_delivery(notification_id, "sms", status, lower, fields)
-            if doc is not None:
-                self.services.notifier.on_delivery("sms", status, fields.get("reason"))
+        if status is not None and notification_id:
+            reason = f"twilio_{params.get('ErrorCode') or params['MessageStatus']}" if status == FAILED else None
+            await self.services.delivery_reports.report(notification_id, "sms", status, provider_id=params.get("MessageSid"),
+                                                   reason=reason)
         self.set_status(204)
         self.finish()

@@ -69,7 +69,7 @@ class WebSocketHandler(Wired, tornado.websocket.WebSocketHandler):
         WEBSOCKET_CONNECTIONS.inc()
         settings = self.config
         self.session = Session(self.services.realtime, SendQueue(self._write_text, self._too_slow, settings.ws_send_buffer_bytes),
-                               order_owner=self._order_owner,
+                               order_owner=self.services.orders.owner,
                                anonymous_subscriptions=settings.ws_anonymous_max_subscriptions)
         self._expiry = None
         loop = asyncio.get_running_loop()
@@ -89,10 +89,6 @@ class WebSocketHandler(Wired, tornado.websocket.WebSocketHandler):
         if self.ws_connection is None or self.ws_connection.is_closing():
             raise tornado.websocket.WebSocketClosedError()
         return self.ws_connection._write_frame(True, 0x1, frame)
-
-    async def _order_owner(self, order_id: str) -> str | None:
-        order = await self.stores.orders.get(order_id)
-        return order and order["user_id"]
 
     def _authenticate(self, token, reply: dict | None = None) -> bool:
         try:

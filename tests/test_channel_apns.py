@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from channels.apns import ApnsChannel
-from channels.base import Message, PermanentError, Sent, TransientError
+from domain.delivery import Message, PermanentError, Sent, TransientError
 from channels.native_push import post
 from tests.apns_fake import ApnsFake
 from hub.adapters.outgoing import OutgoingPolicy

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from channels.base import Message, PermanentError, TransientError
+from domain.delivery import Message, PermanentError, TransientError
 from channels.email import POOL_SIZE, EmailChannel
 from tests.notify_e2e import sink  # noqa: F401  (fixture)
 from tests.peers import SmtpSink

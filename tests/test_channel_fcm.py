@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from channels.base import Message, PermanentError, Sent, TransientError
+from domain.delivery import Message, PermanentError, Sent, TransientError
 from channels.fcm import FcmChannel, load_service_account
 from hub.adapters.outgoing import OutgoingPolicy
 from tests.fcm_fake import FcmFake
@@ -113,6 +113,18 @@ async def test_priority_maps_to_android_and_apns(fcm, channel, priority, android
 async def test_data_too_large_for_fcm_keeps_only_the_notification_id_and_type(fcm, channel):
     await channel.send(message(fcm.registration_token(), data={"notes": "n" * 5000}))
     (got,) = await fcm.wait_for(1)
+    assert got["message"]["data"] == {"notification_id": "n-1", "type": "order_shipped"}
+
+
+async def test_a_payload_over_4_kib_is_refused_before_sending(fcm, channel):
+    token = fcm.registration_token()
+    with pytest.raises(PermanentError) as info:
+        await channel.send(message(token, content={"title": "t", "body": "b" * 5000}))
+    assert (info.value.reason, info.value.gone) == ("payload_too_large", False)
+    # Data within FCM's own data limit but not beside this text is left out: the text still goes.
+    await channel.send(message(token, content={"title": "t", "body": "b" * 2500}, data={"notes": "n" * 2000}))
+    (got,) = await fcm.wait_for(1)
+    assert got["message"]["notification"] == {"title": "t", "body": "b" * 2500}
     assert got["message"]["data"] == {"notification_id": "n-1", "type": "order_shipped"}
 
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 
-from channels.base import Message, PermanentError, Sent, TransientError
+from domain.delivery import Message, PermanentError, Sent, TransientError
 from channels.push import PushChannel, retry_after_seconds
 from channels.vapid import generate_vapid_keys, public_key_for
 from tests.notify_e2e import push  # noqa: F401  (fixture)

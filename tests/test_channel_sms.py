@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from channels.base import Message, PermanentError, TransientError
+from domain.delivery import Message, PermanentError, TransientError
 from channels.sms import SmsChannel
 from hub.adapters.outgoing import OutgoingPolicy
 from tests.peers import TwilioFake

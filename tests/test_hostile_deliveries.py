@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.base import Message, PermanentError
+from domain.delivery import Message, PermanentError
 from channels.email import EmailChannel
 from config.settings import SettingsError, load_settings
 from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F401  (fixtures)

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from fakeredis import FakeAsyncRedis
 from pymongo import AsyncMongoClient
 
-from channels.base import Channel, PermanentError, Sent, TransientError
+from domain.delivery import Channel, PermanentError, Sent, TransientError
 from domain.events import Rejected
 from domain.notification_templates import Templates
 from domain.notifications import LEASE, Notifier, public_notification

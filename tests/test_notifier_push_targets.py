@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from channels.base import PermanentError, Sent, TransientError
+from domain.delivery import PermanentError, Sent, TransientError
 from domain.notifications import public_notification, webpush_id
 from hub.stores.devices import DeviceStore
 from tests.test_notifier import RETRY_BASE_S, T0, FakeChannel, hub, requested, subscription  # noqa: F401

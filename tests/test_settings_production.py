@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from channels.base import Message, TransientError
+from domain.delivery import Message, TransientError
 from channels.email import EmailChannel
 from config.settings import load_settings
 from tests.peers import SmtpSink

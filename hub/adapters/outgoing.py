@@ -15,7 +15,7 @@ answer is read.
 - No redirects, no proxies from the environment, `Accept-Encoding: identity` (a small
   compressed answer cannot inflate), connect and total timeouts, answers read up to a cap.
 - What a provider answers is never shown to users: callers record a status and a reason
-  code (see channels/base.py).
+  code (see domain/delivery.py).
 
 Clients get all of this from `OutgoingPolicy.client()`, an `httpx.AsyncClient`.
 """

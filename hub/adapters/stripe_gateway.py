@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 
+import anyio
 import stripe
 
 from domain.errors import DomainError
@@ -17,7 +18,7 @@ STRIPE_CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # Stripe's error codes, e.g. 
 
 
 class PaymentProviderError(DomainError):
-    status, code = 502, "payment_provider_error"
+    code = "payment_provider_error"  # a 502 (handlers/errors.py)
 
 
 class _PolicyHTTPXClient(stripe.HTTPXClient):
@@ -25,8 +26,13 @@ class _PolicyHTTPXClient(stripe.HTTPXClient):
     addresses instead of its own 80 s timeout and unbounded reads."""
 
     def __init__(self, policy: OutgoingPolicy, api_base: str) -> None:
-        super().__init__(timeout=None)  # None: the client's own (the policy's) timeouts apply
+        # HTTPXClient.__init__ would build an httpx client (and a TLS context) only for us to
+        # replace it: skip to its base and set what it would have set.
+        super(stripe.HTTPXClient, self).__init__()
+        self.anyio = anyio
         self._client_async = policy.client(base_url=api_base)
+        self._client = None  # no sync calls
+        self._timeout = None  # None: the client's own (the policy's) timeouts apply
 
 
 class StripeGateway:

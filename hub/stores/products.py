@@ -24,7 +24,6 @@ _SORTS = {
     "-price": [("price_minor", DESCENDING), ("_id", ASCENDING)],
     "name": [("name", ASCENDING), ("_id", ASCENDING)],
 }
-SORTS = tuple(_SORTS)
 LIVE = {"deleted": False}
 _PUBLIC = {"outbox": 0, "holds": 0, "search_text": 0}
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-MAX_PER_USER = 100
-
 
 class StockAlertStore:
     def __init__(self, db) -> None:

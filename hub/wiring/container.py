@@ -19,14 +19,20 @@ from domain.catalog import Catalog
 from domain.checkout import Checkout
 from domain.clock import utcnow
 from domain.coupons import Coupons
+from domain.delivery_reports import DeliveryReports
+from domain.devices import Devices
 from domain.events import cloud_event
 from domain.feeds import ADMIN_ORDERS, user_feed
+from domain.inbox import Inbox
 from domain.notification_templates import Templates
 from domain.notifications import Notifier
 from domain.ordering import Orders
 from domain.payments import Payments
 from domain.points import Points
+from domain.service_events import ServiceEvents
+from domain.stock_alerts import StockAlerts
 from domain.tokens import AccessTokens
+from domain.topics import Topics
 from domain.unsubscribe import UnsubscribeLinks
 from channels.apns import ApnsChannel
 from channels.email import EmailChannel
@@ -47,6 +53,7 @@ from hub.stores.devices import DeviceStore
 from hub.stores.login_failures import LoginFailureStore
 from hub.stores.notifications import NotificationStore
 from hub.stores.orders import OrderStore
+from hub.stores.outbox import OutboxStore
 from hub.stores.payments import PaymentStore
 from hub.stores.points import PointsStore
 from hub.stores.products import ProductStore
@@ -78,6 +85,7 @@ class Stores:
     carts: CartStore
     topics: TopicStore
     broadcasts: BroadcastStore
+    outbox: OutboxStore  # events accepted over HTTP, until Kafka has them
 
     def all(self) -> list:
         return [getattr(self, f.name) for f in fields(self)]
@@ -89,6 +97,12 @@ class Services:
     access_tokens: AccessTokens
     accounts: Accounts
     rate_limiter: RateLimiter
+    service_events: ServiceEvents
+    topics: Topics
+    devices: Devices
+    stock_alerts: StockAlerts
+    inbox: Inbox
+    delivery_reports: DeliveryReports
     catalog: Catalog
     orders: Orders
     points: Points
@@ -105,7 +119,6 @@ class Services:
     realtime: Realtime  # the live fan-out (hub/live)
     channels: dict  # the delivery channels configured: name → sender (channels/)
     outgoing: OutgoingPolicy  # every provider client's HTTP calls
-    kafka: Kafka  # the producer, for what handlers publish as it is
 
 
 def build(settings: Settings, *, db, redis, kafka: Kafka, relay: OutboxRelay) -> tuple[Stores, Services]:
@@ -133,6 +146,7 @@ def _stores(db, relay: OutboxRelay) -> Stores:
         carts=CartStore(db, relay.notify("carts")),
         topics=TopicStore(db),
         broadcasts=BroadcastStore(db),
+        outbox=OutboxStore(db, relay.publisher("outbox")),
     )
 
 
@@ -142,6 +156,7 @@ def _services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Ser
     access_tokens = AccessTokens(settings.jwt_secret, settings.access_token_ttl_s)
     accounts = Accounts(stores.users, stores.refresh_tokens, access_tokens, settings.refresh_token_ttl_s,
                         login_failures=stores.login_failures, sms_countries=settings.sms_country_codes)
+    service_events = ServiceEvents(stores.users, stores.outbox, source=source)
     catalog = Catalog(stores.products, currency=settings.currency, clock=utcnow)
     orders = Orders(stores.orders, stores.products, source=source,
                     currency=settings.currency, payment_timeout_s=settings.order_payment_timeout_s, clock=utcnow,
@@ -158,14 +173,17 @@ def _services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Ser
     realtime = Realtime(redis, settings.redis_prefix, history_size=settings.ws_history_size,
                         history_age_s=settings.ws_history_ttl_s)
     channels = notification_channels(settings, realtime, outgoing)
+
+    def count_delivery(channel: str, status: str, reason: str | None) -> None:
+        DELIVERIES.labels(channel, status, reason or "").inc()
+
     templates = Templates(stores.templates, on_failure=lambda channel: TEMPLATE_FAILURES.labels(channel).inc())
     notifier = Notifier(
         stores.notifications, stores.users, stores.products, stores.stock_alerts, templates,
         FrequencyCaps(redis, settings.redis_prefix), channels, clock=utcnow,
         retry_base_s=settings.notify_retry_base_s, max_attempts=settings.notify_max_attempts,
         source=source,
-        on_delivery=lambda channel, status, reason: DELIVERIES.labels(channel, status, reason or "").inc(),
-        devices=stores.devices,
+        on_delivery=count_delivery, devices=stores.devices,
         on_target=lambda kind, status, reason: PUSH_TARGETS.labels(kind, status, reason or "").inc(),
         sms_countries=settings.sms_country_codes, sms_max_per_day=settings.sms_max_per_day)
     dispatcher = Dispatcher(notifier, stores.notifications, concurrency=settings.notify_concurrency, clock=utcnow)
@@ -201,10 +219,14 @@ def _services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Ser
     notifier.on_broadcast_moves = broadcasts.delivery_moved
     return Services(
         access_tokens=access_tokens, accounts=accounts, rate_limiter=RateLimiter(redis, settings.redis_prefix),
+        service_events=service_events, topics=Topics(stores.topics, stores.users, clock=utcnow),
+        devices=Devices(stores.devices, stores.users, clock=utcnow),
+        stock_alerts=StockAlerts(stores.stock_alerts, clock=utcnow), inbox=Inbox(stores.notifications, clock=utcnow),
+        delivery_reports=DeliveryReports(stores.notifications, clock=utcnow, on_delivery=count_delivery),
         catalog=catalog, orders=orders, points=points, payments=payments, checkout=checkout, coupons=coupons,
         carts=carts, templates=templates, notifier=notifier, dispatcher=dispatcher, broadcasts=broadcasts,
         unsubscribe_links=unsubscribe_links, stripe=stripe, realtime=realtime, channels=channels,
-        outgoing=outgoing, kafka=kafka)
+        outgoing=outgoing)
 
 
 def notification_channels(settings: Settings, realtime: Realtime, outgoing: OutgoingPolicy) -> dict:

@@ -1,5 +1,8 @@
 """The outbox relay: publishes the events stored in order and product documents to Kafka,
-then removes them from the document.
+then removes them from the document; and the events accepted over HTTP (the `outbox`
+collection, hub/stores/outbox.py: one per document, any topic), deleting each once published.
+Those the request publishes itself at once (`publisher`), so what was answered 202 is on
+Kafka before the caller's next request, in order; only if that fails does the relay retry.
 
 Writers call `notify(collection)(doc_id)` after a change, so events normally go out within
 milliseconds. A scan every RECOVERY_S seconds (and one at start) finds what a process that
@@ -13,12 +16,14 @@ import asyncio
 import json
 import logging
 
+from domain.events import TOPIC_OF_PREFIX
 from domain.products import inventory_events
 from hub.wiring.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
 
 RECOVERY_S = 60.0
+PUBLISH_WAIT_S = 2.0  # how long a request waits on Kafka before leaving its event to the relay
 CONCURRENCY = 64
 _PENDING = {"outbox.0": {"$exists": True}}
 
@@ -45,6 +50,7 @@ _RENDERERS = {
     "carts": ("orders", _stored_events, _by_id),
     "products": ("inventory", _inventory_events, lambda entries: {"$in": entries}),
 }
+REQUESTED = "outbox"
 
 
 class OutboxRelay:
@@ -62,6 +68,15 @@ class OutboxRelay:
             self._pending.add((collection, doc_id))
             self._wake.set()
         return mark
+
+    def publisher(self, collection: str):
+        async def publish(doc_id: str) -> None:
+            try:
+                await asyncio.wait_for(self.publish(collection, doc_id), PUBLISH_WAIT_S)
+            except Exception:  # noqa: BLE001 - it is stored: the relay publishes it once Kafka takes it
+                log.warning("publish failed; the outbox relay retries it", exc_info=True)
+                self.notify(collection)(doc_id)
+        return publish
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -103,11 +118,14 @@ class OutboxRelay:
                 await asyncio.sleep(1)
 
     async def _scan(self) -> None:
-        found = dict.fromkeys((topic for topic, _, _ in _RENDERERS.values()), 0)
+        found = dict.fromkeys([*(topic for topic, _, _ in _RENDERERS.values()), *TOPIC_OF_PREFIX.values()], 0)
         for collection, (topic, _, _) in _RENDERERS.items():
             async for doc in self.db[collection].find(_PENDING, {"_id": 1}):
                 self._pending.add((collection, doc["_id"]))
                 found[topic] += 1
+        async for doc in self.db[REQUESTED].find({}, {"outbox.topic": 1}):
+            self._pending.add((REQUESTED, doc["_id"]))
+            found[doc["outbox"][0]["topic"]] += 1
         # Normally near 0 (events leave within milliseconds); a count that stays up means
         # Kafka is not taking them (docs/deployment.md, alert HubOutboxBacklog).
         for topic, count in found.items():
@@ -132,6 +150,8 @@ class OutboxRelay:
             doc = await self.db[collection].find_one({"_id": doc_id})
             if not doc or not doc.get("outbox"):
                 return []
+            if collection == REQUESTED:
+                return [await self._publish_requested(doc)]
             topic, render, published = _RENDERERS[collection]
             events = render(doc, self.source)
             values = [(key, json.dumps(event).encode()) for key, event in events]
@@ -142,3 +162,15 @@ class OutboxRelay:
             await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": published(doc["outbox"])}})
             OUTBOX_PUBLISHED.labels(topic).inc(len(events))
             return [event for _, event in events]
+
+    async def _publish_requested(self, doc: dict) -> dict:
+        """An event accepted over HTTP, stored as the JSON it goes out as; signed only when it is
+        the hub's own (a service's event never carries the hub's signature)."""
+        [entry] = doc["outbox"]
+        value = entry["value"].encode()
+        headers = self.kafka.signer.headers(value) if entry["signed"] else None
+        await self.kafka.producer.send_and_wait(self.kafka.topic(entry["topic"]), value, key=entry["key"].encode(),
+                                                headers=headers)
+        await self.db[REQUESTED].delete_one({"_id": doc["_id"]})
+        OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
+        return json.loads(value)

@@ -1,4 +1,5 @@
 """What every delivery channel implements: send one rendered message to one address.
+The domain's types (channels/ implements them; the domain never imports channels/).
 
 A channel never retries by itself: it says whether a failure is worth retrying
 (TransientError: timeouts, 4xx SMTP replies, 5xx HTTP answers, 429) or not
