@@ -21,9 +21,9 @@ from hub.wiring.client_ip import client_ip
 from hub.wiring.metrics import HTTP_LATENCY
 from hub.wiring.openapi import MAX_PATH_PARAMETER
 
-if TYPE_CHECKING:  # names only: handlers reach stores and services through the application
+if TYPE_CHECKING:  # names only: handlers reach the services through the application
     from config.settings import Settings
-    from hub.wiring.container import Services, Stores
+    from hub.wiring.container import Services
 
 log = logging.getLogger("hub.http")
 Model = TypeVar("Model", bound=BaseModel)
@@ -45,16 +45,12 @@ class ApiError(tornado.web.HTTPError):
 
 class Wired:
     """What a handler reaches of the hub, from the application settings (hub/wiring/app.py):
-    `self.config` (config/settings.py; `self.settings` is Tornado's), `self.stores`,
-    `self.services` (hub/wiring/container.py)."""
+    `self.config` (config/settings.py; `self.settings` is Tornado's) and `self.services`
+    (hub/wiring/container.py). No stores: handlers call services (tests/test_layout.py)."""
 
     @property
     def config(self) -> Settings:
         return self.application.settings["config"]
-
-    @property
-    def stores(self) -> Stores:
-        return self.application.settings["stores"]
 
     @property
     def services(self) -> Services:

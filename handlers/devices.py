@@ -55,7 +55,7 @@ class DevicesHandler(BaseHandler):
 
     async def get(self) -> None:
         caller = self.require_user()
-        self.send({"items": [public_device(d) for d in await self.stores.devices.of_user(caller.id)]})
+        self.send({"items": [public_device(d) for d in await self.services.devices.of_user(caller.id)]})
 
 
 class DeviceHandler(BaseHandler):

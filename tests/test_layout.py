@@ -13,16 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (folder, modules it must not import: a name and everything under it)
 RULES = [
-    ("domain", ("hub", "handlers", "channels", "tornado", "pymongo", "redis", "aiokafka")),
+    ("domain", ("hub", "handlers", "channels", "tornado", "pymongo", "motor", "bson", "mongomock", "redis",
+                "aiokafka")),
+    # Handlers reach stores and the broker only through the domain's services.
+    ("handlers", ("hub.stores", "hub.adapters.kafka", "hub.workers", "hub.adapters.mongo", "hub.adapters.redis_client",
+                  "aiokafka", "pymongo", "motor", "bson", "redis", "mongomock")),
     ("channels", ("handlers", "hub.wiring")),
     ("hub/live", ("handlers",)),
     ("hub/stores", ("handlers", "channels", "hub.live", "hub.workers")),
     ("hub/adapters", ("handlers", "channels", "hub.live", "hub.workers", "hub.stores")),
 ]
-
-# Imports that break a rule today and are being removed (issue 14 item 3 breaks the
-# domain ↔ channels circle); each is listed so that no new one slips in meanwhile.
-KNOWN = {("domain/notifications.py", "channels.base")}
 
 
 def imports(path: Path) -> set[str]:
@@ -50,11 +50,14 @@ def test_folder_imports_only_what_it_may(folder, forbidden):
         bad = {name for name in imports(path) if any(under(name, package) for package in forbidden)}
         # `from channels.base import X` is reported once, as channels.base.
         bad = {name for name in bad if name.rsplit(".", 1)[0] not in bad}
-        broken.update(f"{relative} imports {name}" for name in bad if (relative, name) not in KNOWN)
+        broken.update(f"{relative} imports {name}" for name in bad)
     assert not broken, "\n".join(sorted(broken))
 
 
-def test_known_exceptions_are_still_there():
-    """An exception that is gone must leave KNOWN too (else the list hides a new one)."""
-    for relative, name in KNOWN:
-        assert name in imports(ROOT / relative), f"{relative} no longer imports {name}: remove it from KNOWN"
+def test_handlers_reach_no_store():
+    """The application hands handlers the settings and the services, not the stores."""
+    found = [f"{path.name}:{node.lineno}" for path in sorted((ROOT / "handlers").glob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Attribute) and node.attr == "stores"
+             or isinstance(node, ast.Constant) and node.value == "stores"]
+    assert found == []

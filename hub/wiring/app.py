@@ -111,7 +111,6 @@ def make_app(hub) -> tornado.web.Application:
         ROUTES + WEB_ROUTES,  # the web app's files (not API: left out of the OpenAPI document)
         default_handler_class=NotFoundHandler,
         config=hub.settings,  # config/settings.py's Settings (a handler's `settings` is Tornado's)
-        stores=hub.stores,
         services=hub.services,
         health=hub.health,
         openapi=build_openapi(ROUTES, hub.settings),
