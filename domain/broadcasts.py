@@ -234,21 +234,10 @@ class Broadcasts:
                                                          {"broadcast_id": doc["_id"]})
         fresh = [d["_id"] for d, _ in built if d["_id"] in stored and self.notifier.is_fresh(d["_id"])]
         self._first_round.update(fresh)
-        await self.notifier.admit_batch(fresh)
-        slots = asyncio.Semaphore(self.concurrency)
-
-        async def dispatch(nid: str) -> None:
-            async with slots:
-                try:
-                    await self.notifier.process(nid)
-                except Exception:  # ours (the store): the job keeps its lease and runs again after it
-                    log.exception("broadcast dispatch failed; will retry", extra={"notification_id": nid})
-
         try:
-            await asyncio.gather(*(dispatch(nid) for nid in fresh))
+            await self.notifier.process_many(fresh, self.concurrency)
         finally:
             self._first_round.difference_update(fresh)
-            self.notifier.forget_admitted(fresh)
         counts: Counter = Counter()
         earlier = [d["_id"] for d, _ in built if d["_id"] not in stored]  # stored by an earlier try of this batch
         now_stored = [d for d, _ in built if d["_id"] in stored]

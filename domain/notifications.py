@@ -26,7 +26,7 @@ import hashlib
 import logging
 import random
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from jinja2 import TemplateError
 
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)  # a dispatch not finished by then is taken up again
 APPLIED_TOPICS = ("orders", "payments", "points")  # other services' events here are applied, then re-announced
 DEFAULT_PUSH_TTL_S = 24 * 3600
+# A batch's delivery logs are written this many notifications at a time: few writes, and
+# few messages sent but not yet recorded when a process dies (sent again after the lease).
+WRITE_EVERY = 64
 # The `push` channel's targets: kind -> the key of its sender in `channels` (Web Push is "push").
 PUSH_SENDERS = {"webpush": "push", "apns": "apns", "fcm": "fcm"}
 
@@ -79,7 +82,6 @@ class Notifier:
         # Set by the hub: (user id, category) → the signed one-click unsubscribe URL that
         # marketing emails carry (RFC 8058); and who hears of a broadcast's deliveries moving.
         self.unsubscribe_url: Callable[[str, str], str] | None = None
-        self._admitted: dict[str, datetime | None] = {}  # caps decided for a batch, for its `process`
         self.on_broadcast_moves: Callable[[dict, dict], None] = lambda doc, moves: None
 
     # Recording -------------------------------------------------------------------------
@@ -116,8 +118,7 @@ class Notifier:
         each and the ids stored now: the others were stored by an earlier try of the batch.
         The new ones with work wait for `process`, which the caller runs."""
         built = []
-        for user in users:
-            user = await self._with_devices(user)
+        for user in await self._with_devices(users):
             doc = await self._notification(notification_id(event["id"], planned.rule.type, user["_id"]),
                                            event, planned, user)
             doc.update(extra)
@@ -131,30 +132,6 @@ class Notifier:
 
     def is_fresh(self, nid: str) -> bool:
         return nid in self._fresh
-
-    async def admit_batch(self, nids: list[str]) -> None:
-        """The frequency caps of many just-recorded notifications in one Redis round trip,
-        for the `process` of each that follows (which would otherwise ask one at a time).
-        Only those that will reach the caps step: not expired, not held for DND, counted."""
-        now, entries = self.clock(), []
-        for nid in nids:
-            doc, user = self._fresh.get(nid, (None, None))
-            if doc is None or user is None or not counts_against_caps(doc["priority"]):
-                continue
-            prefs = effective_preferences(user.get("preferences"))
-            frequency = prefs["frequency"]
-            if (not frequency["max_per_hour"] or not frequency["max_per_day"]
-                    or timing(prefs, user.get("timezone") or "UTC", doc["priority"], now, doc.get("expires_at"))):
-                continue
-            queued = [c for c, d in doc["deliveries"].items() if d["status"] == QUEUED and not d.get("cleared")]
-            routed = route(prefs, doc["type"], doc["category"], queued, self._unavailable(user))
-            if any(status != SUPPRESSED for status, _ in routed.values()):
-                entries.append((doc["user_id"], nid, frequency["max_per_hour"], frequency["max_per_day"]))
-        self._admitted.update(await self.caps.admit_many(entries, now))
-
-    def forget_admitted(self, nids: list[str]) -> None:
-        for nid in nids:
-            self._admitted.pop(nid, None)
 
     async def _watchers(self, event: dict) -> list[str]:
         product_id = event["data"].get("product_id")
@@ -172,13 +149,16 @@ class Notifier:
             users = await self.users.admins()
         else:
             users = [u for u in [await self.users.get(user_id) for user_id in watchers] if u is not None]
-        return [await self._with_devices(u) for u in users]
+        return await self._with_devices(users)
 
-    async def _with_devices(self, user: dict | None) -> dict | None:
-        """The user with their native push devices under `devices` (when APNs or FCM is on)."""
-        if user is not None and self.devices is not None and ("apns" in self.channels or "fcm" in self.channels):
-            user["devices"] = await self.devices.of_user(user["_id"])
-        return user
+    async def _with_devices(self, users: list[dict]) -> list[dict]:
+        """The users, each with their native push devices under `devices` (when APNs or FCM
+        is on), read in one query."""
+        if users and self.devices is not None and ("apns" in self.channels or "fcm" in self.channels):
+            devices = await self.devices.of_users([user["_id"] for user in users])
+            for user in users:
+                user["devices"] = devices[user["_id"]]
+        return users
 
     async def _notification(self, nid: str, event: dict, planned: Planned, user: dict) -> dict:
         rule, now = planned.rule, self.clock()
@@ -249,34 +229,85 @@ class Notifier:
     # Processing ------------------------------------------------------------------------
     async def process(self, nid: str) -> None:
         """Moves the due deliveries of notification `nid` on; the caller holds its job."""
+        await self.process_many([nid])
+
+    async def process_many(self, nids: list[str], concurrency: int | None = None) -> None:
+        """Moves the due deliveries of these notifications on; the caller holds their jobs.
+        Those not in hand are read in one query (their users and devices in one more each),
+        the frequency caps of all are counted in one Redis round trip, up to `concurrency`
+        notifications send at once (each channel also bounds its own connections), and the
+        delivery logs and the jobs are written in one bulk write each. A notification that
+        fails by our fault (not a provider's) is logged and left to its job's lease."""
         now = self.clock()
-        doc, user = self._fresh.pop(nid, (None, None))
-        if doc is None:
-            doc = await self.store.get(nid)
-            if doc is None:  # a crash between storing the job and the notification
-                await self.store.set_job(nid, None)
+        found = {nid: self._fresh.pop(nid) for nid in nids if nid in self._fresh}
+        missing = [nid for nid in nids if nid not in found]
+        if missing:
+            docs = await self.store.many(missing, whole=True)
+            users = {u["_id"]: u for u in await self._with_devices(await self.users.many(
+                list({doc["user_id"] for doc in docs})))}
+            found.update((doc["_id"], (doc, users.get(doc["user_id"]))) for doc in docs)
+        # No notification: a crash came between storing its job and storing it.
+        jobs: dict[str, tuple[datetime | None, bool]] = {nid: (None, False) for nid in missing if nid not in found}
+        screened = {nid: self._screen(doc, user, now) for nid, (doc, user) in found.items()}
+        admitted = await self.caps.admit_many([s.caps for s in screened.values() if s.caps is not None], now)
+        slots = asyncio.Semaphore(concurrency or max(1, len(found)))
+
+        async def advance(nid: str) -> dict[str, dict]:
+            (doc, user), step = found[nid], screened[nid]
+            held, release = step.held, admitted.get(nid)
+            if release is not None:
+                expires_at = doc.get("expires_at")
+                held = (HELD, "frequency_cap", min(release, expires_at) if expires_at else release)
+            changes = dict(step.changes, **await self._clear(doc, step.fresh, held, now))
+            deliveries = doc["deliveries"]
+            sendable = [c for c in step.due
+                        if c not in changes or changes[c]["status"] == QUEUED and changes[c].get("cleared")]
+            if sendable:
+                async with slots:
+                    sent = await asyncio.gather(*(self._send(doc, user, c, changes.get(c, deliveries[c]), now)
+                                                  for c in sendable))
+                changes.update(zip(sendable, sent))
+            return changes
+
+        finished: dict[str, dict[str, dict]] = {}  # changes made, not written yet
+
+        async def settle(nid: str) -> None:
+            try:
+                finished[nid] = await advance(nid)
+            except Exception:  # the store or a bug: the job keeps its lease and runs again after it
+                log.exception("notification dispatch failed; will retry", extra={"notification_id": nid})
                 return
-            user = await self._with_devices(await self.users.get(doc["user_id"]))
-        deliveries = doc["deliveries"]
-        due = [channel for channel, d in deliveries.items() if _is_due(d, now)]
-        changes: dict[str, dict] = {}
-        if user is None:
-            changes = {channel: _moved(deliveries[channel], SUPPRESSED, "no_user", now) for channel in due}
-        elif due:
-            changes = await self._evaluate(doc, user, due, now)
-            sendable = [c for c in due if c not in changes or changes[c]["status"] == QUEUED and changes[c].get("cleared")]
-            sent = await asyncio.gather(*(self._send(doc, user, c, changes.get(c, deliveries[c]), now) for c in sendable))
-            changes.update(zip(sendable, sent))
-        expected = {channel: deliveries[channel]["status"] for channel in changes}
-        applied = await self.store.update_deliveries(nid, changes, expected)
-        for channel in applied:
-            self.on_delivery(channel, changes[channel]["status"], changes[channel].get("reason"))
-        if applied and doc.get("broadcast_id"):
-            self.on_broadcast_moves(doc, {c: (expected[c], changes[c]["status"]) for c in applied})
-        deliveries.update(changes)
-        waits = [d.get("next_at") or d.get("release_at") for d in deliveries.values() if d["status"] in (QUEUED, HELD)]
-        await self.store.set_job(nid, min((w for w in waits if w is not None), default=None),
-                                 held=any(d["status"] == HELD for d in deliveries.values()))
+            if len(finished) >= WRITE_EVERY:
+                written = dict(finished)
+                finished.clear()
+                await asyncio.shield(self._write(found, written, {}))  # a stop must not lose what was sent
+
+        try:
+            await asyncio.gather(*(settle(nid) for nid in found))
+        finally:
+            # Also when cancelled (the process stopping): what was sent is written, else it
+            # would be sent again when the job runs after its lease.
+            await self._write(found, finished, jobs)
+
+    async def _write(self, found: dict[str, tuple[dict, dict]], finished: dict[str, dict[str, dict]],
+                     jobs: dict[str, tuple[datetime | None, bool]]) -> None:
+        """The changed delivery logs (compare-and-set) and the notifications' next jobs."""
+        updates = {nid: (changes, {c: found[nid][0]["deliveries"][c]["status"] for c in changes})
+                   for nid, changes in finished.items()}
+        applied = await self.store.update_deliveries(updates)
+        jobs = dict(jobs)
+        for nid, (changes, expected) in updates.items():
+            doc = found[nid][0]
+            for channel in applied.get(nid, []):
+                self.on_delivery(channel, changes[channel]["status"], changes[channel].get("reason"))
+            if applied.get(nid) and doc.get("broadcast_id"):
+                self.on_broadcast_moves(doc, {c: (expected[c], changes[c]["status"]) for c in applied[nid]})
+            deliveries = doc["deliveries"]
+            deliveries.update(changes)
+            waits = [d.get("next_at") or d.get("release_at") for d in deliveries.values() if d["status"] in (QUEUED, HELD)]
+            jobs[nid] = (min((w for w in waits if w is not None), default=None),
+                         any(d["status"] == HELD for d in deliveries.values()))
+        await self.store.set_jobs(jobs)
 
     async def acknowledge(self, user_id: str, nid: str) -> bool:
         """The user's client received it live (`ack` frame): its websocket delivery moves to
@@ -288,35 +319,42 @@ class Notifier:
             return True
         return await self.store.owned(user_id, nid) is not None
 
-    async def _evaluate(self, doc: dict, user: dict, due: list[str], now: datetime) -> dict[str, dict]:
-        """The policy for the due deliveries: channel → its new delivery, for those that
-        are suppressed, held, or newly cleared to send (marked `cleared`)."""
-        deliveries, changes = doc["deliveries"], {}
+    def _screen(self, doc: dict, user: dict | None, now: datetime) -> "_Screened":
+        """The policy for the due deliveries up to the frequency caps: those suppressed
+        (routing, expiry, no user), the fresh ones still to clear, what holds them so far
+        (DND, a cap of 0), and the caps entry to count when that is all that is left."""
+        deliveries = doc["deliveries"]
+        due = [channel for channel, d in deliveries.items() if _is_due(d, now)]
+        if user is None:
+            return _Screened(due, {c: _moved(deliveries[c], SUPPRESSED, "no_user", now) for c in due}, [], None, None)
+        if not due:
+            return _Screened(due, {}, [], None, None)
+        changes = {}
         prefs = effective_preferences(user.get("preferences"))
         for channel, (status, reason) in route(prefs, doc["type"], doc["category"], due, self._unavailable(user)).items():
             if status == SUPPRESSED:
                 changes[channel] = _moved(deliveries[channel], SUPPRESSED, reason, now)
         expires_at = doc.get("expires_at")
-        fresh = [c for c in due if c not in changes and not deliveries[c].get("cleared")]
         if expires_at is not None and now >= expires_at:
             for channel in (c for c in due if c not in changes):
                 changes[channel] = _moved(deliveries[channel], SUPPRESSED, "expired", now)
-            return changes
+            return _Screened(due, changes, [], None, None)
+        fresh = [c for c in due if c not in changes and not deliveries[c].get("cleared")]
         if not fresh:
-            return changes
-        held = timing(prefs, user.get("timezone") or "UTC", doc["priority"], now, expires_at)
+            return _Screened(due, changes, [], None, None)
+        held, caps = timing(prefs, user.get("timezone") or "UTC", doc["priority"], now, expires_at), None
         if held is None and counts_against_caps(doc["priority"]):
             frequency = prefs["frequency"]
             if not frequency["max_per_hour"] or not frequency["max_per_day"]:
                 held = (SUPPRESSED, "frequency_cap", None)  # a cap of 0: such messages never fit
             else:
-                if doc["_id"] in self._admitted:  # counted with its batch (`admit_batch`)
-                    release = self._admitted.pop(doc["_id"])
-                else:
-                    release = await self.caps.admit(doc["user_id"], doc["_id"], now, frequency["max_per_hour"],
-                                                    frequency["max_per_day"])
-                if release is not None:
-                    held = (HELD, "frequency_cap", min(release, expires_at) if expires_at else release)
+                caps = (doc["user_id"], doc["_id"], frequency["max_per_hour"], frequency["max_per_day"])
+        return _Screened(due, changes, fresh, held, caps)
+
+    async def _clear(self, doc: dict, fresh: list[str], held: tuple | None, now: datetime) -> dict[str, dict]:
+        """The fresh deliveries' new state: held or suppressed by `held`, else cleared to
+        send (marked `cleared`; an SMS only under the hub's daily ceiling)."""
+        deliveries, changes = doc["deliveries"], {}
         for channel in fresh:
             if held is None and channel == "sms" and not await self._sms_fits(doc, now):
                 changes[channel] = _moved(deliveries[channel], SUPPRESSED, "sms_daily_limit", now)
@@ -473,6 +511,15 @@ class Notifier:
         devices = [t["address"] for t in gone if t["kind"] != "webpush"]
         if devices and self.devices is not None:
             await self.devices.remove_dead(devices)
+
+
+class _Screened(NamedTuple):
+    """`Notifier._screen`'s answer for one notification."""
+    due: list[str]
+    changes: dict[str, dict]
+    fresh: list[str]
+    held: tuple | None  # (status, reason, until) when something holds the fresh ones
+    caps: tuple | None  # (user id, notification id, max per hour, max per day) to admit
 
 
 def webpush_id(subscription) -> str:

@@ -187,13 +187,14 @@ async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_a
         running.remove(first)
         await first.stop()  # half-way: its partitions go to the second process
         api = Api(f"http://127.0.0.1:{second.port}")
-        # What the first left leased (stored, not yet sent) is taken up once its lease runs
-        # out; "time passing" is simulated by making those jobs due now.
-        store = second.hub.stores.notifications
-        await store.jobs.update_many({}, {"$set": {"due_at": datetime.now(timezone.utc)}})
         done = await finished(api, bid, timeout=180)
         assert done["processed"] == 2_000 and done["counts"]["email"].get("sent", 0) + \
             done["counts"]["email"].get("queued", 0) == 2_000
+        # What the first left leased (stored, not yet sent) is taken up once its lease runs
+        # out; "time passing" is simulated by making those jobs due now (only now: the
+        # second's own jobs are leased while it works, and its lease does not run out either).
+        store = second.hub.notification_store
+        await store.jobs.update_many({}, {"$set": {"due_at": datetime.now(timezone.utc)}})
         await sink.wait_for(2_000, timeout=60)
         await quietly(2.0, lambda: len(sink.messages) == 2_000)
         by_address = _recipients(sink)

@@ -27,6 +27,7 @@ def connect_mongo(settings: Settings):
 
 def embedded_client() -> "EmbeddedClient":
     _index_id_lookups()
+    _bulk_updates_take_sort()
     embedded_indexes.install()
     return EmbeddedClient(tz_aware=True)
 
@@ -49,6 +50,24 @@ def _await_cursor(cursor):
 
 AsyncCommandCursor.__await__ = _await_cursor
 AsyncLatentCommandCursor.__await__ = _await_cursor
+
+
+def _bulk_updates_take_sort() -> None:
+    """PyMongo's UpdateOne hands a bulk write a `sort` (MongoDB 8) that mongomock's bulk
+    builder does not know: taken, and ignored unless given (this code never sorts one)."""
+    from mongomock.collection import BulkOperationBuilder
+
+    add_update = BulkOperationBuilder.add_update
+    if getattr(add_update, "takes_sort", False):
+        return
+
+    def with_sort(self, selector, doc, multi=False, upsert=False, sort=None, **options):
+        if sort is not None:
+            raise NotImplementedError("a sorted update in a bulk write")
+        return add_update(self, selector, doc, multi, upsert, **options)
+
+    with_sort.takes_sort = True
+    BulkOperationBuilder.add_update = with_sort
 
 
 def _index_id_lookups() -> None:

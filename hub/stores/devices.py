@@ -49,6 +49,14 @@ class DeviceStore:
     async def of_user(self, user_id: str) -> list[dict]:
         return await self.col.find({"user_id": user_id}).sort([("created_at", ASCENDING), ("_id", ASCENDING)]).to_list(None)
 
+    async def of_users(self, user_ids: list[str]) -> dict[str, list[dict]]:
+        """`of_user` for many users in one query (by the `by_user` index): user id → devices."""
+        found: dict[str, list[dict]] = {user_id: [] for user_id in user_ids}
+        cursor = self.col.find({"user_id": {"$in": user_ids}}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+        async for device in cursor:
+            found[device["user_id"]].append(device)
+        return found
+
     async def remove(self, user_id: str, device_id: str) -> bool:
         """Only the user's own: False when they have no such device."""
         result = await self.col.delete_one({"_id": device_id, "user_id": user_id})

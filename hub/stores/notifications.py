@@ -5,9 +5,10 @@ inbox, however large it grows."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, DeleteMany, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 MAX_PAGE = 100
@@ -56,8 +57,10 @@ class NotificationStore:
     async def get(self, notification_id: str) -> dict | None:
         return await self.col.find_one({"_id": notification_id})
 
-    async def many(self, notification_ids: list[str]) -> list[dict]:
-        return await self.col.find({"_id": {"$in": notification_ids}}, {"deliveries": 1}).to_list(None)
+    async def many(self, notification_ids: list[str], *, whole: bool = False) -> list[dict]:
+        """The notifications with these ids that exist (only their deliveries unless `whole`)."""
+        projection = None if whole else {"deliveries": 1}
+        return await self.col.find({"_id": {"$in": notification_ids}}, projection).to_list(None)
 
     async def owned(self, user_id: str, notification_id: str) -> dict | None:
         return await self.col.find_one({"_id": notification_id, "user_id": user_id})
@@ -83,23 +86,33 @@ class NotificationStore:
         result = await self.col.update_many({"user_id": user_id, "read_at": None}, {"$set": {"read_at": at}})
         return result.modified_count
 
-    async def update_deliveries(self, notification_id: str, deliveries: dict[str, dict],
-                                expected: dict[str, str]) -> list[str]:
-        """Replaces each channel's delivery if its status is still the expected one
-        (compare-and-set); returns the channels replaced. One write when nothing moved
-        meanwhile (the usual case), else one per channel."""
-        if not deliveries:
-            return []
+    async def update_deliveries(self, updates: dict[str, tuple[dict[str, dict], dict[str, str]]]) -> dict[str, list[str]]:
+        """For each notification id, (new deliveries by channel, the status each is expected to
+        have): replaces each channel's delivery if its status is still the expected one
+        (compare-and-set). Returns, per notification, the channels replaced. One bulk write
+        when nothing moved meanwhile (the usual case); else the notifications it missed are
+        written one channel at a time. Each delivery carries the write's random id, so that
+        a read tells which notifications the bulk write changed (its answer only counts them)."""
+        updates = {nid: update for nid, update in updates.items() if update[0]}
+        if not updates:
+            return {}
+        write = os.urandom(8).hex()
 
-        async def replace(channels) -> bool:
-            result = await self.col.update_one(
-                {"_id": notification_id, **{f"deliveries.{c}.status": expected[c] for c in channels}},
-                {"$set": {f"deliveries.{c}": deliveries[c] for c in channels}})
-            return result.modified_count == 1
+        def replace(nid: str, channels) -> UpdateOne:
+            deliveries, expected = updates[nid]
+            return UpdateOne({"_id": nid, **{f"deliveries.{c}.status": expected[c] for c in channels}},
+                             {"$set": {f"deliveries.{c}": dict(deliveries[c], write=write) for c in channels}})
 
-        if await replace(list(deliveries)):
-            return list(deliveries)
-        return [channel for channel in deliveries if await replace([channel])]
+        result = await self.col.bulk_write([replace(nid, list(update[0])) for nid, update in updates.items()],
+                                           ordered=False)
+        applied = {nid: list(update[0]) for nid, update in updates.items()}
+        if result.matched_count == len(updates):
+            return applied
+        async for doc in self.col.find({"_id": {"$in": list(updates)}}, {"deliveries": 1}):
+            if not any(d.get("write") == write for d in doc["deliveries"].values()):
+                applied[doc["_id"]] = [c for c in updates[doc["_id"]][0]
+                                       if (await self.col.bulk_write([replace(doc["_id"], [c])])).matched_count == 1]
+        return applied
 
     async def advance_delivery(self, notification_id: str, channel: str, status: str, lower: list[str],
                                fields: dict, *, user_id: str | None = None) -> dict | None:
@@ -123,12 +136,15 @@ class NotificationStore:
                                             {"$set": {"due_at": lease_until}})
         return result.modified_count == 1
 
-    async def set_job(self, notification_id: str, due_at: datetime | None, *, held: bool = False) -> None:
-        """The next time the notification needs work, or no job when none is left."""
-        if due_at is None:
-            await self.jobs.delete_one({"_id": notification_id})
-        else:
-            await self.jobs.update_one({"_id": notification_id}, {"$set": {"due_at": due_at, "held": held}}, upsert=True)
+    async def set_jobs(self, jobs: dict[str, tuple[datetime | None, bool]]) -> None:
+        """Notification id → (the next time it needs work, whether it is held): one bulk
+        write; no job for those with no work left."""
+        done = [nid for nid, (due_at, _) in jobs.items() if due_at is None]
+        writes = [DeleteMany({"_id": {"$in": done}})] if done else []
+        writes += [UpdateOne({"_id": nid}, {"$set": {"due_at": due_at, "held": held}}, upsert=True)
+                   for nid, (due_at, held) in jobs.items() if due_at is not None]
+        if writes:
+            await self.jobs.bulk_write(writes, ordered=False)
 
     async def held_count(self) -> int:
         return await self.jobs.count_documents({"held": True})
