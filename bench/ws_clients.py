@@ -1,10 +1,15 @@
 """The WebSocket side of bench/ws_fanout.py, in a process of its own: N clients, each
 subscribed to one product channel and (with a token) its own user channel.
 
-Reads a JSON spec on stdin's first line: {"url", "clients", "products", "tokens"}; prints
+Reads a JSON spec on stdin's first line: {"url", "clients", "products", "tokens", "protocol"}; prints
 "ready" once every client is subscribed. Then each line "report" on stdin prints a JSON line
 with what arrived since the previous report: frames, and produce-to-receive latency
 quantiles read from the `"t":<epoch seconds>` the producer put in each event. "quit" ends.
+
+`"protocol": "socketio"` speaks Socket.IO (v5 over Engine.IO v4, WebSocket transport only) to
+bench/ws_socketio.py on the same socket library: the Engine.IO open packet, `40` to join the
+default namespace, `42["subscribe", channel]`, a pong (`3`) for every ping (`2`); an event
+arrives as `42["event", {...}]`. Otherwise the hub's protocol (and the baseline's).
 """
 
 from __future__ import annotations
@@ -37,16 +42,28 @@ class Stats:
 
 async def client(spec: dict, i: int, stats: Stats, ready: asyncio.Queue) -> None:
     token = spec["tokens"][i] if spec["tokens"] else None
-    conn = await websocket_connect(spec["url"] + (f"?token={token}" if token else ""), max_message_size=1 << 20)
+    socketio = spec.get("protocol") == "socketio"
+    query = "?EIO=4&transport=websocket" if socketio else ""
+    if token:
+        query += f"{'&' if query else '?'}token={token}"
+    conn = await websocket_connect(spec["url"] + query, max_message_size=1 << 20)
     channels = [f"product:p{i % spec['products']}"] + (["user"] if token else [])
+    if socketio:
+        await conn.read_message()  # Engine.IO open: 0{"sid":…}
+        await conn.write_message("40")
+        await conn.read_message()  # namespace joined: 40{"sid":…}
     for channel in channels:
-        await conn.write_message(json.dumps({"op": "subscribe", "channel": channel}))
+        await conn.write_message(f'42["subscribe",{json.dumps(channel)}]' if socketio
+                                 else json.dumps({"op": "subscribe", "channel": channel}))
     pending = len(channels)
     while True:
         frame = await conn.read_message()
         if frame is None:
             stats.closed += 1
             return
+        if socketio and frame == "2":
+            conn.write_message("3")
+            continue
         if pending:
             if '"subscribed"' in frame:
                 pending -= 1
