@@ -223,7 +223,7 @@ async def drive(target, clients: Clients, count: int, products: int, rate: int, 
     owed_p = owed_u = 0.0
     next_p = next_u = 0
     clients.report()  # start a fresh window
-    cpu_before = cpu_seconds(target.proc.pid)
+    cpu_before, clients_before = cpu_seconds(target.proc.pid), cpu_seconds(clients.proc.pid)
     loop = asyncio.get_running_loop()
     start = loop.time()
     ticks = int(seconds / TICK_S)
@@ -240,8 +240,10 @@ async def drive(target, clients: Clients, count: int, products: int, rate: int, 
     expected = next_p * fan_out + next_u
     await asyncio.sleep(2.0)
     result = clients.report()
-    cpu_us = (cpu_seconds(target.proc.pid) - cpu_before) * 1e6 / max(1, result["frames"])
-    result.update(expected=int(expected), rate=result["frames"] / seconds, cpu_us=cpu_us)
+    frames = max(1, result["frames"])
+    cpu_us = (cpu_seconds(target.proc.pid) - cpu_before) * 1e6 / frames
+    clients_us = (cpu_seconds(clients.proc.pid) - clients_before) * 1e6 / frames
+    result.update(expected=int(expected), rate=result["frames"] / seconds, cpu_us=cpu_us, clients_us=clients_us)
     return result
 
 
@@ -268,7 +270,7 @@ async def measure(target, args) -> dict:
             r = await drive(target, clients, count, args.products, rate, args.seconds, args.user_share)
             print(f"{target.name:<8} clients={count:<5} target {rate:6d}/s   received {r['frames']:7d} of {r['expected']:7d}"
                   f"   {r['rate']:8.0f} deliveries/s   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms"
-                  f"   closed {r['closed']}   server CPU {r['cpu_us']:.1f} µs/delivery")
+                  f"   closed {r['closed']}   server CPU {r['cpu_us']:.1f} µs/delivery   clients {r['clients_us']:.1f} µs")
             results[count, rate] = r
         clients.stop()
     return results
