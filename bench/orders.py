@@ -5,6 +5,11 @@ MONGODB_URI / REDIS_URL / KAFKA_BOOTSTRAP_SERVERS), creates the catalog and user
 runs each scenario with `-c` concurrent clients and prints throughput, latency
 percentiles and the oversell check (stock taken must equal the orders that succeeded).
 
+Against a real MongoDB: `MONGODB_URI=mongodb://host:27017 MONGODB_DB=bench python orders.py ...`
+(a database of its own: the bench writes a catalog, customers and orders). The customers are new on every run, so a run can follow another on
+the same database; the catalog then holds every run's products, which the search figure counts,
+so compare search on a fresh database.
+
 Usage: `.venv/bin/python bench/orders.py [-n 5000] [-c 50]`
 """
 
@@ -14,6 +19,7 @@ import argparse
 import asyncio
 import os
 import random
+import uuid
 
 from harness import Client, free_port, measure, start_hub
 
@@ -48,9 +54,10 @@ async def main(args) -> None:
         sellout_stock = args.n // 2  # half the orders must fail: oversell would show as more successes
         _, sellout = await client.call("POST", "/api/v1/products", {"name": "Sell-out item", "price": "5.00",
                                                                     "stock": sellout_stock}, admin)
-        tokens = []
+        tokens, run = [], uuid.uuid4().hex[:8]  # new customers on every run (a real database keeps the last run's)
         for i in range(args.concurrency):
-            _, s = await client.call("POST", "/api/v1/auth/register", {"email": f"bench{i}@example.com", "password": "correct-horse"})
+            _, s = await client.call("POST", "/api/v1/auth/register", {"email": f"bench{i}-{run}@example.com",
+                                                                       "password": "correct-horse"})
             tokens.append(s["access_token"])
 
         async def order(product_id: str, i: int) -> int:

@@ -50,8 +50,8 @@ async def until(predicate, timeout: float = 5.0, what: str = "condition"):
 
 # SendQueue ------------------------------------------------------------------------------
 class FakeSocket:
-    """`write` records the frame and returns a future the test completes with `flush`
-    (or one already completed: a socket that takes everything at once)."""
+    """`write` records the frame and returns a future the test completes with `flush` (or
+    None: a socket that takes everything at once, as the gateway's writer says it)."""
 
     def __init__(self, *, instant: bool = False) -> None:
         self.instant = instant
@@ -60,15 +60,14 @@ class FakeSocket:
         self.pending: list[asyncio.Future] = []
         self.closed = False
 
-    def write(self, frame: bytes) -> asyncio.Future:
+    def write(self, frame: bytes) -> asyncio.Future | None:
         if self.closed:
             raise WebSocketClosedError()
         self.written.append(frame)
-        future = asyncio.get_running_loop().create_future()
         if self.instant:
-            future.set_result(None)
-        else:
-            self.pending.append(future)
+            return None
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
         return future
 
     async def flush(self, error: Exception | None = None) -> None:

@@ -26,8 +26,9 @@ _CONFLATED = WEBSOCKET_FRAMES.labels("conflated")
 class SendQueue:
     def __init__(self, write: Callable[[bytes], asyncio.Future], on_overflow: Callable[[], None],
                  budget_bytes: int) -> None:
-        """`write` puts one frame on the socket and returns a future that completes when the
-        socket has taken it (writes complete in order)."""
+        """`write` puts one frame on the socket and returns None when the socket took it at
+        once, else a future that completes when the socket has taken it (writes complete in
+        order)."""
         self._write = write
         self._on_overflow = on_overflow
         self.budget_bytes = budget_bytes
@@ -71,7 +72,9 @@ class SendQueue:
             self.close()
             return
         _SENT.inc(len(frames))
-        if flushed.done():  # the socket took it all at once: the usual case, nothing waits
+        if flushed is None:  # the socket took it all at once: the usual case, nothing waits
+            return
+        if flushed.done():
             if flushed.exception() is not None:
                 self.close()
             return
