@@ -2,6 +2,9 @@
 answers on 127.0.0.1:6379 (else the in-process stand-in), the document store, and a hub
 started in-process per test.
 
+Async tests and fixtures run under pytest-asyncio (asyncio_mode = auto, a loop per test); an
+async test without a `timeout` mark gets DEFAULT_TIMEOUT_S (pytest-timeout).
+
 The document store is the embedded one, or MongoDB when MONGODB_URI is set. A test marked
 `stores` runs once per store instead: embedded, SecantusDB (a MongoDB wire-protocol
 server this session starts as a child process: tests/secantus.py) and MONGODB_URI when
@@ -59,6 +62,16 @@ def pytest_report_header(config):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "stores: run the test once per document store (conftest.STORES)")
+
+
+DEFAULT_TIMEOUT_S = 60
+
+
+def pytest_collection_modifyitems(items):
+    # A test waiting on the network must fail, not hang; sync tests keep no limit.
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
 
 
 def pytest_generate_tests(metafunc):
@@ -125,13 +138,13 @@ def hub_env(kafka_bootstrap, mongo_uri):
 
 
 @pytest.fixture
-def hub_server(io_loop, hub_env):
+async def hub_server(hub_env):
     server = HubServer(load_settings(hub_env))
-    io_loop.run_sync(server.start)
+    await server.start()
     yield server
     if "MONGODB_URI" in hub_env:
-        io_loop.run_sync(lambda: server.hub.mongo_client.drop_database(hub_env["MONGODB_DB"]))
-    io_loop.run_sync(server.stop)
+        await server.hub.mongo_client.drop_database(hub_env["MONGODB_DB"])
+    await server.stop()
 
 
 class Api:
@@ -192,7 +205,7 @@ class Response:
 
 
 @pytest.fixture
-def api(hub_server):
+async def api(hub_server):  # async: the HTTP client belongs to the test's event loop
     return Api(f"http://127.0.0.1:{hub_server.port}")
 
 

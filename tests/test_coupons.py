@@ -20,7 +20,7 @@ from tests.checkout_helpers import (COUPONS, O, cents, coupon, coupon_of, kafka_
                                     stock)
 from tests.conftest import Api, interleave
 
-pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.stores]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.stores]
 
 
 @pytest.fixture
@@ -233,7 +233,7 @@ async def test_cancel_gives_the_use_back_once_and_says_so_on_kafka(api, hub_serv
     assert released["subject"] == placed.data["user_id"]
 
 
-async def test_an_unpaid_order_expiring_while_cancelled_gives_the_use_back_once(io_loop, hub_env, monkeypatch):
+async def test_an_unpaid_order_expiring_while_cancelled_gives_the_use_back_once(hub_env, monkeypatch):
     hub_env["ORDER_PAYMENT_TIMEOUT_S"] = "1"
     server = HubServer(load_settings(hub_env))
     await server.start()

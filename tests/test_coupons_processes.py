@@ -42,7 +42,7 @@ def hubs(secantus, kafka_bootstrap):
             hub.stop()
 
 
-@pytest.mark.gen_test(timeout=300)
+@pytest.mark.timeout(300)
 async def test_thirty_orders_on_two_processes_redeem_a_five_use_coupon_five_times(hubs):
     a, b = hubs
     admin = await a.api.admin_token()

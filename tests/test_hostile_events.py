@@ -15,7 +15,6 @@ import pytest
 from hub.event_signing import EventSigner
 from tests.conftest import SERVICE_KEY, get_order, placed
 
-pytestmark = pytest.mark.gen_test
 
 OTHER = "urn:test:other-service"
 

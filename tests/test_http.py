@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.gen_test
 
 REGISTER = "/api/v1/auth/register"
 
@@ -117,7 +116,7 @@ async def test_openapi_lists_every_route_with_body_schemas(api):
     assert paths["/api/v1/users/me"]["patch"]["security"] == [{"bearer": []}]
 
 
-async def test_cors_only_for_configured_origins(io_loop, hub_env):
+async def test_cors_only_for_configured_origins(hub_env):
     from config.settings import load_settings
     from hub.server import HubServer
     from tests.conftest import Api

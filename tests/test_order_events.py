@@ -22,7 +22,7 @@ from config.settings import load_settings
 from hub.server import HubServer
 from tests.conftest import SERVICE_KEY, SHARED_STORE, Api
 
-pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
+pytestmark = [pytest.mark.stores]
 
 ORDER_DATA_FIELDS = {"order_id", "number", "user_id", "status", "total", "currency"}
 INVENTORY_DATA_FIELDS = {"product_id", "available", "previous", "low_stock_threshold"}
@@ -296,7 +296,7 @@ async def test_inventory_low_fires_once_when_stock_crosses_below_the_threshold(a
 
 # 3. Concurrency ----------------------------------------------------------------------
 
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_200_concurrent_orders_for_50_in_stock(api, hub_server):
     kafka = hub_server.hub.kafka
     admin = await api.admin_token()
@@ -426,7 +426,7 @@ async def test_an_event_published_but_not_removed_before_a_crash_goes_out_again_
 
 # 6. Events from other services --------------------------------------------------------
 
-@pytest.mark.gen_test(timeout=90)
+@pytest.mark.timeout(90)
 async def test_events_from_other_services_take_effect_once_and_impossible_ones_are_dead_lettered(api, hub_server):
     kafka = hub_server.hub.kafka
     admin = await api.admin_token()
@@ -612,7 +612,7 @@ async def test_events_endpoint_needs_a_service_key_and_a_cloud_event(api, hub_se
 
 # 8. Two hub processes, one MongoDB -----------------------------------------------------
 
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("mongo_uri", [SHARED_STORE], indirect=True)  # the embedded store is per process
 async def test_two_hubs_sharing_one_mongodb_never_oversell(hub_env):
     hubs = OwnHubs(hub_env)

@@ -23,7 +23,7 @@ from tests.stripe_fake import (
     StripeFake, event, failed_intent, refunded_charge, sign, succeeded_intent,
 )
 
-pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
+pytestmark = [pytest.mark.stores]
 
 STRIPE_KEY = "sk_test_123"
 WHSEC = "whsec_test"
@@ -34,11 +34,11 @@ PAYMENT_FIELDS = {"id", "order_id", "provider", "payment_id", "amount", "currenc
 
 
 @pytest.fixture
-def stripe(io_loop):
+async def stripe():
     fake = StripeFake(api_key=STRIPE_KEY)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture
@@ -250,7 +250,7 @@ async def test_payment_intent_is_created_once_per_order_at_stripe(api, stripe):
     assert len(stripe.requests) == seen
 
 
-async def test_without_a_stripe_key_card_payments_are_unavailable(io_loop, hub_env, stripe):
+async def test_without_a_stripe_key_card_payments_are_unavailable(hub_env, stripe):
     hub_env.pop("STRIPE_API_KEY")
     server = HubServer(load_settings(hub_env))
     await server.start()

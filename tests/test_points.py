@@ -24,7 +24,7 @@ from hub.server import HubServer
 from tests.conftest import Api, get_order, placed
 from tests.stripe_fake import event, refunded_charge, sign, succeeded_intent
 
-pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
+pytestmark = [pytest.mark.stores]
 
 WHSEC = "whsec_points_test"
 O = "/api/v1/orders"
@@ -200,7 +200,7 @@ async def test_paying_an_order_earns_its_total_in_points_and_says_so_on_kafka(ap
 
 # 2. POINTS_PER_UNIT ----------------------------------------------------------------------
 
-async def test_points_per_unit_scales_and_floors_the_total(io_loop, hub_env):
+async def test_points_per_unit_scales_and_floors_the_total(hub_env):
     hub_env["POINTS_PER_UNIT"] = "1.5"
     server = HubServer(load_settings(hub_env))
     await server.start()

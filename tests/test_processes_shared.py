@@ -153,7 +153,7 @@ def note(user_id: str, title: str) -> dict:
 
 
 # 1. Stock --------------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=180)
+@pytest.mark.timeout(180)
 async def test_200_orders_racing_over_two_processes_for_50_in_stock_sell_exactly_50(deployment):
     a, b = deployment.hubs
     apis = [deployment.fast_api(a), deployment.fast_api(b)]
@@ -186,7 +186,7 @@ async def test_200_orders_racing_over_two_processes_for_50_in_stock_sell_exactly
 
 
 # 2. Notifications ------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=180)
+@pytest.mark.timeout(180)
 async def test_a_burst_of_notifications_over_two_dispatchers_sends_each_once(deployment):
     a, b = deployment.hubs
     sink = deployment.sink
@@ -212,7 +212,7 @@ async def test_a_burst_of_notifications_over_two_dispatchers_sends_each_once(dep
 
 
 # 3. Realtime -----------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_an_order_placed_on_a_is_watched_live_on_b(deployment):
     a, b = deployment.hubs
     admin = await a.api.admin_token()
@@ -235,7 +235,7 @@ async def test_an_order_placed_on_a_is_watched_live_on_b(deployment):
 
 
 # 4. Sweepers -----------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_an_expired_reservation_is_given_back_once_with_both_sweepers_running(deployment):
     a, _ = deployment.hubs
     admin = await a.api.admin_token()
@@ -262,7 +262,7 @@ async def test_an_expired_reservation_is_given_back_once_with_both_sweepers_runn
 
 
 # 5. SIGKILL ------------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=300)
+@pytest.mark.timeout(300)
 async def test_a_process_killed_mid_stream_loses_nothing_and_sends_nothing_twice(deployment):
     """Orders, payments (another service's events on Kafka) and notifications go to both
     processes; A is killed with SIGKILL half-way and started again. Afterwards: every

@@ -19,7 +19,6 @@ from tests.test_process import ROOT, free_port, hub_environ
 
 # Files ---------------------------------------------------------------------------------------
 
-@pytest.mark.gen_test
 async def test_the_app_is_served_at_the_root_with_its_assets_and_worker(api):
     page = await api.call("GET", "/")
     assert page.status == 200
@@ -41,7 +40,6 @@ async def test_the_app_is_served_at_the_root_with_its_assets_and_worker(api):
         assert r.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.gen_test
 async def test_missing_files_are_404_and_nothing_outside_static_is_served(api):
     r = await api.call("GET", "/static/nope.js")
     assert r.status == 404 and r.headers["Content-Type"].startswith("text/plain")
@@ -53,7 +51,6 @@ async def test_missing_files_are_404_and_nothing_outside_static_is_served(api):
     assert r.status == 404 and r.error_code == "route_not_found"
 
 
-@pytest.mark.gen_test
 async def test_the_app_is_no_part_of_the_api_description(api):
     paths = (await api.call("GET", "/api/v1/openapi.json")).data["paths"]
     assert "/" not in paths and "/sw.js" not in paths and not any(p.startswith("/static") for p in paths)
@@ -67,7 +64,6 @@ def hub_env(hub_env):
     return hub_env
 
 
-@pytest.mark.gen_test
 async def test_demo_seeds_products_and_a_customer_once(api, hub_server):
     r = await api.call("GET", "/api/v1/products?limit=100")
     assert r.data["total"] == len(PRODUCTS)
@@ -89,8 +85,7 @@ async def test_demo_seeds_products_and_a_customer_once(api, hub_server):
     assert (await api.call("GET", "/api/v1/products?limit=100")).data["total"] == len(PRODUCTS)
 
 
-@pytest.mark.gen_test
-async def test_demo_without_admin_settings_creates_its_own_admin(io_loop, hub_env):
+async def test_demo_without_admin_settings_creates_its_own_admin(hub_env):
     from hub.server import HubServer
     from tests.conftest import Api
 

@@ -22,7 +22,7 @@ async def frame(ws) -> dict:
     return json.loads(message)
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_token_in_query_joins_the_user_channel(api):
     session = await api.register()
     ws = await connect(api, f"?token={session['access_token']}")
@@ -33,7 +33,7 @@ async def test_token_in_query_joins_the_user_channel(api):
     ws.close()
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_auth_frame_then_subscribe(api):
     session = await api.register()
     ws = await connect(api)
@@ -46,21 +46,21 @@ async def test_auth_frame_then_subscribe(api):
     ws.close()
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_a_bad_token_closes_with_4401(api):
     ws = await connect(api, "?token=not-a-token")
     assert await ws.read_message() is None
     assert ws.close_code == 4401
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_no_auth_within_5_seconds_closes_with_4401(api):
     ws = await connect(api)
     assert await ws.read_message() is None
     assert ws.close_code == 4401 and ws.close_reason == "authentication_timeout"
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_garbage_gets_error_frames_and_the_socket_stays_usable(api):
     session = await api.register()
     ws = await connect(api, f"?token={session['access_token']}")
@@ -76,7 +76,7 @@ async def test_garbage_gets_error_frames_and_the_socket_stays_usable(api):
     ws.close()
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_a_frame_over_64_kib_closes_the_socket(api):
     session = await api.register()
     ws = await connect(api, f"?token={session['access_token']}")
@@ -85,7 +85,7 @@ async def test_a_frame_over_64_kib_closes_the_socket(api):
     assert ws.close_code == 1009  # message too big
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_shutdown_sends_a_jittered_reconnect_hint_and_closes_with_1001(hub_env):
     server = HubServer(load_settings(hub_env))
     await server.start()
