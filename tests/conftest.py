@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,9 +112,21 @@ def kafka_bootstrap():
     asyncio.run(broker.stop())
 
 
+def drop_keys(redis_url: str, prefix: str) -> None:
+    """Removes a test hub's Redis keys (each hub has a prefix of its own in db 15)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.unlink(*keys[start:start + 1000])
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def hub_env(kafka_bootstrap, mongo_uri):
-    """Environment for a test hub; tests may add to it before the hub starts."""
+    """Environment for a test hub; tests may add to it before the hub starts. The hub's Redis
+    keys are removed afterwards."""
     env = {
         "HUB_ENV": "test",
         "HUB_PORT": "0",
@@ -131,10 +144,12 @@ def hub_env(kafka_bootstrap, mongo_uri):
     if REDIS_URL:
         env["REDIS_URL"] = REDIS_URL
         # Rate-limit counters and the like must not leak from one test (or run) into another.
-        env["HUB_REDIS_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}:"
+        env["HUB_REDIS_PREFIX"] = redis_prefix = f"test-{uuid.uuid4().hex[:12]}:"
     if mongo_uri:
         env["MONGODB_URI"] = mongo_uri
-    return env
+    yield env
+    if REDIS_URL:
+        drop_keys(REDIS_URL, redis_prefix)
 
 
 @pytest.fixture
@@ -213,11 +228,20 @@ class KafkaTopics:
     """Reads what the hub under test put on its (prefixed) topics, from the beginning."""
 
     def __init__(self, hub) -> None:
+        self.hub = hub
         self.kafka = hub.kafka
 
-    async def read(self, topic: str, *, until=lambda events: False, timeout: float = 10.0) -> list[dict]:
-        """All events on `topic`, waiting up to `timeout` s for `until(events)` to hold."""
+    async def settled(self) -> None:
+        """See `settled`: then `read` without `until` has all there will be."""
+        await settled(self.hub)
+
+    async def read(self, topic: str, *, until=None, timeout: float = 10.0) -> list[dict]:
+        """All events on `topic`, waiting up to `timeout` s for `until(events)` to hold; without
+        `until`, those on it now (after `settled`: all there will be)."""
         from aiokafka import AIOKafkaConsumer
+
+        if until is None:
+            return [json.loads(m.value) for m in await on_kafka(self.kafka, topic)]
 
         consumer = AIOKafkaConsumer(self.kafka.topic(topic), bootstrap_servers=self.kafka.bootstrap_servers,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
@@ -238,6 +262,42 @@ class KafkaTopics:
     async def send(self, topic: str, value, key: str = "k") -> None:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         await self.kafka.producer.send_and_wait(self.kafka.topic(topic), raw, key=key.encode())
+
+
+async def on_kafka(kafka, topic: str) -> list:
+    """Every record on the hub's (prefixed) `topic` up to its end as it is now: after
+    `settled`, all there will be."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        name = kafka.topic(topic)
+        await consumer.topics()  # the metadata of every topic
+        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for messages in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(messages)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def settled(hub) -> None:
+    """Returns once what the hub was doing is done: the events it stored are on Kafka, each
+    of its consumer groups has handled every event on its topics, and a further round finds
+    nothing new. After it, "nothing else happened" is asserted without a sleep."""
+    ends = None
+    while True:
+        await hub.relay.drained()
+        now = [await consumer.caught_up() for consumer in hub.consumers]
+        if now == ends:
+            return
+        ends = now
 
 
 @pytest.fixture

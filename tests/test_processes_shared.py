@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI, SERVICE_KEY, Api
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI, SERVICE_KEY, Api, drop_keys
 from tests.peers import SmtpSink
-from tests.test_realtime_processes import HubProcess, Ws, base_environ, drop_keys, group_stable, shared_redis  # noqa: F401
+from tests.test_realtime_processes import HubProcess, Ws, base_environ, group_stable, shared_redis  # noqa: F401
 
 JWT_SECRET = "shared-processes-secret-" + "s" * 32
 

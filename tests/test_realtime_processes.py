@@ -36,7 +36,7 @@ from tornado.websocket import websocket_connect
 from config.settings import Settings
 from domain.tokens import AccessTokens
 from hub.event_signing import EventSigner
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, REDIS_URL, Api, placed
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, REDIS_URL, Api, drop_keys, placed
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "realtime-processes-secret-" + "z" * 32
@@ -79,16 +79,6 @@ def shared_redis():
         proc.kill()
         proc.wait(timeout=10)
         proc.stdout.close()
-
-
-def drop_keys(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 def free_port() -> int:
