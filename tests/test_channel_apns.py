@@ -17,6 +17,7 @@ from channels.native_push import post
 from tests.apns_fake import ApnsFake
 from hub.outgoing import OutgoingPolicy
 from tests.local_tls import LocalCA
+from tests.clock import Clock
 
 
 KEY_ID, TEAM_ID, TOPIC = "KEY1234567", "TEAM123456", "com.example.shop"
@@ -40,19 +41,6 @@ def key_file(tmp_path, signing_key):
     path.write_bytes(signing_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     return str(path)
-
-
-class Clock:
-    """A clock both sides read; tests move it."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -14,18 +14,8 @@ from channels.fcm import FcmChannel, load_service_account
 from hub.outgoing import OutgoingPolicy
 from tests.fcm_fake import FcmFake
 from tests.local_tls import LocalCA
+from tests.clock import Clock
 
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from domain.realtime_channels import (ADMIN_ORDERS, channel_key, channels_for_ev
 from hub.gateway import MAX_SUBSCRIPTIONS, Session
 from hub.realtime import Realtime
 from hub.send_queue import SendQueue
+from tests.clock import Clock
 from tests.conftest import REDIS_URL
 
 OWN = "/hub"
@@ -270,11 +271,11 @@ def new_redis():
 
 
 @contextlib.asynccontextmanager
-async def realtime(*, history_size: int = 100, history_age_s: int = 3600, redis=None):
+async def realtime(*, history_size: int = 100, history_age_s: int = 3600, redis=None, clock=time.time):
     """A started Realtime under a fresh prefix; its keys are removed afterwards."""
     client = redis or new_redis()
     prefix = f"rtu-{uuid.uuid4().hex[:10]}:"
-    rt = Realtime(client, prefix, history_size=history_size, history_age_s=history_age_s)
+    rt = Realtime(client, prefix, history_size=history_size, history_age_s=history_age_s, clock=clock)
     await rt.start()
     try:
         yield rt
@@ -402,11 +403,12 @@ async def test_since_replays_what_history_holds_and_says_none_when_it_cannot():
 
 @pytest.mark.timeout(30)
 async def test_history_older_than_its_age_is_gone():
-    async with realtime(history_age_s=1) as rt:
+    clock = Clock()
+    async with realtime(history_age_s=1, clock=clock) as rt:
         await rt.publish("m1", {"order:o": payload("1")})
         await rt.publish("m2", {"order:o": payload("2")})
         assert 0 < await rt.redis.pttl(rt._stream("order:o")) <= 1000
-        await asyncio.sleep(1.3)
+        clock.tick(1.3)
         await rt.publish("m3", {"order:o": payload("3")})
         assert await rt.since("order:o", 0) == (3, None)
         assert await rt.since("order:o", 1) == (3, None)
@@ -418,11 +420,12 @@ async def test_history_older_than_its_age_is_gone():
 async def test_entries_older_than_the_age_are_trimmed_from_a_stream_still_in_use():
     """Publishing every 1.2 s keeps the stream alive (its expiry is pushed back each time),
     so only the trim by age removes the old entries."""
-    async with realtime(history_age_s=2) as rt:
+    clock = Clock()
+    async with realtime(history_age_s=2, clock=clock) as rt:
         await rt.publish("m1", {"order:o": payload("1")})
-        await asyncio.sleep(1.2)
+        clock.tick(1.2)
         await rt.publish("m2", {"order:o": payload("2")})
-        await asyncio.sleep(1.2)
+        clock.tick(1.2)
         await rt.publish("m3", {"order:o": payload("3")})
         assert await rt.redis.xlen(rt._stream("order:o")) == 2
         assert await rt.since("order:o", 0) == (3, None)
