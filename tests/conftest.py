@@ -235,13 +235,15 @@ class KafkaTopics:
         """See `settled`: then `read` without `until` has all there will be."""
         await settled(self.hub)
 
-    async def read(self, topic: str, *, until=None, timeout: float = 10.0) -> list[dict]:
-        """All events on `topic`, waiting up to `timeout` s for `until(events)` to hold; without
-        `until`, those on it now (after `settled`: all there will be)."""
+    async def read(self, topic: str, *, until=None, timeout: float | None = None) -> list[dict]:
+        """All events on `topic`, waiting up to `timeout` s (10) for `until(events)` to hold;
+        with neither, those on it now (after `settled`: all there will be)."""
         from aiokafka import AIOKafkaConsumer
 
-        if until is None:
+        if until is None and timeout is None:
             return [json.loads(m.value) for m in await on_kafka(self.kafka, topic)]
+        until = until or (lambda events: False)
+        timeout = 10.0 if timeout is None else timeout
 
         consumer = AIOKafkaConsumer(self.kafka.topic(topic), bootstrap_servers=self.kafka.bootstrap_servers,
                                     auto_offset_reset="earliest", enable_auto_commit=False)

@@ -48,15 +48,17 @@ def as_record(m) -> Record:
     return Record(m.key.decode() if m.key is not None else None, m.value, value, m.partition, m.offset)
 
 
-async def read_records(kafka, topic: str, *, until=None, timeout: float = 10.0,
+async def read_records(kafka, topic: str, *, until=None, timeout: float | None = None,
                        linger: float = 0.0) -> list[Record]:
     """Every message on the hub's (prefixed) `topic`, from the beginning, with its key.
 
-    Polls until `until(records)` holds or `timeout` passes; then keeps reading `linger`
+    Polls until `until(records)` holds or `timeout` (10) s pass; then keeps reading `linger`
     more seconds (where no `settled` barrier can be had: hubs whose relay was stopped).
-    Without `until`: the messages on it now (after `settled`: all there will be)."""
-    if until is None:
+    With neither: the messages on it now (after `settled`: all there will be)."""
+    if until is None and timeout is None:
         return [as_record(m) for m in await on_kafka(kafka, topic)]
+    until = until or (lambda records: False)
+    timeout = 10.0 if timeout is None else timeout
     consumer = AIOKafkaConsumer(kafka.topic(topic), bootstrap_servers=kafka.bootstrap_servers,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
@@ -480,7 +482,8 @@ async def test_events_from_other_services_take_effect_once_and_impossible_ones_a
     assert not dlq_for(dlq, shipped["id"]), "the duplicate external event was not simply skipped"
     order = await poll_order(api, token, order_id, lambda o: True)
     assert len(order["status_history"]) == 4
-    records = await read_records(kafka, "orders", until=lambda rs: False, timeout=1.0)
+    await settled(hub_server.hub)
+    records = await read_records(kafka, "orders")
     assert len(hub_shipped(records)) == 1
     # The hub's own events were not applied again (nor dead-lettered as impossible moves).
     assert [h["status"] for h in order["status_history"]].count("confirmed") == 1

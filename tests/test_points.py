@@ -108,14 +108,16 @@ async def redeem(api, token: str, product_id, quantity=1):
     return await api.call("POST", MALL, {"product_id": product_id, "quantity": quantity}, token=token)
 
 
-async def records(hub, topic: str, *, until=None, timeout: float = 10.0) -> list[tuple[str | None, dict]]:
+async def records(hub, topic: str, *, until=None, timeout: float | None = None) -> list[tuple[str | None, dict]]:
     """(key, event) of everything on `topic` of this hub, from the beginning, waiting up to
-    `timeout` s for `until(records)`; without `until`, those on it now (after `settled`: all)."""
+    `timeout` s (10) for `until(records)`; with neither, those on it now (after `settled`: all)."""
     from aiokafka import AIOKafkaConsumer
 
     kafka = hub.kafka
-    if until is None:
+    if until is None and timeout is None:
         return [(m.key.decode() if m.key else None, json.loads(m.value)) for m in await on_kafka(kafka, topic)]
+    until = until or (lambda rs: False)
+    timeout = 10.0 if timeout is None else timeout
     consumer = AIOKafkaConsumer(kafka.topic(topic), bootstrap_servers=kafka.bootstrap_servers,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
