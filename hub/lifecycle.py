@@ -6,6 +6,7 @@ embedded stand-ins; nothing above this module knows which.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -260,8 +261,8 @@ class Hub:
             await self.sweeper.stop()
         if self.broadcasts is not None:
             await self.broadcasts.stop()
-        for consumer in self.consumers:
-            await consumer.stop()  # commits the offsets of what was handled
+        # All at once: each first waits out the fetch in hand. Each commits what it handled.
+        await asyncio.gather(*(consumer.stop() for consumer in self.consumers))
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.accounts is not None:

@@ -13,6 +13,7 @@ set. Tests of several hubs sharing one database use SHARED_STORE."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -22,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 import redis
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
@@ -63,16 +65,24 @@ def pytest_report_header(config):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "stores: run the test once per document store (conftest.STORES)")
+    config.addinivalue_line("markers", "services: uses the bundled Kafka broker or SecantusDB, which the session "
+                                       "starts as child processes (set here from the test's fixtures)")
+    config.addinivalue_line("markers", "slow: starts processes of its own (hubs, Redis servers, Chromium, the fuzzer)")
 
 
 DEFAULT_TIMEOUT_S = 60
+SERVICE_FIXTURES = {"kafka_bootstrap", "secantus_uri"}
 
 
 def pytest_collection_modifyitems(items):
-    # A test waiting on the network must fail, not hang; sync tests keep no limit.
     for item in items:
+        # A test waiting on the network must fail, not hang; sync tests keep no limit.
         if inspect.iscoroutinefunction(getattr(item, "obj", None)) and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
+        # `make test-fast` leaves these out (-m "not services and not slow").
+        store = getattr(getattr(item, "callspec", None), "params", {}).get("mongo_uri")
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or store == "secantus":
+            item.add_marker(pytest.mark.services)
 
 
 def pytest_generate_tests(metafunc):
@@ -123,10 +133,9 @@ def drop_keys(redis_url: str, prefix: str) -> None:
         client.close()
 
 
-@pytest.fixture
-def hub_env(kafka_bootstrap, mongo_uri):
-    """Environment for a test hub; tests may add to it before the hub starts. The hub's Redis
-    keys are removed afterwards."""
+@contextlib.contextmanager
+def hub_environment(kafka_bootstrap: str, mongo_uri: str | None):
+    """Environment for a test hub; its Redis keys are removed afterwards."""
     env = {
         "HUB_ENV": "test",
         "HUB_PORT": "0",
@@ -152,14 +161,39 @@ def hub_env(kafka_bootstrap, mongo_uri):
         drop_keys(REDIS_URL, redis_prefix)
 
 
+@contextlib.asynccontextmanager
+async def running_hub(env: dict):
+    server = HubServer(load_settings(env))
+    await server.start()
+    try:
+        yield server
+    finally:
+        if "MONGODB_URI" in env:
+            await server.hub.mongo_client.drop_database(env["MONGODB_DB"])
+        await server.stop()
+
+
+@pytest.fixture
+def hub_env(kafka_bootstrap, mongo_uri):
+    """Environment for a test hub; tests may add to it before the hub starts."""
+    with hub_environment(kafka_bootstrap, mongo_uri) as env:
+        yield env
+
+
 @pytest.fixture
 async def hub_server(hub_env):
-    server = HubServer(load_settings(hub_env))
-    await server.start()
-    yield server
-    if "MONGODB_URI" in hub_env:
-        await server.hub.mongo_client.drop_database(hub_env["MONGODB_DB"])
-    await server.stop()
+    async with running_hub(hub_env) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_api(kafka_bootstrap):
+    """One hub for the tests of a module that change nothing another test looks at (bad
+    input, reads, new users of their own): its start and stop are paid once. Such a test is
+    marked `pytest.mark.asyncio(loop_scope="module")`: the hub lives on the module's loop."""
+    with hub_environment(kafka_bootstrap, MONGODB_URI) as env:
+        async with running_hub(env) as server:
+            yield Api(f"http://127.0.0.1:{server.port}")
 
 
 class Api:

@@ -15,6 +15,8 @@ from tests.checkout_helpers import coupon, coupon_of, order, stock
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI
 from tests.test_realtime_processes import HubProcess, base_environ
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def secantus(request):

@@ -27,6 +27,8 @@ from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI, SERVICE_KEY
 from tests.peers import SmtpSink
 from tests.test_realtime_processes import HubProcess, Ws, base_environ, group_stable, shared_redis  # noqa: F401
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 JWT_SECRET = "shared-processes-secret-" + "s" * 32
 
 

@@ -38,6 +38,8 @@ from domain.tokens import AccessTokens
 from hub.event_signing import EventSigner
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, REDIS_URL, Api, drop_keys, placed
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "realtime-processes-secret-" + "z" * 32
 SIGNER = EventSigner(JWT_SECRET)  # the events below stand for the hub's own (source /hub)

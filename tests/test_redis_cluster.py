@@ -35,6 +35,8 @@ from tests.redis_cluster import ClusterUnavailable, LocalRedisCluster
 from tests.test_realtime_gateway import (Ws, fresh_product, is_subscribed, restock, rising_from, seqs,
                                         settled_seq)
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def cluster():

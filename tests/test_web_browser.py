@@ -53,6 +53,7 @@ pytestmark = [
     pytest.mark.skipif(async_playwright is None, reason="playwright is not installed (pip install -r requirements-dev.txt)"),
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: apt-get install chromium (or set HUB_TEST_CHROMIUM)"),
     pytest.mark.timeout(90),
+    pytest.mark.slow,  # Chromium
 ]
 
 
