@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench clean chromium promtool
+.PHONY: run test test-fast bench clean chromium promtool
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev chromium promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests that need no broker, database server or process of their own (markers
+# `services` and `slow`, tests/conftest.py): domain rules, settings, channels against local
+# fakes, the realtime fan-out on Redis. Seconds to a minute, for the edit-test loop.
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "not services and not slow" $(PYTEST_ARGS)
 
 # tests/test_web_browser.py drives the distribution's Chromium. Installed here when it is
 # missing and can be (root with apt-get); if it still is not there, those tests are skipped

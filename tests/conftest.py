@@ -2,6 +2,9 @@
 answers on 127.0.0.1:6379 (else the in-process stand-in), the document store, and a hub
 started in-process per test.
 
+Async tests and fixtures run under pytest-asyncio (asyncio_mode = auto, a loop per test); an
+async test without a `timeout` mark gets DEFAULT_TIMEOUT_S (pytest-timeout).
+
 The document store is the embedded one, or MongoDB when MONGODB_URI is set. A test marked
 `stores` runs once per store instead: embedded, SecantusDB (a MongoDB wire-protocol
 server this session starts as a child process: tests/secantus.py) and MONGODB_URI when
@@ -10,6 +13,7 @@ set. Tests of several hubs sharing one database use SHARED_STORE."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -19,6 +23,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
+import redis
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +65,24 @@ def pytest_report_header(config):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "stores: run the test once per document store (conftest.STORES)")
+    config.addinivalue_line("markers", "services: uses the bundled Kafka broker or SecantusDB, which the session "
+                                       "starts as child processes (set here from the test's fixtures)")
+    config.addinivalue_line("markers", "slow: starts processes of its own (hubs, Redis servers, Chromium, the fuzzer)")
+
+
+DEFAULT_TIMEOUT_S = 60
+SERVICE_FIXTURES = {"kafka_bootstrap", "secantus_uri"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        # A test waiting on the network must fail, not hang; sync tests keep no limit.
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
+        # `make test-fast` leaves these out (-m "not services and not slow").
+        store = getattr(getattr(item, "callspec", None), "params", {}).get("mongo_uri")
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or store == "secantus":
+            item.add_marker(pytest.mark.services)
 
 
 def pytest_generate_tests(metafunc):
@@ -98,9 +122,20 @@ def kafka_bootstrap():
     asyncio.run(broker.stop())
 
 
-@pytest.fixture
-def hub_env(kafka_bootstrap, mongo_uri):
-    """Environment for a test hub; tests may add to it before the hub starts."""
+def drop_keys(redis_url: str, prefix: str) -> None:
+    """Removes a test hub's Redis keys (each hub has a prefix of its own in db 15)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.unlink(*keys[start:start + 1000])
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def hub_environment(kafka_bootstrap: str, mongo_uri: str | None):
+    """Environment for a test hub; its Redis keys are removed afterwards."""
     env = {
         "HUB_ENV": "test",
         "HUB_PORT": "0",
@@ -118,20 +153,47 @@ def hub_env(kafka_bootstrap, mongo_uri):
     if REDIS_URL:
         env["REDIS_URL"] = REDIS_URL
         # Rate-limit counters and the like must not leak from one test (or run) into another.
-        env["HUB_REDIS_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}:"
+        env["HUB_REDIS_PREFIX"] = redis_prefix = f"test-{uuid.uuid4().hex[:12]}:"
     if mongo_uri:
         env["MONGODB_URI"] = mongo_uri
-    return env
+    yield env
+    if REDIS_URL:
+        drop_keys(REDIS_URL, redis_prefix)
+
+
+@contextlib.asynccontextmanager
+async def running_hub(env: dict):
+    server = HubServer(load_settings(env))
+    await server.start()
+    try:
+        yield server
+    finally:
+        if "MONGODB_URI" in env:
+            await server.hub.mongo_client.drop_database(env["MONGODB_DB"])
+        await server.stop()
 
 
 @pytest.fixture
-def hub_server(io_loop, hub_env):
-    server = HubServer(load_settings(hub_env))
-    io_loop.run_sync(server.start)
-    yield server
-    if "MONGODB_URI" in hub_env:
-        io_loop.run_sync(lambda: server.hub.mongo_client.drop_database(hub_env["MONGODB_DB"]))
-    io_loop.run_sync(server.stop)
+def hub_env(kafka_bootstrap, mongo_uri):
+    """Environment for a test hub; tests may add to it before the hub starts."""
+    with hub_environment(kafka_bootstrap, mongo_uri) as env:
+        yield env
+
+
+@pytest.fixture
+async def hub_server(hub_env):
+    async with running_hub(hub_env) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_api(kafka_bootstrap):
+    """One hub for the tests of a module that change nothing another test looks at (bad
+    input, reads, new users of their own): its start and stop are paid once. Such a test is
+    marked `pytest.mark.asyncio(loop_scope="module")`: the hub lives on the module's loop."""
+    with hub_environment(kafka_bootstrap, MONGODB_URI) as env:
+        async with running_hub(env) as server:
+            yield Api(f"http://127.0.0.1:{server.port}")
 
 
 class Api:
@@ -192,7 +254,7 @@ class Response:
 
 
 @pytest.fixture
-def api(hub_server):
+async def api(hub_server):  # async: the HTTP client belongs to the test's event loop
     return Api(f"http://127.0.0.1:{hub_server.port}")
 
 
@@ -200,11 +262,22 @@ class KafkaTopics:
     """Reads what the hub under test put on its (prefixed) topics, from the beginning."""
 
     def __init__(self, hub) -> None:
+        self.hub = hub
         self.kafka = hub.kafka
 
-    async def read(self, topic: str, *, until=lambda events: False, timeout: float = 10.0) -> list[dict]:
-        """All events on `topic`, waiting up to `timeout` s for `until(events)` to hold."""
+    async def settled(self) -> None:
+        """See `settled`: then `read` without `until` has all there will be."""
+        await settled(self.hub)
+
+    async def read(self, topic: str, *, until=None, timeout: float | None = None) -> list[dict]:
+        """All events on `topic`, waiting up to `timeout` s (10) for `until(events)` to hold;
+        with neither, those on it now (after `settled`: all there will be)."""
         from aiokafka import AIOKafkaConsumer
+
+        if until is None and timeout is None:
+            return [json.loads(m.value) for m in await on_kafka(self.kafka, topic)]
+        until = until or (lambda events: False)
+        timeout = 10.0 if timeout is None else timeout
 
         consumer = AIOKafkaConsumer(self.kafka.topic(topic), bootstrap_servers=self.kafka.bootstrap_servers,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
@@ -225,6 +298,42 @@ class KafkaTopics:
     async def send(self, topic: str, value, key: str = "k") -> None:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         await self.kafka.producer.send_and_wait(self.kafka.topic(topic), raw, key=key.encode())
+
+
+async def on_kafka(kafka, topic: str) -> list:
+    """Every record on the hub's (prefixed) `topic` up to its end as it is now: after
+    `settled`, all there will be."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        name = kafka.topic(topic)
+        await consumer.topics()  # the metadata of every topic
+        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for messages in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(messages)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def settled(hub) -> None:
+    """Returns once what the hub was doing is done: the events it stored are on Kafka, each
+    of its consumer groups has handled every event on its topics, and a further round finds
+    nothing new. After it, "nothing else happened" is asserted without a sleep."""
+    ends = None
+    while True:
+        await hub.relay.drained()
+        now = [await consumer.caught_up() for consumer in hub.consumers]
+        if now == ends:
+            return
+        ends = now
 
 
 @pytest.fixture

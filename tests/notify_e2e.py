@@ -43,19 +43,19 @@ def sink():
 
 
 @pytest.fixture
-def twilio(io_loop):
+async def twilio():
     fake = TwilioFake(TWILIO_SID, TWILIO_TOKEN)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture
-def push(io_loop):
+async def push():
     service = PushService()
-    io_loop.run_sync(service.start)
+    await service.start()
     yield service
-    io_loop.run_sync(service.stop)
+    await service.stop()
 
 
 @pytest.fixture

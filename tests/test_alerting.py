@@ -177,7 +177,7 @@ def backlog(topic: str) -> float | None:
     return REGISTRY.get_sample_value("hub_outbox_backlog_documents", {"topic": topic})
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_the_outbox_backlog_gauge_counts_documents_holding_events_at_each_scan():
     db = connect_mongo(load_settings({"HUB_ENV": "test"}))["outbox_backlog_test"]
     event = {"id": "e", "type": "order.created"}

@@ -11,7 +11,6 @@ from config.settings import load_settings
 from hub.wiring.server import HubServer
 from tests.conftest import SERVICE_KEY, Api
 
-pytestmark = pytest.mark.gen_test
 
 
 async def test_register_returns_user_and_tokens_and_me_works(api):
@@ -163,7 +162,7 @@ async def test_service_key_is_a_caller_but_not_a_user(api):
     assert bad.status == 401 and bad.error_code == "invalid_api_key"
 
 
-async def test_bootstrap_admin_is_created_once_and_signs_in(io_loop, hub_env):
+async def test_bootstrap_admin_is_created_once_and_signs_in(hub_env):
     hub_env.update({"HUB_ADMIN_EMAIL": "Root@Example.com", "HUB_ADMIN_PASSWORD": "admin-password-1"})  # overrides the default
     first = HubServer(load_settings(hub_env))
     await first.start()
@@ -178,7 +177,7 @@ async def test_bootstrap_admin_is_created_once_and_signs_in(io_loop, hub_env):
         await first.stop()
 
 
-async def test_auth_endpoints_are_rate_limited_per_ip(io_loop, hub_env):
+async def test_auth_endpoints_are_rate_limited_per_ip(hub_env):
     hub_env["HUB_AUTH_RATE_PER_IP"] = "3"
     server = HubServer(load_settings(hub_env))
     await server.start()

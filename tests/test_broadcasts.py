@@ -31,7 +31,7 @@ def _recipients(sink) -> Counter:
     return Counter(address for m in sink.messages for address in m.rcpt_tos)
 
 
-@pytest.mark.gen_test(timeout=300)
+@pytest.mark.timeout(300)
 async def test_topic_broadcast_reaches_each_member_once_by_their_rules(api, hub_server, sink):
     hub = hub_server.hub
     plain = await stored_users(hub, 4_940)
@@ -91,7 +91,7 @@ async def test_topic_broadcast_reaches_each_member_once_by_their_rules(api, hub_
     assert set(_recipients(sink).values()) == {1}
 
 
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_a_retried_request_is_the_same_broadcast_and_a_redelivered_batch_notifies_nobody_twice(
         api, hub_server, sink):
     hub = hub_server.hub
@@ -131,7 +131,7 @@ async def _processed(api, bid: str, n: int) -> bool:
     return (await progress(api, bid))["processed"] == n
 
 
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("extra_env", [{"HUB_BROADCAST_BATCH_SIZE": "50", "HUB_BROADCAST_CONCURRENCY": "8"}])
 async def test_cancel_stops_the_recipients_not_reached_yet(api, hub_server, sink):
     hub = hub_server.hub
@@ -162,10 +162,10 @@ async def _processed_at_least(api, bid: str, n: int) -> bool:
     return (await progress(api, bid))["processed"] >= n
 
 
-@pytest.mark.gen_test(timeout=240)
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("extra_env", [{"HUB_BROADCAST_BATCH_SIZE": "40", "HUB_BROADCAST_CONCURRENCY": "8"}])
 async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_and_doubles_nothing(
-        io_loop, hub_env, sink):
+        hub_env, sink):
     settings = load_settings(hub_env)
     first = HubServer(settings)
     await first.start()
@@ -193,7 +193,7 @@ async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_a
         # What the first left leased (stored, not yet sent) is taken up once its lease runs
         # out; "time passing" is simulated by making those jobs due now (only now: the
         # second's own jobs are leased while it works, and its lease does not run out either).
-        store = second.hub.notification_store
+        store = second.hub.stores.notifications
         await store.jobs.update_many({}, {"$set": {"due_at": datetime.now(timezone.utc)}})
         await sink.wait_for(2_000, timeout=60)
         await quietly(2.0, lambda: len(sink.messages) == 2_000)
@@ -208,7 +208,7 @@ async def test_two_processes_share_the_batches_and_one_stopping_half_way_loses_a
             await server.stop()
 
 
-@pytest.mark.gen_test(timeout=60)
+@pytest.mark.timeout(60)
 async def test_content_is_rendered_per_locale_once_but_per_user_when_the_template_names_the_user(api, hub_server,
                                                                                                   sink):
     admin = await api.admin_token()
@@ -227,7 +227,7 @@ async def test_content_is_rendered_per_locale_once_but_per_user_when_the_templat
     assert {subjects[u["email"]] for u in german} == {f"Hallo {u['name']}: Flash sale" for u in german}
 
 
-@pytest.mark.gen_test(timeout=60)
+@pytest.mark.timeout(60)
 async def test_frequency_caps_hold_broadcast_messages_over_the_cap(api, hub_server, sink):
     capped = await stored_users(hub_server.hub, 3, preferences={"frequency": {"max_per_hour": 1, "max_per_day": 5}})
     free = await stored_users(hub_server.hub, 3)

@@ -17,7 +17,7 @@ from tornado.websocket import websocket_connect
 from tests.checkout_helpers import CART, O, coupon, give_points, stock
 from tests.conftest import interleave
 
-pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.stores]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.stores]
 CART_FIELDS = {"items", "subtotal", "coupon_code", "discount", "points_used", "total", "currency", "updated_at"}
 ITEM_FIELDS = {"product_id", "name", "price", "quantity", "available"}
 

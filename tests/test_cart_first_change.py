@@ -9,7 +9,7 @@ import pytest
 
 from tests.checkout_helpers import CART
 
-pytestmark = [pytest.mark.gen_test(timeout=120)]
+pytestmark = [pytest.mark.timeout(120)]
 
 FIRST_CHANGES = [("PUT", f"{CART}/points", {"points": 5}), ("DELETE", f"{CART}/coupon", None),
                  ("DELETE", CART, None), ("PUT", f"{CART}/items/no-such-product", {"quantity": 0})]

@@ -17,8 +17,8 @@ from channels.native_push import post
 from tests.apns_fake import ApnsFake
 from hub.adapters.outgoing import OutgoingPolicy
 from tests.local_tls import LocalCA
+from tests.clock import Clock
 
-pytestmark = pytest.mark.gen_test
 
 KEY_ID, TEAM_ID, TOPIC = "KEY1234567", "TEAM123456", "com.example.shop"
 
@@ -43,47 +43,34 @@ def key_file(tmp_path, signing_key):
     return str(path)
 
 
-class Clock:
-    """A clock both sides read; tests move it."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock():
     return Clock()
 
 
-def _fake(io_loop, ca, signing_key, clock, topic=TOPIC):
+async def _fake(ca, signing_key, clock, topic=TOPIC):
     fake = ApnsFake(ca, signing_key.public_key(), key_id=KEY_ID, team_id=TEAM_ID, topic=topic,
                     clock=clock)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     return fake
 
 
 @pytest.fixture
-def apns(io_loop, ca, signing_key, clock):
-    fake = _fake(io_loop, ca, signing_key, clock)
+async def apns(ca, signing_key, clock):
+    fake = await _fake(ca, signing_key, clock)
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture
-def sandbox(io_loop, ca, signing_key, clock):
-    fake = _fake(io_loop, ca, signing_key, clock)
+async def sandbox(ca, signing_key, clock):
+    fake = await _fake(ca, signing_key, clock)
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture
-def channels(io_loop, ca, key_file, apns, sandbox, clock):
+async def channels(ca, key_file, apns, sandbox, clock):
     made = []
 
     def make(timeout_s: float = 10.0, topic=TOPIC) -> ApnsChannel:
@@ -95,7 +82,7 @@ def channels(io_loop, ca, key_file, apns, sandbox, clock):
 
     yield make
     for channel in made:
-        io_loop.run_sync(channel.close)
+        await channel.close()
 
 
 @pytest.fixture
@@ -304,7 +291,7 @@ async def test_concurrent_sends_share_one_connection_and_one_provider_token(apns
     assert len({r["provider_token"] for r in received}) == 1 and channel.tokens_signed == 1
 
 
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_2000_error_answers_on_one_connection_do_not_stall_the_client(apns, channel):
     token = apns.device_token()
     apns.answer(token, 400, "BadDeviceToken")

@@ -13,7 +13,6 @@ from channels.email import POOL_SIZE, EmailChannel
 from tests.notify_e2e import sink  # noqa: F401  (fixture)
 from tests.peers import SmtpSink
 
-pytestmark = pytest.mark.gen_test
 
 TO = "ann@example.org"
 HTML = ('<!doctype html><html><body><p>Hi <b>Ann</b> &amp; welcome &mdash; caf\u00e9 \u2713</p>'
@@ -30,10 +29,10 @@ def message(address: str = TO, **content) -> Message:
 
 
 @pytest.fixture
-def channel(io_loop, sink):
+async def channel(sink):
     channel = EmailChannel(sink.url, "Shop <shop@example.com>", timeout_s=2)
     yield channel
-    io_loop.run_sync(channel.close)
+    await channel.close()
 
 
 def free_port() -> int:

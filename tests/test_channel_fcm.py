@@ -14,19 +14,8 @@ from channels.fcm import FcmChannel, load_service_account
 from hub.adapters.outgoing import OutgoingPolicy
 from tests.fcm_fake import FcmFake
 from tests.local_tls import LocalCA
+from tests.clock import Clock
 
-pytestmark = pytest.mark.gen_test
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +26,11 @@ def ca():
 
 
 @pytest.fixture
-def fcm(io_loop, ca):
+async def fcm(ca):
     fake = FcmFake(ca)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture
@@ -57,7 +46,7 @@ def clock():
 
 
 @pytest.fixture
-def channels(io_loop, ca, fcm, account_file, clock):
+async def channels(ca, fcm, account_file, clock):
     made = []
 
     def make(timeout_s: float = 10.0, project: str | None = None) -> FcmChannel:
@@ -67,7 +56,7 @@ def channels(io_loop, ca, fcm, account_file, clock):
 
     yield make
     for channel in made:
-        io_loop.run_sync(channel.close)
+        await channel.close()
 
 
 @pytest.fixture

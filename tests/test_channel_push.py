@@ -21,7 +21,6 @@ from tests.notify_e2e import push  # noqa: F401  (fixture)
 from hub.adapters.outgoing import OutgoingPolicy
 from tests.push_service import PushService
 
-pytestmark = pytest.mark.gen_test
 
 PRIVATE, PUBLIC = generate_vapid_keys()
 OTHER_PRIVATE, OTHER_PUBLIC = generate_vapid_keys()
@@ -30,7 +29,7 @@ URL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 
 
 @pytest.fixture
-def channels(io_loop):
+async def channels():
     """make(...) builds a PushChannel; all are closed after the test."""
     made = []
 
@@ -41,7 +40,7 @@ def channels(io_loop):
 
     yield make
     for channel in made:
-        io_loop.run_sync(channel.close)
+        await channel.close()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from hub.adapters.outgoing import OutgoingPolicy
 from tests.peers import TwilioFake
 
 pytestmark = [
-    pytest.mark.gen_test,
     # aiohttp 3.14 deprecates the BasicAuth / `auth=` the twilio library passes
     pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning"),
@@ -31,11 +30,11 @@ def message(text: str = "Your code is 123456") -> Message:
 
 
 @pytest.fixture
-def twilio(io_loop):
+async def twilio():
     fake = TwilioFake(SID, TOKEN)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 def make_channel(base_url: str, *, token: str = TOKEN, callback: str | None = None, timeout_s: float = 2):
@@ -43,10 +42,10 @@ def make_channel(base_url: str, *, token: str = TOKEN, callback: str | None = No
 
 
 @pytest.fixture
-def channel(io_loop, twilio):
+async def channel(twilio):
     channel = make_channel(twilio.base_url)
     yield channel
-    io_loop.run_sync(channel.close)
+    await channel.close()
 
 
 async def test_posts_the_message_form_with_basic_auth(channel, twilio):

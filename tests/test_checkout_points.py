@@ -18,18 +18,18 @@ from tests.checkout_helpers import (O, POINTS, balance, cents, coupon, coupon_of
 from tests.conftest import interleave
 from tests.stripe_fake import StripeFake, event, refunded_charge, sign, succeeded_intent
 
-pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.stores]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.stores]
 
 STRIPE_KEY = "sk_test_points"
 WHSEC = "whsec_checkout"
 
 
 @pytest.fixture
-def stripe(io_loop):
+async def stripe():
     fake = StripeFake(api_key=STRIPE_KEY)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture

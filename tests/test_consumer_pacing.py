@@ -40,7 +40,7 @@ async def fetches_during(consumer: EventConsumer, seconds: float) -> int:
     return len(sent)
 
 
-@pytest.mark.gen_test(timeout=60)
+@pytest.mark.timeout(60)
 async def test_an_idle_consumer_polls_slowly_and_a_message_brings_it_back(hub_env, monkeypatch):
     monkeypatch.setattr(consumer_module, "IDLE_AFTER_S", 0.5)
     settings = load_settings({**hub_env, "HUB_KAFKA_IDLE_FETCH_MAX_WAIT_MS": "400"})

@@ -15,6 +15,8 @@ from tests.checkout_helpers import coupon, coupon_of, order, stock
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI
 from tests.test_realtime_processes import HubProcess, base_environ
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def secantus(request):
@@ -42,7 +44,7 @@ def hubs(secantus, kafka_bootstrap):
             hub.stop()
 
 
-@pytest.mark.gen_test(timeout=300)
+@pytest.mark.timeout(300)
 async def test_thirty_orders_on_two_processes_redeem_a_five_use_coupon_five_times(hubs):
     a, b = hubs
     admin = await a.api.admin_token()

@@ -11,7 +11,6 @@ import pytest
 from domain.devices import MAX_DEVICES_PER_USER
 from tests.notify_e2e import customer
 
-pytestmark = pytest.mark.gen_test
 
 DEVICES = "/api/v1/users/me/devices"
 

@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, SERVICE_KEY
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 EXAMPLES = os.environ.get("HUB_FUZZ_EXAMPLES", "10")
 SEED = os.environ.get("HUB_FUZZ_SEED", "20261129")
 RUN_LIMIT_S = 600

@@ -21,7 +21,6 @@ from domain.users import normalize_email
 from hub.wiring.server import HubServer
 from tests.conftest import ADMIN_EMAIL, Api, Response
 
-pytestmark = pytest.mark.gen_test
 
 LOGIN = "/api/v1/auth/login"
 
@@ -96,7 +95,7 @@ async def test_logout_is_in_the_openapi_document(api):
 
 
 # Bootstrap admin ------------------------------------------------------------------------------
-async def test_a_pre_registered_admin_email_is_refused_at_start_up(io_loop, hub_env, hub_server):
+async def test_a_pre_registered_admin_email_is_refused_at_start_up(hub_env, hub_server):
     """Someone registered the address the operator will name as HUB_ADMIN_EMAIL: the next
     start-up refuses (one line naming the setting) and the account stays a customer."""
     api = Api(f"http://127.0.0.1:{hub_server.port}")
@@ -113,7 +112,7 @@ async def test_a_pre_registered_admin_email_is_refused_at_start_up(io_loop, hub_
     assert login.status == 200 and login.data["user"]["roles"] == ["customer"]
 
 
-async def test_an_existing_bootstrap_admin_starts_again_unchanged(io_loop, hub_env, hub_server):
+async def test_an_existing_bootstrap_admin_starts_again_unchanged(hub_env, hub_server):
     # The conftest hub made ADMIN_EMAIL the bootstrap admin; a second process starting on
     # the same store finds it an admin and carries on.
     second = HubServer(load_settings(hub_env), mongo_client=hub_server.hub.mongo_client)

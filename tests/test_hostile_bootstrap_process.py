@@ -22,6 +22,8 @@ from pymongo import MongoClient
 
 from tests.test_process import ROOT, free_port, hub_environ
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 SECANTUS = Path(sys.executable).with_name("secantusd-py")
 
 

@@ -15,7 +15,6 @@ from config.settings import SettingsError, load_settings
 from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F401  (fixtures)
 from tests.notify_e2e import customer, deliveries, eventually, inbox_item, quietly, request_notification
 
-pytestmark = pytest.mark.gen_test
 
 COUNTRIES = {"HUB_SMS_ALLOWED_COUNTRIES": "1,44", "HUB_SMS_MAX_PER_DAY": "3"}
 

@@ -13,7 +13,7 @@ from tornado.websocket import websocket_connect
 from tests.conftest import SERVICE_KEY
 from tests.hostile import HEALTHZ_BUDGET_S, fields, snapshot, while_probing
 
-pytestmark = pytest.mark.gen_test(timeout=60)
+pytestmark = pytest.mark.timeout(60)
 
 HUGE_INT = "1" * 10_000
 # Each of these once cost seconds of CPU or a 500 (a Decimal multiplied before any bound).

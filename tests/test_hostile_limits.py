@@ -22,7 +22,7 @@ from hub.wiring.server import HubServer
 from tests.conftest import Api
 from tests.hostile import HEALTHZ_BUDGET_S, fields, snapshot, while_probing
 
-pytestmark = pytest.mark.gen_test(timeout=60)
+pytestmark = pytest.mark.timeout(60)
 ORDERS = "/api/v1/orders"
 
 
@@ -47,7 +47,7 @@ async def stock_of(api, product_id: str) -> int:
 
 # Orders ---------------------------------------------------------------------------------
 
-async def test_unpaid_orders_per_user_are_capped_with_429_and_nothing_reserved(io_loop, hub_env):
+async def test_unpaid_orders_per_user_are_capped_with_429_and_nothing_reserved(hub_env):
     async with hub_with(hub_env, HUB_MAX_UNPAID_ORDERS=3) as (server, api):
         admin = await api.admin_token()
         product = await api.product(admin, stock=50)
@@ -69,7 +69,7 @@ async def test_unpaid_orders_per_user_are_capped_with_429_and_nothing_reserved(i
         assert (await api.call("POST", ORDERS, line(product["id"]), token=hoarder)).status == 201
 
 
-async def test_quantity_per_line_over_the_setting_is_422_and_the_schema_says_so(io_loop, hub_env):
+async def test_quantity_per_line_over_the_setting_is_422_and_the_schema_says_so(hub_env):
     async with hub_with(hub_env, HUB_MAX_LINE_QUANTITY=5) as (server, api):
         admin = await api.admin_token()
         product = await api.product(admin, stock=50)
@@ -89,7 +89,7 @@ async def test_default_limits_are_the_contracts(hub_env):
     assert (settings.max_unpaid_orders, settings.max_line_quantity, settings.order_rate_per_user) == (10, 100, 60)
 
 
-async def test_order_placements_are_rate_limited_per_user(io_loop, hub_env):
+async def test_order_placements_are_rate_limited_per_user(hub_env):
     async with hub_with(hub_env, HUB_ORDER_RATE_PER_USER=3, HUB_MAX_UNPAID_ORDERS=50) as (server, api):
         admin = await api.admin_token()
         product = await api.product(admin, stock=50)
@@ -160,7 +160,7 @@ def test_trusted_proxies_setting_is_checked():
         load_settings({"HUB_TRUSTED_PROXIES": "10.0.0.0/8,not-a-network"})
 
 
-async def test_rate_limits_count_the_forwarded_client_only_behind_a_trusted_proxy(io_loop, hub_env):
+async def test_rate_limits_count_the_forwarded_client_only_behind_a_trusted_proxy(hub_env):
     body = {"email": "nobody@example.com", "password": "wrong-password"}
 
     async def login(api, client):
@@ -208,7 +208,7 @@ def _closed_by_server(sock: socket.socket, wait_s: float = 2.0) -> bool:
         return False
 
 
-async def test_a_slowly_trickled_body_is_cut_off(io_loop, hub_env):
+async def test_a_slowly_trickled_body_is_cut_off(hub_env):
     async with hub_with(hub_env, HUB_BODY_TIMEOUT_S=1) as (server, api):
         before = await snapshot(server.hub)
         sock = _connect(server.port, "127.0.0.1")
@@ -237,7 +237,7 @@ async def test_a_slowly_trickled_body_is_cut_off(io_loop, hub_env):
         assert await snapshot(server.hub) == before
 
 
-async def test_connections_are_capped_per_address_and_in_all(io_loop, hub_env):
+async def test_connections_are_capped_per_address_and_in_all(hub_env):
     async with hub_with(hub_env, HUB_MAX_CONNECTIONS_PER_IP=4, HUB_MAX_CONNECTIONS=7) as (server, api):
         hog = [_connect(server.port, "127.0.0.2") for _ in range(4)]
         extra = _connect(server.port, "127.0.0.2")
@@ -274,7 +274,7 @@ async def _reply(ws) -> dict:
     return json.loads(message)
 
 
-async def test_anonymous_sockets_get_fewer_subscriptions_until_they_sign_in(io_loop, hub_env):
+async def test_anonymous_sockets_get_fewer_subscriptions_until_they_sign_in(hub_env):
     async with hub_with(hub_env, HUB_WS_ANONYMOUS_MAX_SUBSCRIPTIONS=3) as (server, api):
         token = (await api.register())["access_token"]
         ws = await _ws(server.port)
@@ -290,7 +290,7 @@ async def test_anonymous_sockets_get_fewer_subscriptions_until_they_sign_in(io_l
         ws.close()
 
 
-async def test_idle_anonymous_sockets_are_closed_and_busy_or_signed_in_ones_are_not(io_loop, hub_env):
+async def test_idle_anonymous_sockets_are_closed_and_busy_or_signed_in_ones_are_not(hub_env):
     async with hub_with(hub_env, HUB_WS_ANONYMOUS_IDLE_S=1) as (server, api):
         token = (await api.register())["access_token"]
         idle, busy, signed_in = await _ws(server.port), await _ws(server.port), await _ws(server.port, f"?token={token}")
@@ -309,7 +309,7 @@ async def test_idle_anonymous_sockets_are_closed_and_busy_or_signed_in_ones_are_
             ws.close()
 
 
-async def test_upgraded_websockets_leave_the_http_connection_count(io_loop, hub_env):
+async def test_upgraded_websockets_leave_the_http_connection_count(hub_env):
     # The gateway caps sockets itself (per user, per address); an HTTP cap must not count them.
     async with hub_with(hub_env, HUB_MAX_CONNECTIONS_PER_IP=3) as (server, api):
         sockets = [await _ws(server.port) for _ in range(6)]

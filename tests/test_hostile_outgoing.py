@@ -17,7 +17,6 @@ from hub.adapters.outgoing import (DEFAULT_PUSH_HOSTS, OutgoingPolicy, OutgoingR
 from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F401  (fixtures)
 from tests.notify_e2e import customer, deliveries, inbox_item, request_notification
 
-pytestmark = pytest.mark.gen_test
 
 
 class RawPeer:
@@ -65,7 +64,7 @@ class RawPeer:
 
 
 @pytest.fixture
-def peer(io_loop):
+async def peer():
     made = []
 
     async def make(answer=None, host="127.0.0.1") -> RawPeer:
@@ -74,7 +73,7 @@ def peer(io_loop):
 
     yield make
     for p in made:
-        io_loop.run_sync(p.stop)
+        await p.stop()
 
 
 def static_resolver(table: dict[str, list]):

@@ -13,7 +13,6 @@ import pytest
 from domain.template_sandbox import BoundedSandbox, render_bounded
 from tests.conftest import SERVICE_KEY
 
-pytestmark = pytest.mark.gen_test
 
 TYPE = "promo"
 DANGEROUS = {

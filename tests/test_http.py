@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.gen_test
 
 REGISTER = "/api/v1/auth/register"
+SHARED_HUB = pytest.mark.asyncio(loop_scope="module")  # tests/conftest.py shared_api
 
 
 def assert_error_shape(r, status, code=None):
@@ -17,26 +17,29 @@ def assert_error_shape(r, status, code=None):
         assert error["code"] == code
 
 
-async def test_malformed_json_is_400(api):
+@SHARED_HUB
+async def test_malformed_json_is_400(shared_api):
     for body in (b"{not json", b"\xff\xfe", b'{"email": "a@b.co",'):
-        r = await api.call("POST", REGISTER, body=body, headers={"Content-Type": "application/json"})
+        r = await shared_api.call("POST", REGISTER, body=body, headers={"Content-Type": "application/json"})
         assert_error_shape(r, 400, "malformed_json")
 
 
-async def test_wrong_types_and_missing_fields_are_422_naming_each_field(api):
-    r = await api.call("POST", REGISTER, {"email": 42, "password": ["x"], "timezone": 3})
+@SHARED_HUB
+async def test_wrong_types_and_missing_fields_are_422_naming_each_field(shared_api):
+    r = await shared_api.call("POST", REGISTER, {"email": 42, "password": ["x"], "timezone": 3})
     assert_error_shape(r, 422, "validation_failed")
     assert {d["field"] for d in r.data["error"]["details"]} == {"email", "password", "timezone"}
-    r = await api.call("POST", REGISTER, {})
+    r = await shared_api.call("POST", REGISTER, {})
     assert {d["field"] for d in r.data["error"]["details"]} == {"email", "password"}
-    r = await api.call("POST", REGISTER, [1, 2])
+    r = await shared_api.call("POST", REGISTER, [1, 2])
     assert_error_shape(r, 422)
-    r = await api.call("POST", REGISTER, {"email": "not-an-email", "password": "short"})
+    r = await shared_api.call("POST", REGISTER, {"email": "not-an-email", "password": "short"})
     assert {d["field"] for d in r.data["error"]["details"]} == {"email", "password"}
 
 
-async def test_empty_body_is_422_not_500(api):
-    r = await api.call("POST", REGISTER, body=b"")
+@SHARED_HUB
+async def test_empty_body_is_422_not_500(shared_api):
+    r = await shared_api.call("POST", REGISTER, body=b"")
     assert_error_shape(r, 422)
 
 
@@ -49,32 +52,35 @@ async def test_body_over_one_mebibyte_is_413_and_nothing_is_created(api, hub_ser
     assert (await api.call("GET", "/healthz")).status == 200
 
 
-async def test_chunked_body_over_the_limit_is_413(api):
+@SHARED_HUB
+async def test_chunked_body_over_the_limit_is_413(shared_api):
     async def producer(write):
         for _ in range(40):
             await write(b"x" * 65536)
 
     from tornado.httpclient import HTTPRequest
 
-    response = await api.client.fetch(HTTPRequest(
-        api.base_url + REGISTER, method="POST", body_producer=producer,
+    response = await shared_api.client.fetch(HTTPRequest(
+        shared_api.base_url + REGISTER, method="POST", body_producer=producer,
         headers={"Content-Type": "application/json"}), raise_error=False)
     assert response.code == 413
 
 
-async def test_unknown_route_and_wrong_method(api):
-    assert_error_shape(await api.call("GET", "/api/v1/nothing-here"), 404, "route_not_found")
-    assert_error_shape(await api.call("POST", "/nope", {"a": 1}), 404, "route_not_found")
-    assert_error_shape(await api.call("DELETE", "/api/v1/auth/login"), 405, "method_not_allowed")
-    assert_error_shape(await api.call("BREW", "/api/v1/auth/login"), 405, "method_not_allowed")
+@SHARED_HUB
+async def test_unknown_route_and_wrong_method(shared_api):
+    assert_error_shape(await shared_api.call("GET", "/api/v1/nothing-here"), 404, "route_not_found")
+    assert_error_shape(await shared_api.call("POST", "/nope", {"a": 1}), 404, "route_not_found")
+    assert_error_shape(await shared_api.call("DELETE", "/api/v1/auth/login"), 405, "method_not_allowed")
+    assert_error_shape(await shared_api.call("BREW", "/api/v1/auth/login"), 405, "method_not_allowed")
 
 
-async def test_health_ready_and_metrics(api):
-    r = await api.call("GET", "/healthz")
+@SHARED_HUB
+async def test_health_ready_and_metrics(shared_api):
+    r = await shared_api.call("GET", "/healthz")
     assert r.status == 200 and r.data == {"status": "ok"}
-    r = await api.call("GET", "/readyz")
+    r = await shared_api.call("GET", "/readyz")
     assert r.status == 200 and r.data == {"mongo": "up", "redis": "up", "kafka": "up"}
-    r = await api.call("GET", "/metrics")
+    r = await shared_api.call("GET", "/metrics")
     assert r.status == 200
     assert 'hub_http_request_duration_seconds_count{handler="ReadyHandler",method="GET",status="200"}' in r.data
     assert 'hub_http_request_duration_seconds_bucket{handler="HealthHandler",le="0.002",method="GET",status="200"}' in r.data
@@ -95,17 +101,19 @@ class _BrokenRedis:
         pass
 
 
-async def test_request_id_is_echoed_or_made(api):
-    r = await api.call("GET", "/healthz", headers={"X-Request-ID": "abc-123"})
+@SHARED_HUB
+async def test_request_id_is_echoed_or_made(shared_api):
+    r = await shared_api.call("GET", "/healthz", headers={"X-Request-ID": "abc-123"})
     assert r.headers["X-Request-ID"] == "abc-123"
-    r = await api.call("GET", "/healthz")
+    r = await shared_api.call("GET", "/healthz")
     assert len(r.headers["X-Request-ID"]) == 32
-    r = await api.call("GET", "/nope", headers={"X-Request-ID": "err-1"})
+    r = await shared_api.call("GET", "/nope", headers={"X-Request-ID": "err-1"})
     assert r.status == 404 and r.headers["X-Request-ID"] == "err-1"
 
 
-async def test_openapi_lists_every_route_with_body_schemas(api):
-    r = await api.call("GET", "/api/v1/openapi.json")
+@SHARED_HUB
+async def test_openapi_lists_every_route_with_body_schemas(shared_api):
+    r = await shared_api.call("GET", "/api/v1/openapi.json")
     assert r.status == 200 and r.data["openapi"].startswith("3.1")
     paths = r.data["paths"]
     for path in ("/healthz", "/readyz", "/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/users/me"):
@@ -117,7 +125,7 @@ async def test_openapi_lists_every_route_with_body_schemas(api):
     assert paths["/api/v1/users/me"]["patch"]["security"] == [{"bearer": []}]
 
 
-async def test_cors_only_for_configured_origins(io_loop, hub_env):
+async def test_cors_only_for_configured_origins(hub_env):
     from config.settings import load_settings
     from hub.wiring.server import HubServer
     from tests.conftest import Api

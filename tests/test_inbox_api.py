@@ -14,7 +14,7 @@ from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F40
 from tests.notify_e2e import (SERVICE_KEY, customer, deliveries, inbox, inbox_item, placed, quietly,
                               request_notification)
 
-pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
+pytestmark = [pytest.mark.stores]
 
 
 def note(user_id: str, **extra) -> dict:

@@ -16,7 +16,6 @@ from hub.adapters.mongo import connect_mongo, mongo_healthy
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.gen_test
 @pytest.mark.stores
 async def test_the_shapes_the_hub_relies_on_are_the_same_on_every_store(mongo_uri):
     settings = load_settings({"MONGODB_URI": mongo_uri} if mongo_uri else {})

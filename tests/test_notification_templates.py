@@ -12,7 +12,6 @@ from domain.errors import Invalid
 from domain.notification_templates import (DEFAULTS, MAX_TEMPLATE_CHARS, PARTS, Templates, check_parts,
                                            default_parts)
 
-pytestmark = pytest.mark.gen_test
 
 ORDER = {"order_id": "o-1", "number": "HUB-20260001", "user_id": "u-1", "status": "paid", "total": "59.90",
          "currency": "EUR"}

@@ -30,7 +30,7 @@ from hub.stores.templates import TemplateStore
 from hub.stores.users import UserStore
 from tests.conftest import REDIS_URL
 
-pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
+pytestmark = [pytest.mark.stores]
 
 # 23:00 in Paris (CEST, UTC+2) on 10 June 2026: inside a 22:00-08:00 window, which ends at
 # 06:00 UTC the next morning.
@@ -183,12 +183,12 @@ def requested(user_id: str, **fields) -> dict:
 
 
 @pytest.fixture
-def hub(io_loop, mongo_uri):
+async def hub(mongo_uri):
     database = f"hub_notifier_test_{uuid.uuid4().hex[:12]}"
     client = AsyncMongoClient(mongo_uri, tz_aware=True) if mongo_uri else embedded_client()
     redis = aioredis.from_url(REDIS_URL, decode_responses=True) if REDIS_URL else FakeAsyncRedis(decode_responses=True)
     h = Hub(client[database], redis, prefix=f"test-notifier-{uuid.uuid4().hex[:12]}:")
-    io_loop.run_sync(h.setup)
+    await h.setup()
     yield h
 
     async def teardown():
@@ -198,7 +198,7 @@ def hub(io_loop, mongo_uri):
         await redis.aclose()
         await client.drop_database(database)
         await client.close()
-    io_loop.run_sync(teardown)
+    await teardown()
 
 
 # Routing --------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from domain.notifications import public_notification, webpush_id
 from hub.stores.devices import DeviceStore
 from tests.test_notifier import RETRY_BASE_S, T0, FakeChannel, hub, requested, subscription  # noqa: F401
 
-pytestmark = pytest.mark.gen_test
 
 
 class DeviceChannel(FakeChannel):

@@ -18,7 +18,6 @@ from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F40
 from tests.notify_e2e import (PUBLIC_URL, TWILIO_FROM, TWILIO_TOKEN, WsClient, customer, deliveries, eventually,
                               inbox_item, metric_value, placed, quietly, request_notification)
 
-pytestmark = pytest.mark.gen_test
 
 
 async def subscribe_push(api, push, token) -> dict:

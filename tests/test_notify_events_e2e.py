@@ -14,7 +14,6 @@ from tests.conftest import ADMIN_EMAIL
 from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F401  (fixtures)
 from tests.notify_e2e import customer, deliveries, eventually, inbox, inbox_item, placed, quietly, requested_event
 
-pytestmark = pytest.mark.gen_test
 
 
 # notification.requested on Kafka ------------------------------------------------------------

@@ -21,7 +21,7 @@ from tests.notify_e2e import hub_env, push, sink, twilio  # noqa: F401  (fixture
 from tests.notify_e2e import (customer, deliveries, eventually, inbox_item, metric_value, placed, quietly,
                               request_notification)
 
-pytestmark = pytest.mark.gen_test(timeout=90)
+pytestmark = pytest.mark.timeout(90)
 
 KEY_ID, TEAM_ID, TOPIC = "KEY1234567", "TEAM123456", "com.example.shop"
 DEVICES = "/api/v1/users/me/devices"
@@ -40,19 +40,19 @@ def signing_key():
 
 
 @pytest.fixture
-def apns(io_loop, ca, signing_key):
+async def apns(ca, signing_key):
     fake = ApnsFake(ca, signing_key.public_key(), key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture
-def fcm(io_loop, ca):
+async def fcm(ca):
     fake = FcmFake(ca)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture

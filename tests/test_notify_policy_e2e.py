@@ -20,7 +20,6 @@ from tests.notify_e2e import extra_env, hub_env, push, sink, twilio  # noqa: F40
 from tests.notify_e2e import (Api, customer, deliveries, eventually, inbox, inbox_item, quietly,
                               request_notification)
 
-pytestmark = pytest.mark.gen_test
 
 TZ = "Asia/Kolkata"  # +05:30: a half-hour offset catches UTC-vs-local mix-ups
 
@@ -110,7 +109,7 @@ async def test_dnd_without_urgent_bypass_holds_urgent_too(api, sink):
     await quietly(1.0, lambda: not sink.messages)
 
 
-@pytest.mark.gen_test(timeout=180)
+@pytest.mark.timeout(180)
 async def test_held_message_is_sent_when_the_dnd_window_ends(api, sink):
     """Real time: a window ending at the next minute boundary at least 30 s away."""
     ann = await customer(api, timezone=TZ)
@@ -164,7 +163,7 @@ async def test_frequency_cap_holds_the_third_normal_message_but_not_a_high_one(a
 # Restart ------------------------------------------------------------------------------------
 
 @pytest.mark.stores
-async def test_held_work_survives_a_restart_and_the_new_process_releases_it(io_loop, hub_env, sink):
+async def test_held_work_survives_a_restart_and_the_new_process_releases_it(hub_env, sink):
     """What this proves: a held delivery lives in the store (its job in
     `notification_jobs`), not in the memory of the process that held it; after that
     process stops, a new one on the same store claims the job once it is due and sends
@@ -226,9 +225,9 @@ async def _no_job(store, nid) -> bool:
 
 # Several processes --------------------------------------------------------------------------
 
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("mongo_uri", [SHARED_STORE], indirect=True)  # the embedded store is per process
-async def test_two_processes_share_the_work_without_double_sends(io_loop, hub_env, sink):
+async def test_two_processes_share_the_work_without_double_sends(hub_env, sink):
     running = []
     try:
         for _ in range(2):

@@ -23,7 +23,7 @@ from tests.stripe_fake import (
     StripeFake, event, failed_intent, refunded_charge, sign, succeeded_intent,
 )
 
-pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
+pytestmark = [pytest.mark.stores]
 
 STRIPE_KEY = "sk_test_123"
 WHSEC = "whsec_test"
@@ -34,11 +34,11 @@ PAYMENT_FIELDS = {"id", "order_id", "provider", "payment_id", "amount", "currenc
 
 
 @pytest.fixture
-def stripe(io_loop):
+async def stripe():
     fake = StripeFake(api_key=STRIPE_KEY)
-    io_loop.run_sync(fake.start)
+    await fake.start()
     yield fake
-    io_loop.run_sync(fake.stop)
+    await fake.stop()
 
 
 @pytest.fixture
@@ -250,7 +250,7 @@ async def test_payment_intent_is_created_once_per_order_at_stripe(api, stripe):
     assert len(stripe.requests) == seen
 
 
-async def test_without_a_stripe_key_card_payments_are_unavailable(io_loop, hub_env, stripe):
+async def test_without_a_stripe_key_card_payments_are_unavailable(hub_env, stripe):
     hub_env.pop("STRIPE_API_KEY")
     server = HubServer(load_settings(hub_env))
     await server.start()
@@ -302,7 +302,8 @@ async def test_webhook_signature_is_checked_before_anything_else(api, topics):
     order_now = await get_order(api, token, order["id"])
     assert order_now["status"] == "pending" and statuses(order_now) == ["pending"]
     assert await payments_of(api, token, order["id"]) == []
-    assert not of_type(await topics.read("payments", timeout=1.0), "payment.succeeded", order_id=order["id"])
+    await topics.settled()
+    assert not of_type(await topics.read("payments"), "payment.succeeded", order_id=order["id"])
 
     # None of them marked the event as seen: signed properly (within the 300 s tolerance) it applies.
     r = await webhook(api, body, timestamp=now - 200)
@@ -349,13 +350,13 @@ async def test_payment_succeeded_confirms_the_order_once_and_is_published(api, t
     r = await webhook(api, json.dumps(evt).encode())
     assert r.status == 200 and r.data == {"received": True, "duplicate": True}, r
 
-    await asyncio.sleep(1.5)  # room for a wrongful second effect to be published
+    await topics.settled()  # a wrongful second effect would be published by now
     assert statuses(await get_order(api, token, order["id"])) == ["pending", "confirmed"]
-    payments = await topics.read("payments", timeout=1.0)
+    payments = await topics.read("payments")
     assert len(of_type(payments, "payment.succeeded", order_id=order["id"])) == 1, payments
-    orders = await topics.read("orders", timeout=1.0)
+    orders = await topics.read("orders")
     assert len(of_type(orders, "order.confirmed", order_id=order["id"])) == 1
-    dlq = await topics.read("dlq", timeout=1.0)
+    dlq = await topics.read("dlq")
     assert not [d for d in dlq if order["id"] in json.dumps(d)], dlq  # the hub's own event is not "impossible"
 
     [payment] = await payments_of(api, token, order["id"])
@@ -409,11 +410,11 @@ async def test_successes_that_cannot_confirm_an_order_are_recorded_and_flagged(a
 
     payments = await topics.read("payments", until=lambda es: of_type(es, "payment.succeeded", order_id=gone["id"]))
     assert len(of_type(payments, "payment.succeeded", order_id=gone["id"], payment_id=pi_gone)) == 1, payments
-    await asyncio.sleep(1.0)
-    payments = await topics.read("payments", timeout=1.0)
+    await topics.settled()
+    payments = await topics.read("payments")
     strays = [e for e in payments if e.get("data", {}).get("payment_id") in (ghost["id"], anonymous["id"])]
     assert strays == []
-    orders = await topics.read("orders", timeout=1.0)
+    orders = await topics.read("orders")
     assert not of_type(orders, "order.confirmed", order_id=short["id"])
     assert not of_type(orders, "order.confirmed", order_id=gone["id"])
     assert (await get_order(api, token, short["id"]))["status"] == "pending"
@@ -505,8 +506,8 @@ async def test_refunds_publish_what_is_new_and_a_full_refund_ends_a_delivered_or
     for cumulative in (500, 1250):
         r = await webhook(api, event("charge.refunded", charge(cumulative)))
         assert r.status == 200 and r.data["duplicate"] is False, r
-    await asyncio.sleep(1.5)
-    assert refunds(await topics.read("payments", timeout=1.0)) == ["5.00", "7.50"]
+    await topics.settled()
+    assert refunds(await topics.read("payments")) == ["5.00", "7.50"]
     assert statuses(await get_order(api, token, parts["id"])).count("refunded") == 1
     [payment] = await payments_of(api, token, parts["id"])
     assert Decimal(payment["refunded"]) == Decimal("12.50"), payment
@@ -527,9 +528,9 @@ async def test_two_success_events_racing_for_one_order_confirm_it_once(api, topi
         return [e for e in events if e.get("type") == "payment.succeeded"]
 
     await topics.read("payments", until=lambda es: len(succeeded(es)) >= len(orders))
-    await asyncio.sleep(1.5)
-    events = await topics.read("payments", timeout=1.0)
-    order_events = await topics.read("orders", timeout=1.0)
+    await topics.settled()
+    events = await topics.read("payments")
+    order_events = await topics.read("orders")
     for order in orders:
         after = await get_order(api, token, order["id"])
         assert after["status"] == "confirmed" and statuses(after).count("confirmed") == 1, after
@@ -573,8 +574,8 @@ async def test_an_admin_records_an_offline_payment_once(api, topics):
     assert [p["id"] for p in listed] == [payment["id"]]
 
     events = await topics.read("payments", until=lambda es: of_type(es, "payment.succeeded", order_id=order["id"]))
-    await asyncio.sleep(1.5)
-    events = await topics.read("payments", timeout=1.0)
+    await topics.settled()
+    events = await topics.read("payments")
     [published] = of_type(events, "payment.succeeded", order_id=order["id"])
     assert (published["data"]["provider"], published["data"]["amount"], published["data"]["currency"],
             published["data"]["user_id"]) == ("offline", "12.50", "USD", user_id), published
@@ -619,13 +620,13 @@ async def test_payment_succeeded_from_another_service_confirms_the_order_once(ap
     await topics.send("payments", external, key=order["id"])
     await topics.send("payments", succeeded(later["id"], "psp_2"), key=order["id"])
     assert (await poll_order(api, token, later["id"], lambda o: o["status"] == "confirmed"))["status"] == "confirmed"
-    await asyncio.sleep(1.0)
+    await topics.settled()
     assert statuses(await get_order(api, token, order["id"])) == ["pending", "confirmed"]
     [payment] = await payments_of(api, token, order["id"])
     assert (payment["provider"], payment["payment_id"], payment["amount"], payment["currency"], payment["status"]) == (
         "adyen", "psp_1", "12.50", "USD", "succeeded"), payment
-    orders = await topics.read("orders", timeout=1.0)
+    orders = await topics.read("orders")
     assert len(of_type(orders, "order.confirmed", order_id=order["id"])) == 1
-    payments = await topics.read("payments", timeout=1.0)
+    payments = await topics.read("payments")
     ours = [e for e in of_type(payments, "payment.succeeded", order_id=order["id"]) if e["source"] == "/hub"]
     assert len(ours) <= 1, ours

@@ -21,10 +21,10 @@ from tornado.httpclient import AsyncHTTPClient
 from config.settings import load_settings
 from domain.clock import utcnow
 from hub.wiring.server import HubServer
-from tests.conftest import Api, get_order, placed
+from tests.conftest import Api, get_order, on_kafka, placed, settled
 from tests.stripe_fake import event, refunded_charge, sign, succeeded_intent
 
-pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
+pytestmark = [pytest.mark.stores]
 
 WHSEC = "whsec_points_test"
 O = "/api/v1/orders"
@@ -108,12 +108,16 @@ async def redeem(api, token: str, product_id, quantity=1):
     return await api.call("POST", MALL, {"product_id": product_id, "quantity": quantity}, token=token)
 
 
-async def records(hub, topic: str, *, until=lambda rs: False, timeout: float = 10.0) -> list[tuple[str | None, dict]]:
+async def records(hub, topic: str, *, until=None, timeout: float | None = None) -> list[tuple[str | None, dict]]:
     """(key, event) of everything on `topic` of this hub, from the beginning, waiting up to
-    `timeout` s for `until(records)`."""
+    `timeout` s (10) for `until(records)`; with neither, those on it now (after `settled`: all)."""
     from aiokafka import AIOKafkaConsumer
 
     kafka = hub.kafka
+    if until is None and timeout is None:
+        return [(m.key.decode() if m.key else None, json.loads(m.value)) for m in await on_kafka(kafka, topic)]
+    until = until or (lambda rs: False)
+    timeout = 10.0 if timeout is None else timeout
     consumer = AIOKafkaConsumer(kafka.topic(topic), bootstrap_servers=kafka.bootstrap_servers,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
@@ -194,13 +198,13 @@ async def test_paying_an_order_earns_its_total_in_points_and_says_so_on_kafka(ap
     assert abs((expires - at) - timedelta(days=365)) < timedelta(minutes=1), entry
 
     # The hub's own points.awarded, read back by its own consumer, is not credited again.
-    await asyncio.sleep(1.5)
+    await settled(hub)
     assert (await points_of(api, token))["balance"] == 25
 
 
 # 2. POINTS_PER_UNIT ----------------------------------------------------------------------
 
-async def test_points_per_unit_scales_and_floors_the_total(io_loop, hub_env):
+async def test_points_per_unit_scales_and_floors_the_total(hub_env):
     hub_env["POINTS_PER_UNIT"] = "1.5"
     server = HubServer(load_settings(hub_env))
     await server.start()
@@ -263,9 +267,8 @@ async def test_points_are_awarded_once_per_order_whatever_pays_it_again(api, hub
     def awards(rs):
         return [e for _, e in of_type(rs, "points.awarded", user_id=user_id)]
 
-    await records(hub, "points", until=lambda rs: len(awards(rs)) >= 2)
-    await asyncio.sleep(1.5)
-    found = await records(hub, "points", timeout=1.0)
+    await settled(hub)
+    found = await records(hub, "points")
     assert sorted(e["data"]["order_id"] for e in awards(found)) == sorted([order["id"], second["id"]]), awards(found)
     assert sorted(e["data"]["balance"] for e in awards(found)) == [25, 50]
     account = await points_of(api, token)
@@ -358,8 +361,8 @@ async def test_a_success_arriving_after_the_full_refund_earns_nothing_again(api,
     assert account["balance"] == 0, account
     assert sorted(e["delta"] for e in account["entries"]) == [-25, 25], account
 
-    await asyncio.sleep(1.5)
-    found = await records(hub, "points", timeout=1.0)
+    await settled(hub)
+    found = await records(hub, "points")
     assert len(of_type(found, "points.awarded", user_id=user_id)) == 1, found
 
 
@@ -458,9 +461,8 @@ async def test_the_points_mall(api, hub_server):
     [spent] = [e for e in account["entries"] if e["delta"] < 0]
     assert spent["delta"] == -10 and account["balance"] == 15, account
 
-    found = await records(hub, "points", until=lambda rs: of_type(rs, "points.redeemed"))
-    await asyncio.sleep(1.0)
-    found = await records(hub, "points", timeout=1.0)
+    await settled(hub)
+    found = await records(hub, "points")
     [(key, redeemed)] = of_type(found, "points.redeemed")
     assert key == user_id and redeemed["subject"] == user_id, redeemed
     assert (redeemed["data"]["user_id"], redeemed["data"]["delta"], redeemed["data"]["balance"]) == (

@@ -34,7 +34,6 @@ def test_fifo_expiry_table(entries, now_days, due, next_days):
     assert got_next == (None if next_days is None else T0 + timedelta(days=next_days))
 
 
-@pytest.mark.gen_test
 @pytest.mark.stores
 async def test_expiry_job_expires_what_is_left_once(api, hub_server, topics):
     hub = hub_server.hub

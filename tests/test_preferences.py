@@ -6,7 +6,6 @@ import pytest
 
 from domain.notification_policy import DEFAULT_PREFERENCES
 
-pytestmark = pytest.mark.gen_test
 PREFS = "/api/v1/users/me/preferences"
 
 

@@ -28,6 +28,8 @@ import pytest
 
 from config.settings import Settings
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parent.parent
 
 STARTUP_LIMIT_S = 20

@@ -26,9 +26,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from tests.broadcast_e2e import announcement, finished, progress, start_broadcast, topic_with
 from tests.notify_e2e import metric_value
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI, SERVICE_KEY, Api
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI, SERVICE_KEY, Api, drop_keys
 from tests.peers import SmtpSink
-from tests.test_realtime_processes import HubProcess, Ws, base_environ, drop_keys, group_stable, shared_redis  # noqa: F401
+from tests.test_realtime_processes import HubProcess, Ws, base_environ, group_stable, shared_redis  # noqa: F401
+
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
 
 JWT_SECRET = "shared-processes-secret-" + "s" * 32
 
@@ -157,7 +159,7 @@ def note(user_id: str, title: str) -> dict:
 
 
 # 1. Stock --------------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=180)
+@pytest.mark.timeout(180)
 async def test_200_orders_racing_over_two_processes_for_50_in_stock_sell_exactly_50(deployment):
     a, b = deployment.hubs
     apis = [deployment.fast_api(a), deployment.fast_api(b)]
@@ -190,7 +192,7 @@ async def test_200_orders_racing_over_two_processes_for_50_in_stock_sell_exactly
 
 
 # 2. Notifications ------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=180)
+@pytest.mark.timeout(180)
 async def test_a_burst_of_notifications_over_two_dispatchers_sends_each_once(deployment):
     a, b = deployment.hubs
     sink = deployment.sink
@@ -216,7 +218,7 @@ async def test_a_burst_of_notifications_over_two_dispatchers_sends_each_once(dep
 
 
 # 3. Realtime -----------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_an_order_placed_on_a_is_watched_live_on_b(deployment):
     a, b = deployment.hubs
     admin = await a.api.admin_token()
@@ -239,7 +241,7 @@ async def test_an_order_placed_on_a_is_watched_live_on_b(deployment):
 
 
 # 4. Sweepers -----------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_an_expired_reservation_is_given_back_once_with_both_sweepers_running(deployment):
     a, _ = deployment.hubs
     admin = await a.api.admin_token()
@@ -266,7 +268,7 @@ async def test_an_expired_reservation_is_given_back_once_with_both_sweepers_runn
 
 
 # 5. SIGKILL ------------------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=300)
+@pytest.mark.timeout(300)
 async def test_a_process_killed_mid_stream_loses_nothing_and_sends_nothing_twice(deployment):
     """Orders, payments (another service's events on Kafka) and notifications go to both
     processes; A is killed with SIGKILL half-way and started again. Afterwards: every
@@ -373,7 +375,7 @@ async def test_a_process_killed_mid_stream_loses_nothing_and_sends_nothing_twice
 
 
 # 6. SIGKILL mid-broadcast ------------------------------------------------------------------
-@pytest.mark.gen_test(timeout=180)
+@pytest.mark.timeout(180)
 async def test_a_process_killed_mid_broadcast_leaves_each_member_one_notification_and_one_email(deployment):
     """2,000 topic members, email and live channel, both processes handling the batches;
     one is killed with SIGKILL while its batches are in flight. Its batches go to the

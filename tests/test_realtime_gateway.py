@@ -26,7 +26,7 @@ from hub.wiring.server import HubServer
 from tests.conftest import Api, placed
 from tests.notify_e2e import customer, deliveries, eventually, inbox_item, quietly, request_notification
 
-pytestmark = pytest.mark.gen_test(timeout=90)
+pytestmark = pytest.mark.timeout(90)
 
 LIVE = ("event", "notification")  # frames the hub sends unasked; the others answer a frame
 

@@ -36,7 +36,9 @@ from tornado.websocket import websocket_connect
 from config.settings import Settings
 from domain.tokens import AccessTokens
 from hub.adapters.event_signing import EventSigner
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, REDIS_URL, Api, placed
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, REDIS_URL, Api, drop_keys, placed
+
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "realtime-processes-secret-" + "z" * 32
@@ -79,16 +81,6 @@ def shared_redis():
         proc.kill()
         proc.wait(timeout=10)
         proc.stdout.close()
-
-
-def drop_keys(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 def free_port() -> int:
@@ -294,7 +286,7 @@ class TestTwoProcesses:
     memory test below runs without them)."""
 
     # 1. Live across processes ---------------------------------------------------------
-    @pytest.mark.gen_test(timeout=90)
+    @pytest.mark.timeout(90)
     async def test_stock_change_from_an_order_on_a_reaches_a_subscriber_on_b(self, pair):
         a, b = pair
         admin = await a.api.admin_token()
@@ -325,7 +317,7 @@ class TestTwoProcesses:
             ws.close()
 
     # 2. Recovery on another process -----------------------------------------------------
-    @pytest.mark.gen_test(timeout=90)
+    @pytest.mark.timeout(90)
     async def test_a_client_that_left_a_recovers_exactly_the_missed_frames_on_b(self, pair):
         a, b = pair
         admin = await a.api.admin_token()
@@ -370,7 +362,7 @@ class TestTwoProcesses:
             second.close()
 
     # 3. The user channel across processes -----------------------------------------------
-    @pytest.mark.gen_test(timeout=90)
+    @pytest.mark.timeout(90)
     async def test_a_token_from_a_joins_the_user_channel_on_b_and_sees_orders_placed_on_a(self, pair):
         a, b = pair
         admin = await a.api.admin_token()
@@ -539,7 +531,7 @@ def single_hub(kafka_bootstrap, shared_redis):
         drop_keys(shared_redis, redis_prefix)
 
 
-@pytest.mark.gen_test(timeout=150)
+@pytest.mark.timeout(150)
 async def test_clients_that_stop_reading_are_cut_off_and_memory_stays_bounded(single_hub, kafka_bootstrap,
                                                                                shared_redis):
     from aiokafka import AIOKafkaProducer
@@ -640,7 +632,7 @@ async def test_clients_that_stop_reading_are_cut_off_and_memory_stays_bounded(si
             raw.close()
 
 
-@pytest.mark.gen_test(timeout=90)
+@pytest.mark.timeout(90)
 async def test_a_client_that_keeps_up_is_not_cut_off_by_a_burst(single_hub, shared_redis):
     """Messages that reach a process together (it was busy for a moment: here, stopped;
     in the hub, hub-realtime publishes each fetched Kafka batch in one round trip) are handed

@@ -26,6 +26,7 @@ from domain.feeds import (ADMIN_ORDERS, feed_key, feeds_for_event, client_name, 
 from hub.live.gateway import MAX_SUBSCRIPTIONS, Session
 from hub.live.realtime import Realtime
 from hub.live.send_queue import SendQueue
+from tests.clock import Clock
 from tests.conftest import REDIS_URL
 
 OWN = "/hub"
@@ -92,7 +93,6 @@ def frame(text: str, size: int = 0) -> bytes:
     return (text + "." * max(0, size - len(text))).encode()
 
 
-@pytest.mark.gen_test
 async def test_a_frame_on_an_idle_socket_is_written_at_once():
     socket, overflow = FakeSocket(), Overflows()
     queue = SendQueue(socket.write, overflow, 1000)
@@ -106,7 +106,6 @@ async def test_a_frame_on_an_idle_socket_is_written_at_once():
     assert overflow.calls == 0
 
 
-@pytest.mark.gen_test
 async def test_the_writer_waits_for_the_flush_then_writes_everything_waiting_together():
     socket, overflow = FakeSocket(), Overflows()
     queue = SendQueue(socket.write, overflow, 1000)
@@ -130,7 +129,6 @@ async def test_the_writer_waits_for_the_flush_then_writes_everything_waiting_tog
     assert queue.bytes == 0 and overflow.calls == 0
 
 
-@pytest.mark.gen_test
 async def test_waiting_frames_of_one_key_conflate_to_the_latest_in_place_others_all_kept():
     socket, overflow = FakeSocket(), Overflows()
     queue = SendQueue(socket.write, overflow, 10_000)
@@ -156,7 +154,6 @@ async def test_waiting_frames_of_one_key_conflate_to_the_latest_in_place_others_
     assert queue.bytes == 0 and overflow.calls == 0
 
 
-@pytest.mark.gen_test
 async def test_frames_without_a_key_are_never_dropped_and_keep_their_order():
     socket, overflow = FakeSocket(), Overflows()
     queue = SendQueue(socket.write, overflow, 1_000_000)
@@ -171,7 +168,6 @@ async def test_frames_without_a_key_are_never_dropped_and_keep_their_order():
     assert queue.bytes == 0 and overflow.calls == 0
 
 
-@pytest.mark.gen_test
 async def test_over_budget_calls_on_overflow_once_and_writes_nothing_more():
     socket, overflow = FakeSocket(), Overflows()
     queue = SendQueue(socket.write, overflow, 100)
@@ -188,7 +184,6 @@ async def test_over_budget_calls_on_overflow_once_and_writes_nothing_more():
     assert socket.written == [frame("a", 40)]  # what waited is dropped with the connection
 
 
-@pytest.mark.gen_test
 async def test_a_conflated_update_does_not_overflow_by_replacing_a_waiting_one():
     socket, overflow = FakeSocket(), Overflows()
     queue = SendQueue(socket.write, overflow, 100)
@@ -200,7 +195,6 @@ async def test_a_conflated_update_does_not_overflow_by_replacing_a_waiting_one()
     assert socket.written == [frame("a", 50), frame("p19", 40)]
 
 
-@pytest.mark.gen_test
 async def test_a_frame_bigger_than_the_budget_goes_out_on_an_idle_socket():
     """A client that keeps up is not closed because one frame is large: it could never get
     past that frame, even resuming with `since` (the replay holds it too)."""
@@ -213,7 +207,6 @@ async def test_a_frame_bigger_than_the_budget_goes_out_on_an_idle_socket():
     assert socket.written[-1] == b"next"
 
 
-@pytest.mark.gen_test
 async def test_a_burst_to_a_socket_that_takes_everything_at_once_is_not_an_overflow():
     """Frames handed over together (the Redis reader handles every message already read
     before it yields) go to a socket that takes each at once: the client is keeping up, and
@@ -230,7 +223,6 @@ async def test_a_burst_to_a_socket_that_takes_everything_at_once_is_not_an_overf
     assert socket.written == burst
 
 
-@pytest.mark.gen_test
 async def test_a_socket_that_closed_closes_the_queue_quietly():
     socket, overflow = FakeSocket(), Overflows()
     queue = SendQueue(socket.write, overflow, 1000)
@@ -243,7 +235,6 @@ async def test_a_socket_that_closed_closes_the_queue_quietly():
     assert socket.written == [b"a"]
 
 
-@pytest.mark.gen_test
 async def test_a_failed_flush_closes_the_queue():
     socket, overflow = FakeSocket(), Overflows()
     queue = SendQueue(socket.write, overflow, 1000)
@@ -279,11 +270,11 @@ def new_redis():
 
 
 @contextlib.asynccontextmanager
-async def realtime(*, history_size: int = 100, history_age_s: int = 3600, redis=None):
+async def realtime(*, history_size: int = 100, history_age_s: int = 3600, redis=None, clock=time.time):
     """A started Realtime under a fresh prefix; its keys are removed afterwards."""
     client = redis or new_redis()
     prefix = f"rtu-{uuid.uuid4().hex[:10]}:"
-    rt = Realtime(client, prefix, history_size=history_size, history_age_s=history_age_s)
+    rt = Realtime(client, prefix, history_size=history_size, history_age_s=history_age_s, clock=clock)
     await rt.start()
     try:
         yield rt
@@ -312,7 +303,7 @@ def payload(text: str) -> tuple[str, str]:
     return '{"seq":', f',"text":{json.dumps(text)}}}'
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_publish_takes_a_seq_per_channel_and_publishes_a_message_id_once():
     async with realtime() as rt:
         assert await rt.publish("m1", {"product:a": payload("1a"), "order:b": payload("1b")}) == {
@@ -331,7 +322,7 @@ async def test_publish_takes_a_seq_per_channel_and_publishes_a_message_id_once()
         assert [json.loads(f) for _, f in frames] == [{"seq": 1, "text": "1a"}, {"seq": 2, "text": "2a"}]
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_event_and_notification_frames_are_built_around_the_seq():
     async with realtime() as rt:
         event = {"id": "e1", "type": "order.created", "data": {"order_id": "o1", "user_id": "u1", "note": "ünï"}}
@@ -352,7 +343,7 @@ async def test_event_and_notification_frames_are_built_around_the_seq():
         assert json.loads(text) == {"type": "notification", "channel": "user", "seq": 2, "notification": notification}
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_fan_out_publishes_a_batch_in_order_on_flush_and_keeps_it_until_then():
     from hub.live.realtime import FanOut
 
@@ -388,7 +379,7 @@ async def test_fan_out_publishes_a_batch_in_order_on_flush_and_keeps_it_until_th
         assert [json.loads(text)["event"]["id"] for _, text in frames] == [created["id"], paid["id"]]
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_since_replays_what_history_holds_and_says_none_when_it_cannot():
     async with realtime(history_size=3) as rt:
         assert await rt.since("product:new", None) == (0, [])
@@ -409,13 +400,14 @@ async def test_since_replays_what_history_holds_and_says_none_when_it_cannot():
         assert await rt.redis.xlen(rt._stream("product:a")) == 3
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_history_older_than_its_age_is_gone():
-    async with realtime(history_age_s=1) as rt:
+    clock = Clock()
+    async with realtime(history_age_s=1, clock=clock) as rt:
         await rt.publish("m1", {"order:o": payload("1")})
         await rt.publish("m2", {"order:o": payload("2")})
         assert 0 < await rt.redis.pttl(rt._stream("order:o")) <= 1000
-        await asyncio.sleep(1.3)
+        clock.tick(1.3)
         await rt.publish("m3", {"order:o": payload("3")})
         assert await rt.since("order:o", 0) == (3, None)
         assert await rt.since("order:o", 1) == (3, None)
@@ -423,22 +415,23 @@ async def test_history_older_than_its_age_is_gone():
         assert current == 3 and [seq for seq, _ in frames] == [3]
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_entries_older_than_the_age_are_trimmed_from_a_stream_still_in_use():
     """Publishing every 1.2 s keeps the stream alive (its expiry is pushed back each time),
     so only the trim by age removes the old entries."""
-    async with realtime(history_age_s=2) as rt:
+    clock = Clock()
+    async with realtime(history_age_s=2, clock=clock) as rt:
         await rt.publish("m1", {"order:o": payload("1")})
-        await asyncio.sleep(1.2)
+        clock.tick(1.2)
         await rt.publish("m2", {"order:o": payload("2")})
-        await asyncio.sleep(1.2)
+        clock.tick(1.2)
         await rt.publish("m3", {"order:o": payload("3")})
         assert await rt.redis.xlen(rt._stream("order:o")) == 2
         assert await rt.since("order:o", 0) == (3, None)
         assert [seq for seq, _ in (await rt.since("order:o", 1))[1]] == [2, 3]
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_join_returns_once_subscribed_so_a_publish_right_after_is_delivered():
     async with realtime() as rt:
         publisher = Realtime(rt.redis, rt.prefix, history_size=10, history_age_s=60)  # as another process would
@@ -451,7 +444,7 @@ async def test_join_returns_once_subscribed_so_a_publish_right_after_is_delivere
             assert listener.seqs() == [1]
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_join_waits_for_the_subscription_to_be_confirmed():
     async with realtime() as rt:
         rt._task.cancel()  # the reader that sees Redis confirm subscriptions
@@ -467,7 +460,7 @@ async def test_join_waits_for_the_subscription_to_be_confirmed():
         assert first.seqs() == second.seqs() == [1]
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_leave_stops_delivery_and_the_last_one_out_unsubscribes():
     async with realtime() as rt:
         one, two, elsewhere = Listener(), Listener(), Listener()
@@ -493,7 +486,7 @@ async def test_leave_stops_delivery_and_the_last_one_out_unsubscribes():
         assert one.seqs() == [1] and two.seqs() == [1, 2] and elsewhere.seqs() == [1, 2, 3]
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_a_join_whose_listener_left_before_the_confirmation_still_returns():
     """A socket that closes while its first subscription to a channel is being confirmed
     leaves the channel (Session.close): the join must not wait forever, or every such
@@ -512,7 +505,7 @@ async def test_a_join_whose_listener_left_before_the_confirmation_still_returns(
         assert "order:o" not in rt.local
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_stop_ends_right_after_the_last_listener_left_on_the_embedded_redis():
     """Without REDIS_URL the hub runs on fakeredis, whose asyncio client waits for replies
     with asyncio.wait_for: on Python 3.11 that swallows a cancellation arriving together with
@@ -586,7 +579,7 @@ async def publish(rt: Realtime, key: str, text: str) -> int:
     return (await rt.publish(uuid.uuid4().hex, {key: event_payload(client_name(key), text)}))[key]
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_a_missed_live_message_is_filled_from_history_in_order():
     async with realtime() as rt:
         session = session_on(rt)
@@ -608,7 +601,7 @@ async def test_a_missed_live_message_is_filled_from_history_in_order():
         await session.close()
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_a_gap_history_cannot_fill_is_answered_with_subscribed_not_recovered():
     async with realtime(history_size=2) as rt:
         session = session_on(rt, caller=ALICE)
@@ -629,7 +622,7 @@ async def test_a_gap_history_cannot_fill_is_answered_with_subscribed_not_recover
         await session.close()
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_a_frame_at_or_below_the_last_seq_is_dropped_and_only_product_frames_conflate():
     async with realtime() as rt:
         session = session_on(rt, owners={"o1": "alice"}, caller=ALICE)
@@ -651,7 +644,7 @@ async def test_a_frame_at_or_below_the_last_seq_is_dropped_and_only_product_fram
         await session.close()
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_subscribe_with_since_replays_then_live_frames_held_meanwhile_follow_once():
     async with realtime() as rt:
         for n in range(1, 4):
@@ -687,7 +680,7 @@ async def test_subscribe_with_since_replays_then_live_frames_held_meanwhile_foll
         await other.close()
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_unsubscribe_while_the_subscribe_reads_history_leaves_nothing_behind():
     async with realtime() as rt:
         session = session_on(rt)
@@ -715,7 +708,7 @@ async def test_unsubscribe_while_the_subscribe_reads_history_leaves_nothing_behi
         assert session.send.frames == []
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_a_socket_closing_during_its_first_subscribe_does_not_leave_the_subscribe_hanging():
     """Session.close (the socket closed) while `subscribe` waits for Redis to confirm: the
     subscribe must end. Fails with Realtime.leave dropping the pending confirmation (see
@@ -731,7 +724,7 @@ async def test_a_socket_closing_during_its_first_subscribe_does_not_leave_the_su
         assert session.send.frames == [] and "product:p" not in rt.local
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_refused_subscriptions_change_nothing():
     async with realtime() as rt:
         session = session_on(rt, owners={"o1": "bob"}, caller=ALICE)
@@ -755,7 +748,7 @@ async def test_refused_subscriptions_change_nothing():
         await admin.close()
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_a_subscribe_that_cannot_read_history_leaves_nothing_behind():
     async with realtime() as rt:
         session = session_on(rt)
@@ -773,7 +766,7 @@ async def test_a_subscribe_that_cannot_read_history_leaves_nothing_behind():
         await session.close()
 
 
-@pytest.mark.gen_test(timeout=60)
+@pytest.mark.timeout(60)
 async def test_at_most_max_subscriptions_per_session_and_resubscribing_is_not_one_more():
     async with realtime() as rt:
         session = session_on(rt)

@@ -35,6 +35,8 @@ from tests.redis_cluster import ClusterUnavailable, LocalRedisCluster
 from tests.test_realtime_gateway import (Ws, fresh_product, is_subscribed, restock, rising_from, seqs,
                                         settled_seq)
 
+pytestmark = pytest.mark.slow  # starts processes of its own: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -96,7 +98,7 @@ def test_a_cluster_that_cannot_serve_a_slot_is_a_dependency_failure_retried_not_
 
 # The building blocks on the cluster ------------------------------------------------------
 
-@pytest.mark.gen_test(timeout=60)
+@pytest.mark.timeout(60)
 async def test_realtime_on_the_cluster_seq_dedupe_history_and_delivery_from_every_master(cluster):
     client = cluster_client(cluster)
     prefix = f"rtc-{uuid.uuid4().hex[:8]}:"
@@ -150,7 +152,7 @@ async def test_realtime_on_the_cluster_seq_dedupe_history_and_delivery_from_ever
         await client.aclose()
 
 
-@pytest.mark.gen_test(timeout=60)
+@pytest.mark.timeout(60)
 async def test_frequency_caps_and_rate_limits_on_the_cluster(cluster):
     client = cluster_client(cluster)
     prefix = f"caps-{uuid.uuid4().hex[:8]}:"
@@ -187,20 +189,20 @@ async def test_frequency_caps_and_rate_limits_on_the_cluster(cluster):
 # Two hubs sharing the cluster ------------------------------------------------------------
 
 @pytest.fixture
-def two_hubs(io_loop, hub_env, cluster):
+async def two_hubs(hub_env, cluster):
     """Hubs A and B on the cluster, the same Kafka topics and the same (embedded) store."""
     env = dict(hub_env, REDIS_URL=cluster.url, REDIS_CLUSTER="1", HUB_REDIS_PREFIX=f"e2e-{uuid.uuid4().hex[:8]}:",
                HUB_AUTH_RATE_PER_IP="20")
     a = HubServer(load_settings(env))
-    io_loop.run_sync(a.start)
+    await a.start()
     b = HubServer(load_settings(env), mongo_client=a.hub.mongo_client)
-    io_loop.run_sync(b.start)
+    await b.start()
     yield a, b
-    io_loop.run_sync(b.stop)
-    io_loop.run_sync(a.stop)
+    await b.stop()
+    await a.stop()
 
 
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_two_hubs_on_the_cluster_deliver_live_recover_and_share_caps_and_limits(two_hubs):
     a, b = two_hubs
     assert isinstance(a.hub.redis, RedisCluster)
@@ -287,7 +289,7 @@ async def test_two_hubs_on_the_cluster_deliver_live_recover_and_share_caps_and_l
 
 # A master fails over ----------------------------------------------------------------------
 
-@pytest.mark.gen_test(timeout=120)
+@pytest.mark.timeout(120)
 async def test_live_delivery_resumes_after_the_subscribers_master_fails_over():
     """Three masters with a replica each. The master holding a process's subscriber
     connection dies for good; its replica takes over, and the process subscribes again there

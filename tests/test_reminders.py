@@ -16,7 +16,7 @@ import pytest
 
 from tests.checkout_helpers import CART, coupon, kafka_events, of_type, order
 
-pytestmark = [pytest.mark.gen_test(timeout=120), pytest.mark.stores]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.stores]
 INBOX = "/api/v1/users/me/notifications"
 NOT_MARKETING = ["order", "payment", "points", "stock"]
 

@@ -13,7 +13,7 @@ from tests.checkout_helpers import balance
 from tests.conftest import SERVICE_KEY
 from tests.notify_e2e import customer, eventually, inbox_item, request_notification
 
-pytestmark = pytest.mark.gen_test(timeout=60)
+pytestmark = pytest.mark.timeout(60)
 
 
 def _requested(events: list[dict], user_id: str) -> list[dict]:

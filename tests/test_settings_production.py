@@ -102,7 +102,6 @@ def test_run_py_refuses_a_weak_admin_password_with_exit_2():
 
 
 # SMTP credentials need TLS --------------------------------------------------------------------
-@pytest.mark.gen_test
 async def test_smtp_credentials_are_never_sent_without_tls_in_production():
     """A server (or a man in the middle) that offers no STARTTLS gets no password: the send
     fails as unreachable and is retried later, and nothing was logged in."""

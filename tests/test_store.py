@@ -16,17 +16,17 @@ from hub.stores.refresh_tokens import RefreshTokenStore
 from hub.stores.users import UserStore
 from config.settings import load_settings
 
-pytestmark = [pytest.mark.gen_test, pytest.mark.stores]
+pytestmark = [pytest.mark.stores]
 NOW = datetime.now(timezone.utc)
 
 
 @pytest.fixture
-def db(io_loop, hub_env):
+async def db(hub_env):
     client = connect_mongo(load_settings(hub_env))
     database = client[hub_env["MONGODB_DB"]]
     yield database
-    io_loop.run_sync(lambda: client.drop_database(hub_env["MONGODB_DB"]))
-    io_loop.run_sync(client.close)
+    await client.drop_database(hub_env["MONGODB_DB"])
+    await client.close()
 
 
 def a_user(email="u@example.com"):

@@ -14,12 +14,12 @@ from config.settings import load_settings
 from hub.adapters.mongo import connect_mongo
 from hub.stores.payments import PaymentStore
 
-pytestmark = [pytest.mark.gen_test(timeout=60), pytest.mark.stores]
+pytestmark = [pytest.mark.timeout(60), pytest.mark.stores]
 NOW = datetime.now(timezone.utc)
 
 
 @pytest.fixture
-def db(io_loop, mongo_uri):
+async def db(mongo_uri):
     client = connect_mongo(load_settings({"MONGODB_URI": mongo_uri} if mongo_uri else {}))
     name = f"hub_races_{uuid.uuid4().hex[:10]}"
     yield client[name]
@@ -27,7 +27,7 @@ def db(io_loop, mongo_uri):
     async def drop():
         await client.drop_database(name)
         await client.close()
-    io_loop.run_sync(drop)
+    await drop()
 
 
 def event(kind: str) -> dict:

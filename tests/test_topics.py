@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import SERVICE_KEY
 
-pytestmark = pytest.mark.gen_test(timeout=60)
+pytestmark = pytest.mark.timeout(60)
 SERVICE = {"X-API-Key": SERVICE_KEY}
 
 

@@ -13,7 +13,7 @@ import pytest
 from tests.broadcast_e2e import announcement, finished, start_broadcast
 from tests.notify_e2e import PUBLIC_URL, deliveries, extra_env, hub_env, inbox, push, sink, twilio  # noqa: F401
 
-pytestmark = pytest.mark.gen_test(timeout=90)
+pytestmark = pytest.mark.timeout(90)
 
 
 async def _preferences(api, token: str) -> dict:

@@ -17,11 +17,13 @@ from hub.wiring.demo import DEMO_ADMIN, DEMO_CUSTOMER, PRODUCTS, seed
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.test_process import ROOT, free_port, hub_environ
 
+SHARED_HUB = pytest.mark.asyncio(loop_scope="module")  # tests/conftest.py shared_api
+
 # Files ---------------------------------------------------------------------------------------
 
-@pytest.mark.gen_test
-async def test_the_app_is_served_at_the_root_with_its_assets_and_worker(api):
-    page = await api.call("GET", "/")
+@SHARED_HUB
+async def test_the_app_is_served_at_the_root_with_its_assets_and_worker(shared_api):
+    page = await shared_api.call("GET", "/")
     assert page.status == 200
     assert page.headers["Content-Type"].startswith("text/html")
     assert '<script type="module" src="/static/js/main.js">' in page.data
@@ -29,33 +31,33 @@ async def test_the_app_is_served_at_the_root_with_its_assets_and_worker(api):
     assert "script-src 'self'" in policy and "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert page.headers["Cache-Control"] == "no-cache"
 
-    worker = await api.call("GET", "/sw.js")
+    worker = await shared_api.call("GET", "/sw.js")
     assert worker.status == 200
     assert worker.headers["Service-Worker-Allowed"] == "/"
     assert "javascript" in worker.headers["Content-Type"]
     assert "addEventListener('push'" in worker.data
 
     for path in ("/static/js/main.js", "/static/js/realtime.js", "/static/styles.css", "/static/icon.svg"):
-        r = await api.call("GET", path)
+        r = await shared_api.call("GET", path)
         assert r.status == 200, path
         assert r.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.gen_test
-async def test_missing_files_are_404_and_nothing_outside_static_is_served(api):
-    r = await api.call("GET", "/static/nope.js")
+@SHARED_HUB
+async def test_missing_files_are_404_and_nothing_outside_static_is_served(shared_api):
+    r = await shared_api.call("GET", "/static/nope.js")
     assert r.status == 404 and r.headers["Content-Type"].startswith("text/plain")
     for path in ("/static/../../config/settings.py", "/static/%2e%2e/%2e%2e/config/settings.py"):
-        r = await api.call("GET", path)
+        r = await shared_api.call("GET", path)
         assert r.status in (403, 404), (path, r.status)
     # The API keeps its JSON errors.
-    r = await api.call("GET", "/api/v1/nothing-here")
+    r = await shared_api.call("GET", "/api/v1/nothing-here")
     assert r.status == 404 and r.error_code == "route_not_found"
 
 
-@pytest.mark.gen_test
-async def test_the_app_is_no_part_of_the_api_description(api):
-    paths = (await api.call("GET", "/api/v1/openapi.json")).data["paths"]
+@SHARED_HUB
+async def test_the_app_is_no_part_of_the_api_description(shared_api):
+    paths = (await shared_api.call("GET", "/api/v1/openapi.json")).data["paths"]
     assert "/" not in paths and "/sw.js" not in paths and not any(p.startswith("/static") for p in paths)
 
 
@@ -67,7 +69,6 @@ def hub_env(hub_env):
     return hub_env
 
 
-@pytest.mark.gen_test
 async def test_demo_seeds_products_and_a_customer_once(api, hub_server):
     r = await api.call("GET", "/api/v1/products?limit=100")
     assert r.data["total"] == len(PRODUCTS)
@@ -89,8 +90,7 @@ async def test_demo_seeds_products_and_a_customer_once(api, hub_server):
     assert (await api.call("GET", "/api/v1/products?limit=100")).data["total"] == len(PRODUCTS)
 
 
-@pytest.mark.gen_test
-async def test_demo_without_admin_settings_creates_its_own_admin(io_loop, hub_env):
+async def test_demo_without_admin_settings_creates_its_own_admin(hub_env):
     from hub.wiring.server import HubServer
     from tests.conftest import Api
 

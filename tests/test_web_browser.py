@@ -52,7 +52,8 @@ CHROMIUM = find_chromium()
 pytestmark = [
     pytest.mark.skipif(async_playwright is None, reason="playwright is not installed (pip install -r requirements-dev.txt)"),
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: apt-get install chromium (or set HUB_TEST_CHROMIUM)"),
-    pytest.mark.gen_test(timeout=90),
+    pytest.mark.timeout(90),
+    pytest.mark.slow,  # Chromium
 ]
 
 
@@ -62,17 +63,17 @@ def extra_env():
 
 
 @pytest.fixture
-def browser(io_loop):
+async def browser():
     """Chromium, launched in the test's event loop (the hub runs in it too)."""
     async def launch():
         playwright = await async_playwright().start()
         return playwright, await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
 
-    playwright, chromium = io_loop.run_sync(launch)
+    playwright, chromium = await launch()
     expect.set_options(timeout=10_000)
     yield chromium
-    io_loop.run_sync(chromium.close)
-    io_loop.run_sync(playwright.stop)
+    await chromium.close()
+    await playwright.stop()
 
 
 class People:

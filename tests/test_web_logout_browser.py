@@ -16,7 +16,8 @@ from tests.test_web_browser import CHROMIUM, async_playwright, browser, extra_en
 pytestmark = [
     pytest.mark.skipif(async_playwright is None, reason="playwright is not installed (pip install -r requirements-dev.txt)"),
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: apt-get install chromium (or set HUB_TEST_CHROMIUM)"),
-    pytest.mark.gen_test(timeout=90),
+    pytest.mark.timeout(90),
+    pytest.mark.slow,  # Chromium
 ]
 
 

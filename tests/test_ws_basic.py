@@ -11,6 +11,8 @@ from tornado.websocket import websocket_connect
 from config.settings import load_settings
 from hub.wiring.server import HubServer
 
+SHARED_HUB = pytest.mark.asyncio(loop_scope="module")  # tests/conftest.py shared_api
+
 
 async def connect(api, query: str = ""):
     return await websocket_connect(f"ws://127.0.0.1:{api.base_url.rsplit(':', 1)[1]}/ws{query}")
@@ -22,10 +24,11 @@ async def frame(ws) -> dict:
     return json.loads(message)
 
 
-@pytest.mark.gen_test(timeout=30)
-async def test_token_in_query_joins_the_user_channel(api):
-    session = await api.register()
-    ws = await connect(api, f"?token={session['access_token']}")
+@SHARED_HUB
+@pytest.mark.timeout(30)
+async def test_token_in_query_joins_the_user_channel(shared_api):
+    session = await shared_api.register()
+    ws = await connect(shared_api, f"?token={session['access_token']}")
     await ws.write_message(json.dumps({"op": "subscribe", "channel": "user"}))
     assert await frame(ws) == {"type": "subscribed", "channel": "user", "seq": 0, "recovered": False}
     await ws.write_message(json.dumps({"op": "ping"}))
@@ -33,10 +36,11 @@ async def test_token_in_query_joins_the_user_channel(api):
     ws.close()
 
 
-@pytest.mark.gen_test(timeout=30)
-async def test_auth_frame_then_subscribe(api):
-    session = await api.register()
-    ws = await connect(api)
+@SHARED_HUB
+@pytest.mark.timeout(30)
+async def test_auth_frame_then_subscribe(shared_api):
+    session = await shared_api.register()
+    ws = await connect(shared_api)
     await ws.write_message(json.dumps({"op": "subscribe", "channel": "user"}))
     assert (await frame(ws))["code"] == "forbidden"  # not yet authenticated: an error, still open
     await ws.write_message(json.dumps({"op": "auth", "token": session["access_token"]}))
@@ -46,24 +50,27 @@ async def test_auth_frame_then_subscribe(api):
     ws.close()
 
 
-@pytest.mark.gen_test(timeout=30)
-async def test_a_bad_token_closes_with_4401(api):
-    ws = await connect(api, "?token=not-a-token")
+@SHARED_HUB
+@pytest.mark.timeout(30)
+async def test_a_bad_token_closes_with_4401(shared_api):
+    ws = await connect(shared_api, "?token=not-a-token")
     assert await ws.read_message() is None
     assert ws.close_code == 4401
 
 
-@pytest.mark.gen_test(timeout=30)
-async def test_no_auth_within_5_seconds_closes_with_4401(api):
-    ws = await connect(api)
+@SHARED_HUB
+@pytest.mark.timeout(30)
+async def test_no_auth_within_5_seconds_closes_with_4401(shared_api):
+    ws = await connect(shared_api)
     assert await ws.read_message() is None
     assert ws.close_code == 4401 and ws.close_reason == "authentication_timeout"
 
 
-@pytest.mark.gen_test(timeout=30)
-async def test_garbage_gets_error_frames_and_the_socket_stays_usable(api):
-    session = await api.register()
-    ws = await connect(api, f"?token={session['access_token']}")
+@SHARED_HUB
+@pytest.mark.timeout(30)
+async def test_garbage_gets_error_frames_and_the_socket_stays_usable(shared_api):
+    session = await shared_api.register()
+    ws = await connect(shared_api, f"?token={session['access_token']}")
     for garbage, code in (("{not json", "malformed_json"), ("[1, 2]", "invalid_frame"), ('{"op": 5}', "invalid_frame"),
                           ('{"op": "dance"}', "unknown_op"), (b"\x00\x01", "binary_not_supported"),
                           ('{"op": "subscribe", "channel": "admin:orders"}', "forbidden"),
@@ -76,16 +83,17 @@ async def test_garbage_gets_error_frames_and_the_socket_stays_usable(api):
     ws.close()
 
 
-@pytest.mark.gen_test(timeout=30)
-async def test_a_frame_over_64_kib_closes_the_socket(api):
-    session = await api.register()
-    ws = await connect(api, f"?token={session['access_token']}")
+@SHARED_HUB
+@pytest.mark.timeout(30)
+async def test_a_frame_over_64_kib_closes_the_socket(shared_api):
+    session = await shared_api.register()
+    ws = await connect(shared_api, f"?token={session['access_token']}")
     await ws.write_message(json.dumps({"op": "ping", "pad": "x" * 70_000}))
     assert await ws.read_message() is None
     assert ws.close_code == 1009  # message too big
 
 
-@pytest.mark.gen_test(timeout=30)
+@pytest.mark.timeout(30)
 async def test_shutdown_sends_a_jittered_reconnect_hint_and_closes_with_1001(hub_env):
     server = HubServer(load_settings(hub_env))
     await server.start()

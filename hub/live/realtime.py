@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Protocol
+import time
+from typing import Callable, Protocol
 
 
 from domain.compact_json import dumps
@@ -34,17 +35,21 @@ DEDUPE_S = 900  # redeliveries come within minutes (a crash, a rebalance)
 SEQ_TTL_S = 30 * 86400  # a feed idle this long starts over; `since` beyond its seq is not recovered
 
 # KEYS: dedupe key, seq key, stream key (one hash tag: one slot on a cluster).
-# ARGV: pub/sub channel, dedupe ttl, history length, history age (ms), seq ttl, frame head, frame tail.
+# ARGV: pub/sub channel, dedupe ttl, history length, history age (ms), seq ttl, frame head, frame
+# tail, now (ms, the publishing process's clock: entry ids and the age trim follow it; an id
+# never goes below the last one, whatever another process's clock says).
 # Returns the seq, or 0 when this message was already published on this feed.
 # Published as "<seq> <frame>" so a reader learns the seq without parsing the frame.
 _PUBLISH = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-local now = redis.call('TIME')
-local min_id = math.floor(tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000) - tonumber(ARGV[4])
+local min_id = tonumber(ARGV[8]) - tonumber(ARGV[4])
 local seq = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 local frame = ARGV[6] .. seq .. ARGV[7]
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], '*', 's', seq, 'f', frame)
+local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', ARGV[3], ARGV[8] .. '-*', 's', seq, 'f', frame)
+if type(added) == 'table' and added.err then  -- at or below the last id: another clock is ahead
+  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], '*', 's', seq, 'f', frame)  -- the last id's ms, next seq
+end
 if min_id > 0 then redis.call('XTRIM', KEYS[3], 'MINID', min_id) end
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 redis.call('PUBLISH', ARGV[1], seq .. ' ' .. frame)
@@ -67,8 +72,10 @@ class Listener(Protocol):
 
 
 class Realtime:
-    def __init__(self, redis, prefix: str, *, history_size: int, history_age_s: int) -> None:
+    def __init__(self, redis, prefix: str, *, history_size: int, history_age_s: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
+        self.clock = clock  # seconds; the history's age is measured on it
         self.prefix = prefix
         self.history_size = history_size
         self.history_age_ms = history_age_s * 1000
@@ -110,7 +117,8 @@ class Realtime:
     def _call(self, key: str, message_id: str, head: str, tail: str) -> list:
         """EVALSHA arguments publishing one message on one feed."""
         return [self._publish_sha, 3, self._dedupe_key(key, message_id), self._seq_key(key), self._stream(key),
-                self._pubsub_channel(key), DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S, head, tail]
+                self._pubsub_channel(key), DEDUPE_S, self.history_size, self.history_age_ms, SEQ_TTL_S, head, tail,
+                int(self.clock() * 1000)]
 
     async def _run(self, calls: list[list]) -> list[int]:
         """The calls in one pipeline, in order (hub/adapters/redis_client.run_script); each feed's

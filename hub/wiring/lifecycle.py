@@ -7,6 +7,7 @@ embedded stand-ins; nothing above this module knows which.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from config.settings import Settings, SettingsError
@@ -135,8 +136,8 @@ class Hub:
             await self.sweeper.stop()
         if services is not None:
             await services.broadcasts.stop()
-        for consumer in self.consumers:
-            await consumer.stop()  # commits the offsets of what was handled
+        # All at once: each first waits out the fetch in hand. Each commits what it handled.
+        await asyncio.gather(*(consumer.stop() for consumer in self.consumers))
         if services is not None:
             await services.dispatcher.stop()
             services.accounts.close()

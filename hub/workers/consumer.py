@@ -54,6 +54,8 @@ class EventConsumer:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._handled: dict = {}  # partition → the offset to commit next
+        self._position: dict = {}  # partition → the offset after the last one handled here
+        self._round = asyncio.Event()  # set, and replaced, after each fetch is handled
         self._committed_at = 0.0
         self._last_message_at = 0.0
         self._committing: asyncio.Task | None = None
@@ -107,7 +109,22 @@ class EventConsumer:
                     log.exception("consumer batch failed; resuming", extra={"group": self.group})
                     await asyncio.sleep(1)
             self._commit_in_background()
+            done, self._round = self._round, asyncio.Event()
+            done.set()
         await self._commit_now()
+
+    async def caught_up(self) -> dict:
+        """Returns once every event that was on this consumer's partitions when called has been
+        handled here (or dead-lettered): what those events did is done. Returns the end offsets
+        it waited for (tests wait on it instead of sleeping before "nothing else happened")."""
+        while not (assigned := self.consumer.assignment()):  # still joining the group
+            await self._round.wait()
+        ends = await self.consumer.end_offsets(list(assigned))
+        # A partition nothing was handled on since the start is at its committed offset.
+        start = {tp: await self.consumer.committed(tp) or 0 for tp in ends if tp not in self._position}
+        while not all(self._position.get(tp, start.get(tp, 0)) >= end for tp, end in ends.items()):
+            await self._round.wait()
+        return ends
 
     def _pace(self, got: bool) -> None:
         """The broker's wait for the next fetch: short while messages come, long once idle.
@@ -177,7 +194,7 @@ class EventConsumer:
                     # Stopped or failed part-way: fetch the rest again rather than skip it.
                     self.consumer.seek(tp, messages[0].offset if last is None else last + 1)
                 if last is not None:
-                    self._handled[tp] = last + 1
+                    self._handled[tp] = self._position[tp] = last + 1
                     CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - last - 1))
 
     async def _handle(self, message) -> None:

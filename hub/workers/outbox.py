@@ -60,6 +60,7 @@ class OutboxRelay:
         self.source = source
         self._pending: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set, and replaced, each time nothing is left to publish
         self._task: asyncio.Task | None = None
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
@@ -80,6 +81,12 @@ class OutboxRelay:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def drained(self) -> None:
+        """Returns once every event stored (and notified) before the call is on Kafka."""
+        idle = self._idle
+        self._wake.set()
+        await idle.wait()
 
     async def stop(self) -> None:
         """Publish what is pending (bounded), then stop."""
@@ -107,6 +114,8 @@ class OutboxRelay:
                 await self._drain()
                 self._wake.clear()
                 if not self._pending:
+                    idle, self._idle = self._idle, asyncio.Event()
+                    idle.set()
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_scan - loop.time()))
                     except asyncio.TimeoutError:
