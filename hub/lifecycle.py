@@ -167,6 +167,7 @@ class Hub:
                                  history_age_s=settings.ws_history_ttl_s)
         await self.realtime.start()
         self.channels = notification_channels(settings, self.realtime, self.outgoing)
+
         def count_delivery(channel: str, status: str, reason: str | None) -> None:
             DELIVERIES.labels(channel, status, reason or "").inc()
 
