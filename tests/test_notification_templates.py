@@ -11,6 +11,7 @@ from jinja2.sandbox import SecurityError
 from domain.errors import Invalid
 from domain.notification_templates import (DEFAULTS, MAX_TEMPLATE_CHARS, PARTS, Templates, check_parts,
                                            default_parts)
+from handlers.errors import status_of
 
 
 ORDER = {"order_id": "o-1", "number": "HUB-20260001", "user_id": "u-1", "status": "paid", "total": "59.90",
@@ -196,7 +197,7 @@ async def test_check_parts_rejects_invalid_jinja_naming_the_field():
     with pytest.raises(Invalid) as raised:
         check_parts("push", {"title": "Hi {{ unclosed", "body": "ok"})
     error = raised.value
-    assert error.status == 422 and error.code == "invalid_template"
+    assert status_of(error) == 422 and error.code == "invalid_template"
     assert [d["field"] for d in error.details] == ["title"]
     assert "invalid template" in error.details[0]["message"]
     with pytest.raises(Invalid) as raised:
@@ -217,7 +218,7 @@ async def test_check_parts_rejects_invalid_jinja_naming_the_field():
 def test_check_parts_rejects_missing_and_extra_parts(channel, parts, fields):
     with pytest.raises(Invalid) as raised:
         check_parts(channel, parts)
-    assert raised.value.code == "invalid_template" and raised.value.status == 422
+    assert raised.value.code == "invalid_template" and status_of(raised.value) == 422
     assert [d["field"] for d in raised.value.details] == fields
 
 
