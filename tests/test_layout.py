@@ -61,3 +61,12 @@ def test_handlers_reach_no_store():
              if isinstance(node, ast.Attribute) and node.attr == "stores"
              or isinstance(node, ast.Constant) and node.value == "stores"]
     assert found == []
+
+
+def test_workers_index_no_database():
+    """Workers read and write collections through the stores (hub/stores), never `db[...]`."""
+    found = [f"{path.name}:{node.lineno}" for path in sorted((ROOT / "hub" / "workers").glob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Subscript) and (isinstance(node.value, ast.Name) and node.value.id == "db"
+                                                     or isinstance(node.value, ast.Attribute) and node.value.attr == "db")]
+    assert found == []

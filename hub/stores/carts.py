@@ -13,18 +13,19 @@ from datetime import datetime
 
 from pymongo.errors import DuplicateKeyError
 
+from hub.stores.document_outbox import DocumentOutbox
+
 _PUBLIC = {"outbox": 0}
 
 
-class CartStore:
+class CartStore(DocumentOutbox):
     def __init__(self, db, on_outbox) -> None:
         self.col = db["carts"]
         self.on_outbox = on_outbox
 
     async def create_indexes(self) -> None:
         await self.col.create_index("remind_at", name="remind_due", sparse=True)
-        await self.col.create_index("updated_at", name="outbox_pending",
-                                    partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.create_outbox_index()
 
     async def get(self, user_id: str) -> dict | None:
         return await self.col.find_one({"_id": user_id}, _PUBLIC)

@@ -15,6 +15,7 @@ from datetime import datetime
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from hub.stores.document_outbox import DocumentOutbox
 from hub.wiring.metrics import COUPON_REDEMPTIONS
 
 _PUBLIC = {"outbox": 0}
@@ -24,7 +25,7 @@ def _outbox(event: dict, key: str) -> dict:
     return {"id": event["id"], "topic": "orders", "key": key, "event": event}
 
 
-class CouponStore:
+class CouponStore(DocumentOutbox):
     def __init__(self, db, on_outbox) -> None:
         self.col = db["coupons"]
         self.on_outbox = on_outbox
@@ -33,8 +34,7 @@ class CouponStore:
         await self.col.create_index([("created_at", DESCENDING)], name="newest")
         await self.col.create_index("holds.expires_at", name="holds_expiry")
         await self.col.create_index("expiring_notice_at", name="expiring_notice", sparse=True)
-        await self.col.create_index("updated_at", name="outbox_pending",
-                                    partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.create_outbox_index()
 
     async def insert(self, doc: dict) -> bool:
         try:

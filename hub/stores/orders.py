@@ -9,12 +9,13 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from domain.orders import ABORTED, PLACING
+from hub.stores.document_outbox import DocumentOutbox
 
 HIDDEN = {"$nin": [PLACING, ABORTED]}
 _NO_OUTBOX = {"outbox": 0}
 
 
-class OrderStore:
+class OrderStore(DocumentOutbox):
     def __init__(self, db, on_outbox) -> None:
         self.col = db["orders"]
         self.counters = db["counters"]
@@ -31,9 +32,7 @@ class OrderStore:
         await self.col.create_index("number", unique=True, name="number_unique")
         await self.col.create_index([("user_id", 1), ("created_at", DESCENDING)], name="user_newest")
         await self.col.create_index([("status", 1), ("created_at", 1)], name="status_age")
-        # Lets the relay's recovery scan find documents with unpublished events cheaply.
-        await self.col.create_index("updated_at", name="outbox_pending",
-                                    partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.create_outbox_index()
         await self.col.create_index("updated_at", name="release_pending",
                                     partialFilterExpression={"release_pending": True})
 

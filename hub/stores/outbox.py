@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from hub.stores.document_outbox import DocumentOutbox
 
 
-class OutboxStore:
+class OutboxStore(DocumentOutbox):
     def __init__(self, db, publish: Callable[[str], Awaitable[None]]) -> None:
         self.col = db["outbox"]
         self.publish = publish  # the relay's: publishes the document now, or has it retried
@@ -25,3 +27,12 @@ class OutboxStore:
         entry = {"id": event["id"], "topic": topic, "key": key, "value": json.dumps(event), "signed": signed}
         await self.col.insert_one({"_id": doc_id, "outbox": [entry]})
         await self.publish(doc_id)
+
+    async def pending_topics(self) -> AsyncIterator[tuple[str, str]]:
+        """(id, topic) of each document: all are unpublished."""
+        async for doc in self.col.find({}, {"outbox.topic": 1}):
+            yield doc["_id"], doc["outbox"][0]["topic"]
+
+    async def mark_published(self, doc_id: str, entries: list) -> None:
+        """Deletes the document: its one entry is published."""
+        await self.col.delete_one({"_id": doc_id})

@@ -12,6 +12,8 @@ from datetime import datetime
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from hub.stores.document_outbox import DocumentOutbox
+
 _NO_OUTBOX = {"outbox": 0}
 
 
@@ -19,7 +21,7 @@ def _entry(event: dict, key: str) -> dict:
     return {"id": event["id"], "topic": "payments", "key": key, "event": event}
 
 
-class PaymentStore:
+class PaymentStore(DocumentOutbox):
     def __init__(self, db, on_outbox) -> None:
         self.col = db["payments"]
         self.seen = db["webhook_events"]
@@ -27,8 +29,7 @@ class PaymentStore:
 
     async def create_indexes(self) -> None:
         await self.col.create_index("order_id", name="order")
-        await self.col.create_index("updated_at", name="outbox_pending",
-                                    partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.create_outbox_index()
         # Stripe retries a webhook for up to 3 days; keep its ids well beyond that.
         await self.seen.create_index("received_at", expireAfterSeconds=30 * 24 * 3600, name="received_ttl")
 

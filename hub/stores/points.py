@@ -18,16 +18,17 @@ from datetime import datetime
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from hub.stores.document_outbox import DocumentOutbox
 
-class PointsStore:
+
+class PointsStore(DocumentOutbox):
     def __init__(self, db, on_outbox) -> None:
         self.col = db["points_accounts"]
         self.redemptions = db["redemptions"]
         self.on_outbox = on_outbox
 
     async def create_indexes(self) -> None:
-        await self.col.create_index("updated_at", name="outbox_pending",
-                                    partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.create_outbox_index()
         await self.col.create_index("next_expiry", name="next_expiry", sparse=True)
         await self.col.create_index("holds.expires_at", name="holds_expiry")
         await self.redemptions.create_index([("user_id", 1), ("created_at", -1)], name="user_newest")

@@ -17,6 +17,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from domain.products import stock_entry
+from hub.stores.document_outbox import DocumentOutbox
 
 _SORTS = {
     "newest": [("created_at", DESCENDING), ("_id", ASCENDING)],
@@ -28,7 +29,7 @@ LIVE = {"deleted": False}
 _PUBLIC = {"outbox": 0, "holds": 0, "search_text": 0}
 
 
-class ProductStore:
+class ProductStore(DocumentOutbox):
     def __init__(self, db, on_outbox) -> None:
         self.col = db["products"]
         self.on_outbox = on_outbox  # called with a product id after its outbox grew
@@ -39,9 +40,12 @@ class ProductStore:
         await self.col.create_index([("created_at", DESCENDING)], name="newest")
         await self.col.create_index("holds.expires_at", name="holds_expiry")
         await self.col.create_index("search_text", name="search")  # catalog search reads keys, not documents
-        # Lets the relay's recovery scan find documents with unpublished events cheaply.
-        await self.col.create_index("updated_at", name="outbox_pending",
-                                    partialFilterExpression={"outbox.0": {"$exists": True}})
+        await self.create_outbox_index()
+
+    @staticmethod
+    def published(entries: list) -> dict:
+        """Stock entries are JSON text (domain/products.py), matched whole."""
+        return {"$in": entries}
 
     async def insert(self, doc: dict) -> bool:
         """False if the slug is taken."""

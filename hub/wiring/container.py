@@ -129,8 +129,9 @@ def build(settings: Settings, *, db, redis, kafka: Kafka, relay: OutboxRelay) ->
 
 
 def _stores(db, relay: OutboxRelay) -> Stores:
-    """The stores over `db`; those with an outbox wake the relay when they add to it."""
-    return Stores(
+    """The stores over `db`; those with an outbox wake the relay when they add to it, and the
+    relay publishes through them."""
+    stores = Stores(
         users=UserStore(db),
         refresh_tokens=RefreshTokenStore(db),
         login_failures=LoginFailureStore(db),
@@ -148,6 +149,9 @@ def _stores(db, relay: OutboxRelay) -> Stores:
         broadcasts=BroadcastStore(db),
         outbox=OutboxStore(db, relay.publisher("outbox")),
     )
+    relay.register(products=stores.products, orders=stores.orders, payments=stores.payments,
+                   points_accounts=stores.points, coupons=stores.coupons, carts=stores.carts, outbox=stores.outbox)
+    return stores
 
 
 def _services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Services:

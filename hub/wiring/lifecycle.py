@@ -56,7 +56,7 @@ class Hub:
             bootstrap = await self.broker.start()
         self.kafka = Kafka(settings, bootstrap, embedded=self.broker is not None)
         await self.kafka.start()
-        self.relay = OutboxRelay(self.db, self.kafka, settings.event_source)
+        self.relay = OutboxRelay(self.kafka, settings.event_source)
 
         self.stores, self.services = stores, services = build(settings, db=self.db, redis=self.redis,
                                                                kafka=self.kafka, relay=self.relay)

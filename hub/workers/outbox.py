@@ -1,6 +1,7 @@
 """The outbox relay: publishes the events stored in order and product documents to Kafka,
 then removes them from the document; and the events accepted over HTTP (the `outbox`
 collection, hub/stores/outbox.py: one per document, any topic), deleting each once published.
+It reads and removes them through the stores (hub/stores/document_outbox.py), registered once built.
 Those the request publishes itself at once (`publisher`), so what was answered 202 is on
 Kafka before the caller's next request, in order; only if that fails does the relay retry.
 
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 RECOVERY_S = 60.0
 PUBLISH_WAIT_S = 2.0  # how long a request waits on Kafka before leaving its event to the relay
 CONCURRENCY = 64
-_PENDING = {"outbox.0": {"$exists": True}}
 
 
 def _stored_events(doc: dict, source: str) -> list[tuple[str, dict]]:
@@ -36,26 +36,21 @@ def _inventory_events(doc: dict, source: str) -> list[tuple[str, dict]]:
     return [(doc["_id"], event) for event in inventory_events(doc, source)]
 
 
-def _by_id(entries: list[dict]) -> dict:
-    return {"id": {"$in": [entry["id"] for entry in entries]}}
-
-
-# How each collection's outbox entries become (Kafka key, CloudEvent) pairs for one topic,
-# and how to remove the entries that were published. Keys are aggregate ids.
+# How each collection's outbox entries become (Kafka key, CloudEvent) pairs for one topic
+# (its store removes those published). Keys are aggregate ids.
 _RENDERERS = {
-    "orders": ("orders", _stored_events, _by_id),
-    "payments": ("payments", _stored_events, _by_id),
-    "points_accounts": ("points", _stored_events, _by_id),
-    "coupons": ("orders", _stored_events, _by_id),
-    "carts": ("orders", _stored_events, _by_id),
-    "products": ("inventory", _inventory_events, lambda entries: {"$in": entries}),
+    "orders": ("orders", _stored_events),
+    "payments": ("payments", _stored_events),
+    "points_accounts": ("points", _stored_events),
+    "coupons": ("orders", _stored_events),
+    "carts": ("orders", _stored_events),
+    "products": ("inventory", _inventory_events),
 }
 REQUESTED = "outbox"
 
 
 class OutboxRelay:
-    def __init__(self, db, kafka, source: str) -> None:
-        self.db = db
+    def __init__(self, kafka, source: str) -> None:
         self.kafka = kafka
         self.source = source
         self._pending: set[tuple[str, str]] = set()
@@ -63,6 +58,12 @@ class OutboxRelay:
         self._idle = asyncio.Event()  # set, and replaced, each time nothing is left to publish
         self._task: asyncio.Task | None = None
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._stores: dict = {}
+
+    def register(self, **stores) -> None:
+        """The stores it publishes from, by collection: one for each of _RENDERERS, and REQUESTED's.
+        Registered after they are built, as they are built with `notify`."""
+        self._stores.update(stores)
 
     def notify(self, collection: str):
         def mark(doc_id: str) -> None:
@@ -127,14 +128,14 @@ class OutboxRelay:
                 await asyncio.sleep(1)
 
     async def _scan(self) -> None:
-        found = dict.fromkeys([*(topic for topic, _, _ in _RENDERERS.values()), *TOPIC_OF_PREFIX.values()], 0)
-        for collection, (topic, _, _) in _RENDERERS.items():
-            async for doc in self.db[collection].find(_PENDING, {"_id": 1}):
-                self._pending.add((collection, doc["_id"]))
+        found = dict.fromkeys([*(topic for topic, _ in _RENDERERS.values()), *TOPIC_OF_PREFIX.values()], 0)
+        for collection, (topic, _) in _RENDERERS.items():
+            async for doc_id in self._stores[collection].pending_ids():
+                self._pending.add((collection, doc_id))
                 found[topic] += 1
-        async for doc in self.db[REQUESTED].find({}, {"outbox.topic": 1}):
-            self._pending.add((REQUESTED, doc["_id"]))
-            found[doc["outbox"][0]["topic"]] += 1
+        async for doc_id, topic in self._stores[REQUESTED].pending_topics():
+            self._pending.add((REQUESTED, doc_id))
+            found[topic] += 1
         # Normally near 0 (events leave within milliseconds); a count that stays up means
         # Kafka is not taking them (docs/deployment.md, alert HubOutboxBacklog).
         for topic, count in found.items():
@@ -156,23 +157,24 @@ class OutboxRelay:
     async def publish(self, collection: str, doc_id: str) -> list[dict]:
         """Publish one document's pending events, then remove them from it; the events."""
         async with self._slots:
-            doc = await self.db[collection].find_one({"_id": doc_id})
-            if not doc or not doc.get("outbox"):
+            store = self._stores[collection]
+            doc = await store.outbox_of(doc_id)
+            if doc is None:
                 return []
             if collection == REQUESTED:
-                return [await self._publish_requested(doc)]
-            topic, render, published = _RENDERERS[collection]
+                return [await self._publish_requested(store, doc)]
+            topic, render = _RENDERERS[collection]
             events = render(doc, self.source)
             values = [(key, json.dumps(event).encode()) for key, event in events]
             sends = [await self.kafka.producer.send(self.kafka.topic(topic), value, key=key.encode(),
                                                     headers=self.kafka.signer.headers(value))
                      for key, value in values]
             await asyncio.gather(*sends)
-            await self.db[collection].update_one({"_id": doc_id}, {"$pull": {"outbox": published(doc["outbox"])}})
+            await store.mark_published(doc_id, doc["outbox"])
             OUTBOX_PUBLISHED.labels(topic).inc(len(events))
             return [event for _, event in events]
 
-    async def _publish_requested(self, doc: dict) -> dict:
+    async def _publish_requested(self, store, doc: dict) -> dict:
         """An event accepted over HTTP, stored as the JSON it goes out as; signed only when it is
         the hub's own (a service's event never carries the hub's signature)."""
         [entry] = doc["outbox"]
@@ -180,6 +182,6 @@ class OutboxRelay:
         headers = self.kafka.signer.headers(value) if entry["signed"] else None
         await self.kafka.producer.send_and_wait(self.kafka.topic(entry["topic"]), value, key=entry["key"].encode(),
                                                 headers=headers)
-        await self.db[REQUESTED].delete_one({"_id": doc["_id"]})
+        await store.mark_published(doc["_id"], doc["outbox"])
         OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
         return json.loads(value)
