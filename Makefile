@@ -26,7 +26,7 @@ test: $(VENV)/.installed-dev chromium promtool
 
 # The tests that need no broker, database server or process of their own (markers
 # `services` and `slow`, tests/conftest.py): domain rules, settings, channels against local
-# fakes, the realtime fan-out on Redis. Seconds to a minute, for the edit-test loop.
+# fakes, the realtime fan-out on Redis. About a minute, for the edit-test loop.
 test-fast: $(VENV)/.installed-dev
 	$(PY) -m pytest -m "not services and not slow" $(PYTEST_ARGS)
 

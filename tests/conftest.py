@@ -330,7 +330,7 @@ async def settled(hub) -> None:
     ends = None
     while True:
         await hub.relay.drained()
-        now = [await consumer.caught_up() for consumer in hub.consumers]
+        now = await asyncio.gather(*(consumer.caught_up() for consumer in hub.consumers))
         if now == ends:
             return
         ends = now

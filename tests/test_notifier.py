@@ -192,7 +192,7 @@ async def hub(mongo_uri):
     yield h
 
     async def teardown():
-        keys = [key async for key in redis.scan_iter(f"{h.prefix}*")]
+        keys = [key async for key in redis.scan_iter(f"{h.prefix}*", count=1000)]
         if keys:
             await redis.delete(*keys)
         await redis.aclose()

@@ -280,7 +280,7 @@ async def realtime(*, history_size: int = 100, history_age_s: int = 3600, redis=
         yield rt
     finally:
         await stop(rt)
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
         if keys:
             await client.delete(*keys)
         if redis is None:

@@ -117,6 +117,7 @@ def test_demo_is_refused_in_production():
     assert result.stderr.splitlines() == [f"hub: configuration error: {caught.value}"]
 
 
+@pytest.mark.slow  # python run.py --demo, with its own broker
 def test_run_py_demo_prints_where_to_sign_in():
     port = free_port()
     proc = subprocess.Popen([sys.executable, "run.py", "--demo"], cwd=ROOT,
