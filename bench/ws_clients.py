@@ -8,7 +8,7 @@ quantiles read from the `"t":<epoch seconds>` the producer put in each event. "q
 
 `"protocol": "socketio"` speaks Socket.IO (v5 over Engine.IO v4, WebSocket transport only) to
 bench/ws_socketio.py over the same WebSocket client: the Engine.IO open packet, `40` to join the
-default namespace, `42["subscribe", channel]`, a pong (`3`) for every ping (`2`); an event
+default namespace, `42<ack id>["subscribe", channel]` (acknowledged), a pong (`3`) for every ping (`2`); an event
 arrives as `42["event", {...}]`. Otherwise the hub's protocol (and the baseline's).
 """
 
@@ -119,7 +119,8 @@ class Connection(asyncio.Protocol):
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         length = len(payload)
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | length) if length < 126 else struct.pack("!BBH", 0x80 | opcode, 0xFE, length)
+        head = (struct.pack("!BB", 0x80 | opcode, 0x80 | length) if length < 126
+                else struct.pack("!BBH", 0x80 | opcode, 0xFE, length))
         self.transport.write(head + mask + masked)
 
 
@@ -142,8 +143,8 @@ async def client(spec: dict, i: int, stats: Stats) -> Connection:
         await conn.setup.get()  # Engine.IO open: 0{"sid":…}
         conn.send(b"40")
         await conn.setup.get()  # namespace joined: 40{"sid":…}
-    for channel in channels:
-        conn.send((f'42["subscribe",{json.dumps(channel)}]' if socketio
+    for n, channel in enumerate(channels):  # Socket.IO: with an ack id, answered 43<id>[{"subscribed": …}]
+        conn.send((f'42{n}["subscribe",{json.dumps(channel)}]' if socketio
                    else json.dumps({"op": "subscribe", "channel": channel})).encode())
     pending = len(channels)
     while pending:

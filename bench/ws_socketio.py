@@ -5,8 +5,10 @@ the same Redis channel (python-socketio's way of emitting from outside a server)
 receives each emit from Redis pub/sub and sends it to the room's sockets.
 
 A client connects to /socket.io/ with `?token=<user id>` (in place of a token, as in the bare
-baseline), emits `subscribe` with a channel name ("user" for its own) and gets a `subscribed`
-event back. Usage: `python ws_socketio.py REDIS_URL PUBSUB_CHANNEL`; prints its port on stdout.
+baseline), emits `subscribe` with a channel name ("user" for its own) and an acknowledgement
+id, and gets `{"subscribed": channel}` as the acknowledgement.
+
+Usage: `python ws_socketio.py REDIS_URL PUBSUB_CHANNEL`; prints its port on stdout.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ async def disconnect(sid: str, reason=None) -> None:
 
 
 @sio.event
-async def subscribe(sid: str, channel: str) -> None:
+async def subscribe(sid: str, channel: str) -> dict:
+    """Answered by the event's acknowledgement: an emit back would also go out through Redis to
+    every other server (the manager's way), for a reply only this client wants."""
     await sio.enter_room(sid, f"user:{users[sid]}" if channel == "user" else channel)
-    await sio.emit("subscribed", {"channel": channel}, to=sid)
+    return {"subscribed": channel}
 
 
 def main() -> None:
