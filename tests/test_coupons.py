@@ -275,7 +275,7 @@ async def test_a_placement_whose_process_died_gives_the_use_back_through_the_swe
     hub = hub_server.hub
     admin = await api.admin_token()
     user = await api.register()
-    product = await api.product(admin, price="10.00", stock=10)
+    await api.product(admin, price="10.00", stock=10)
     c = await coupon(api, admin, code=code(), kind="amount", value="1.00", max_redemptions=2)
     past = datetime.now(timezone.utc) - timedelta(seconds=1)
     for order_id in ("dead-with-order", "dead-without-order"):

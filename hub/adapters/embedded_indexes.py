@@ -257,7 +257,7 @@ def install() -> None:
     if getattr(Collection._iter_documents, "hub_indexes", False):
         return
     scan = Collection._iter_documents
-    get_dataset, find_one, compute_results = Collection._get_dataset, Collection.find_one, Cursor._compute_results
+    get_dataset, compute_results = Collection._get_dataset, Cursor._compute_results
     set_item, del_item, drop = CollectionStore.__setitem__, CollectionStore.__delitem__, CollectionStore.drop
     update = Collection._update
 
