@@ -21,11 +21,10 @@ import asyncio
 import hashlib
 import json
 import logging
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 
 from domain.realtime_channels import channels_for_event, client_name
-from hub.dependency_errors import dependency_failure
 from hub.redis_client import run_script
 
 log = logging.getLogger(__name__)
@@ -246,7 +245,8 @@ class Realtime:
 
 class FanOut:
     """The handler of consumer group hub-realtime: collects a fetched batch's events with
-    their channels, then publishes them in one round trip (`flush`, before the commit)."""
+    their channels; `flush` takes them and returns their publishing in one round trip (which
+    the consumer runs, and retries, before the commit)."""
 
     def __init__(self, realtime: Realtime, own_source: str) -> None:
         self.realtime = realtime
@@ -258,12 +258,6 @@ class FanOut:
         if keys:
             self.pending.append((event, keys))
 
-    async def flush(self) -> None:
-        if self.pending:
-            try:
-                await self.realtime.publish_events(self.pending)
-            except Exception as exc:
-                if not dependency_failure(exc):
-                    self.pending = []  # never publishable: the consumer goes on without these frames
-                raise
-            self.pending = []
+    def flush(self) -> Callable[[], Awaitable[None]]:
+        batch, self.pending = self.pending, []
+        return lambda: self.realtime.publish_events(batch)
