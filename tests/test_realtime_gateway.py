@@ -340,6 +340,31 @@ async def test_an_order_and_its_transitions_reach_every_channel_with_rising_seq(
         staff.close()
 
 
+async def test_a_burst_of_events_reaches_its_channel_whole_and_in_order(hub_server):
+    """Events that come in several fetches (hub-realtime publishes one fetch while it handles
+    the next) reach the channel once each, in the order they were produced, seq rising by one."""
+    pid = uuid.uuid4().hex
+    reader = await Ws.open(hub_server.port)
+    try:
+        answer = await reader.subscribe(f"product:{pid}")
+        assert is_subscribed(answer, f"product:{pid}", seq=0), answer
+        kafka = hub_server.hub.kafka
+        count = 600  # three fetches of 200 at least
+        sent = []
+        for n in range(count):
+            event = {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "urn:test:warehouse",
+                     "type": "inventory.changed", "datacontenttype": "application/json",
+                     "data": {"product_id": pid, "available": n}}
+            sent.append(await kafka.producer.send(kafka.topic("inventory"), json.dumps(event).encode(),
+                                                  key=pid.encode()))
+        await asyncio.gather(*sent)
+        frames = await reader.wait_live(f"product:{pid}", count, timeout=30)
+        assert [f["event"]["data"]["available"] for f in frames] == list(range(count))
+        assert rising_from(frames, 0)
+    finally:
+        reader.close()
+
+
 # 3. Recovery -------------------------------------------------------------------------------
 
 async def test_reconnect_with_since_replays_exactly_what_was_missed_then_goes_live(api, hub_server):

@@ -21,12 +21,11 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 
 from domain.compact_json import dumps
 from domain.feeds import client_name, feeds_for_event, user_feed
-from hub.adapters.dependency_errors import dependency_failure
 from hub.adapters.redis_client import run_script
 
 log = logging.getLogger(__name__)
@@ -250,7 +249,8 @@ class Realtime:
 
 class FanOut:
     """The handler of consumer group hub-realtime: collects a fetched batch's events with
-    their feeds, then publishes them in one round trip (`flush`, before the commit)."""
+    their feeds; `flush` takes them and returns their publishing in one round trip (which
+    the consumer runs, and retries, before the commit)."""
 
     def __init__(self, realtime: Realtime, own_source: str) -> None:
         self.realtime = realtime
@@ -262,12 +262,6 @@ class FanOut:
         if keys:
             self.pending.append((event, keys))
 
-    async def flush(self) -> None:
-        if self.pending:
-            try:
-                await self.realtime.publish_events(self.pending)
-            except Exception as exc:
-                if not dependency_failure(exc):
-                    self.pending = []  # never publishable: the consumer goes on without these frames
-                raise
-            self.pending = []
+    def flush(self) -> Callable[[], Awaitable[None]]:
+        batch, self.pending = self.pending, []
+        return lambda: self.realtime.publish_events(batch)

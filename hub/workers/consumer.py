@@ -1,7 +1,9 @@
 """A Kafka consumer group that hands each CloudEvent to a handler.
 
 - Offsets are committed manually, per partition, only after every event before them was
-  handled (or dead-lettered): a crash means redelivery, never a skipped event. Commits go
+  handled (or dead-lettered): a crash means redelivery, never a skipped event. With a batch
+  `flush`, the next fetch is handled while the previous one's flush is in flight (the wait
+  for the round trip held up the events behind it); flushes run one at a time, in order. Commits go
   out at most every COMMIT_INTERVAL_S (and at stop), in the background: a commit per fetched
   batch cost more than the events under load, and what a crash leaves uncommitted is
   redelivered and deduplicated like any redelivery.
@@ -31,16 +33,18 @@ from hub.wiring.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTER
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict], Awaitable[None]]
+Write = Callable[[], Awaitable[None]]
 COMMIT_INTERVAL_S = 0.5
 IDLE_AFTER_S = 2.0  # then fetch with the longer idle wait (hub/adapters/kafka.py), until a message comes
 
 
 class EventConsumer:
     def __init__(self, kafka, *, group: str, topics: list[str], handler: Handler, source: str,
-                 skip_own: bool = True, flush: Callable[[], Awaitable[None]] | None = None,
+                 skip_own: bool = True, flush: Callable[[], Write] | None = None,
                  max_poll_records: int = 200) -> None:
-        """`flush`, if given, completes what the handler started for a fetch's messages (e.g.
-        writes them in one round trip); offsets are committed only after it succeeds.
+        """`flush`, if given, is called once a fetch's messages are handled: it takes what the
+        handler collected for them and returns the write that completes them (e.g. in one round
+        trip; retried on failures of our own); offsets are committed only after it succeeds.
         `max_poll_records` bounds a fetch: what one fetch brings must be handled well within
         Kafka's max.poll.interval (300 s), or the group takes the partitions away."""
         self.kafka = kafka
@@ -59,6 +63,7 @@ class EventConsumer:
         self._committed_at = 0.0
         self._last_message_at = 0.0
         self._committing: asyncio.Task | None = None
+        self._flushing: asyncio.Task | None = None  # the previous fetch's flush
 
     async def start(self) -> None:
         """Joins the group in the background: the hub serves requests meanwhile, and events
@@ -94,23 +99,32 @@ class EventConsumer:
             except Exception:
                 log.exception("consumer could not join its group; retrying", extra={"group": self.group})
                 await asyncio.sleep(1)
-        while not self._stopping:
-            try:
-                batches = await self.consumer.getmany(timeout_ms=200)
-            except Exception:
-                log.exception("consumer fetch failed; retrying", extra={"group": self.group})
-                await asyncio.sleep(1)
-                continue
-            self._pace(bool(batches))
-            if batches:
+        try:
+            while not self._stopping:
                 try:
-                    await self._handle_batches(batches)
-                except Exception:  # e.g. the dead-letter topic unreachable: the rest is fetched again
-                    log.exception("consumer batch failed; resuming", extra={"group": self.group})
+                    batches = await self.consumer.getmany(timeout_ms=200)
+                except Exception:
+                    log.exception("consumer fetch failed; retrying", extra={"group": self.group})
                     await asyncio.sleep(1)
-            self._commit_in_background()
-            done, self._round = self._round, asyncio.Event()
-            done.set()
+                    continue
+                self._pace(bool(batches))
+                if batches:
+                    try:
+                        await self._handle_batches(batches)
+                    except Exception:  # e.g. the dead-letter topic unreachable: the rest is fetched again
+                        log.exception("consumer batch failed; resuming", extra={"group": self.group})
+                        await asyncio.sleep(1)
+                self._commit_in_background()
+                done, self._round = self._round, asyncio.Event()
+                done.set()
+            try:
+                await self._flushed()
+            except Exception:  # stopping with a dependency away: that fetch is read again
+                log.warning("last batch flush failed; its events will be read again", exc_info=True,
+                            extra={"group": self.group})
+        finally:
+            if self._flushing is not None:  # cancelled at stop: what it flushed is redelivered
+                self._flushing.cancel()
         await self._commit_now()
 
     async def caught_up(self) -> dict:
@@ -163,9 +177,9 @@ class EventConsumer:
                         extra={"group": self.group})
 
     async def _handle_batches(self, batches: dict) -> None:
-        """Handles a fetch's messages, partition by partition, then `flush` once for all of
-        them; each partition's offset is recorded for the commit only once its events took
-        effect (with `flush`: only after the flush)."""
+        """Handles a fetch's messages, partition by partition. Without `flush`, each
+        partition's offset is recorded for the commit at once; with it, the fetch's write starts
+        once the previous one is done, and the offsets are recorded when it is."""
         handled: dict = {}  # partition → offset of the last message handled
         try:
             for tp, messages in batches.items():
@@ -174,15 +188,8 @@ class EventConsumer:
                         break
                     await self._handle(message)
                     handled[tp] = message.offset
-            if handled and self.flush is not None:
-                try:
-                    await self._retrying(self.flush, "batch")
-                except Exception as exc:
-                    if dependency_failure(exc):  # stopping: all of this fetch again next time
-                        raise
-                    # The batch's data cannot be completed; retrying would stall the partitions.
-                    log.exception("batch flush failed on its data; going on", extra={"group": self.group})
-                    EVENTS_DEAD_LETTERED.labels(self.group, "batch_unprocessable").inc()
+            if self.flush is not None:
+                await self._flushed()
         except BaseException:
             if self.flush is not None:
                 handled = {}  # nothing of this fetch surely took effect: all of it again
@@ -193,9 +200,35 @@ class EventConsumer:
                 if last != messages[-1].offset:
                     # Stopped or failed part-way: fetch the rest again rather than skip it.
                     self.consumer.seek(tp, messages[0].offset if last is None else last + 1)
-                if last is not None:
-                    self._handled[tp] = self._position[tp] = last + 1
-                    CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - last - 1))
+        if self.flush is None:
+            self._record(handled)
+        elif handled:
+            self._flushing = asyncio.create_task(self._flush_batch(self.flush(), handled),
+                                                 name=f"flush-{self.group}")
+
+    async def _flushed(self) -> None:
+        """Waits for the previous fetch's flush; raises if it failed (only when stopping)."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:
+            await flushing
+
+    async def _flush_batch(self, write: Write, handled: dict) -> None:
+        """Runs a fetch's write, then records its offsets for the commit."""
+        try:
+            await self._retrying(write, "batch")
+        except Exception as exc:
+            if dependency_failure(exc):  # stopping: all of this fetch again next time
+                raise
+            # The batch's data cannot be completed; retrying would stall the partitions.
+            log.exception("batch flush failed on its data; going on", extra={"group": self.group})
+            EVENTS_DEAD_LETTERED.labels(self.group, "batch_unprocessable").inc()
+        self._record(handled)
+
+    def _record(self, handled: dict) -> None:
+        """The offsets after the last messages handled, for the next commit."""
+        for tp, last in handled.items():
+            self._handled[tp] = self._position[tp] = last + 1
+            CONSUMER_LAG.labels(self.group, tp.topic).set(max(0, (self.consumer.highwater(tp) or 0) - last - 1))
 
     async def _handle(self, message) -> None:
         """Handles one message or dead-letters it; retries failures of our own until they pass."""
