@@ -23,13 +23,7 @@ from prometheus_client.metrics import MetricWrapperBase
 import hub.wiring.metrics
 from config.settings import load_settings
 from hub.adapters.mongo import connect_mongo
-from hub.stores.carts import CartStore
-from hub.stores.coupons import CouponStore
-from hub.stores.orders import OrderStore
-from hub.stores.outbox import OutboxStore
-from hub.stores.payments import PaymentStore
-from hub.stores.points import PointsStore
-from hub.stores.products import ProductStore
+from hub.wiring.container import build_stores
 from hub.workers.outbox import OutboxRelay
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -193,11 +187,7 @@ async def test_the_outbox_backlog_gauge_counts_documents_holding_events_at_each_
     await db.payments.insert_one({"_id": "p1", "outbox": [{"id": "e9", "key": "p1", "event": event}]})
     await db.carts.insert_one({"_id": "c1", "outbox": [{"id": "e8", "key": "c1", "event": event}]})  # on orders too
     relay = OutboxRelay(RefusingKafka(), "/hub")
-    relay.register(products=ProductStore(db, relay.notify("products")), orders=OrderStore(db, relay.notify("orders")),
-                   payments=PaymentStore(db, relay.notify("payments")),
-                   points_accounts=PointsStore(db, relay.notify("points_accounts")),
-                   coupons=CouponStore(db, relay.notify("coupons")), carts=CartStore(db, relay.notify("carts")),
-                   outbox=OutboxStore(db, relay.publisher("outbox")))
+    build_stores(db, relay)  # registers the stores holding an outbox with the relay
     await relay._scan()
     assert (backlog("orders"), backlog("payments"), backlog("points"), backlog("inventory")) == (4, 1, 0, 0)
     await db.orders.update_many({}, {"$set": {"outbox": []}})  # published meanwhile

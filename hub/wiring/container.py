@@ -124,11 +124,11 @@ class Services:
 def build(settings: Settings, *, db, redis, kafka: Kafka, relay: OutboxRelay) -> tuple[Stores, Services]:
     """The stores over `db` and the services over them; nothing is started here (Hub.start
     does, in order)."""
-    stores = _stores(db, relay)
+    stores = build_stores(db, relay)
     return stores, _services(settings, stores, redis=redis, kafka=kafka)
 
 
-def _stores(db, relay: OutboxRelay) -> Stores:
+def build_stores(db, relay: OutboxRelay) -> Stores:
     """The stores over `db`; those with an outbox wake the relay when they add to it, and the
     relay publishes through them."""
     stores = Stores(
