@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import NamedTuple
 
 from domain.events import TOPIC_OF_PREFIX
 from domain.products import inventory_events
@@ -28,25 +29,47 @@ PUBLISH_WAIT_S = 2.0  # how long a request waits on Kafka before leaving its eve
 CONCURRENCY = 64
 
 
-def _stored_events(doc: dict, source: str) -> list[tuple[str, dict]]:
-    return [(entry["key"], entry["event"]) for entry in doc.get("outbox", [])]
+class _Record(NamedTuple):
+    """One event as it goes to Kafka."""
+    id: str
+    topic: str
+    key: str  # the aggregate id
+    value: str  # the event's JSON
+    signed: bool  # carries the hub's signature (a service's event never does)
 
 
-def _inventory_events(doc: dict, source: str) -> list[tuple[str, dict]]:
-    return [(doc["_id"], event) for event in inventory_events(doc, source)]
+def _stored(topic: str):
+    """Entries holding one of the hub's own events, all for `topic`."""
+    def render(doc: dict, source: str) -> list[_Record]:
+        return [_Record(entry["event"]["id"], topic, entry["key"], json.dumps(entry["event"]), True)
+                for entry in doc.get("outbox", [])]
+    return render
 
 
-# How each collection's outbox entries become (Kafka key, CloudEvent) pairs for one topic
-# (its store removes those published). Keys are aggregate ids.
-_RENDERERS = {
-    "orders": ("orders", _stored_events),
-    "payments": ("payments", _stored_events),
-    "points_accounts": ("points", _stored_events),
-    "coupons": ("orders", _stored_events),
-    "carts": ("orders", _stored_events),
-    "products": ("inventory", _inventory_events),
-}
+def _inventory(doc: dict, source: str) -> list[_Record]:
+    return [_Record(event["id"], "inventory", doc["_id"], json.dumps(event), True)
+            for event in inventory_events(doc, source)]
+
+
+def _requested(doc: dict, source: str) -> list[_Record]:
+    """Events accepted over HTTP (hub/stores/outbox.py), stored as the JSON they go out as,
+    each naming its topic."""
+    return [_Record(entry["id"], entry["topic"], entry["key"], entry["value"], entry["signed"])
+            for entry in doc["outbox"]]
+
+
 REQUESTED = "outbox"
+# Each collection's topic (None: each entry names its own) and how its documents' outbox
+# entries become records; its store removes those published.
+_RENDERERS = {
+    "orders": ("orders", _stored("orders")),
+    "payments": ("payments", _stored("payments")),
+    "points_accounts": ("points", _stored("points")),
+    "coupons": ("orders", _stored("orders")),
+    "carts": ("orders", _stored("orders")),
+    "products": ("inventory", _inventory),
+    REQUESTED: (None, _requested),
+}
 
 
 class OutboxRelay:
@@ -61,7 +84,7 @@ class OutboxRelay:
         self._stores: dict = {}
 
     def register(self, **stores) -> None:
-        """The stores it publishes from, by collection: one for each of _RENDERERS, and REQUESTED's.
+        """The stores it publishes from, by collection: one for each of _RENDERERS.
         Registered after they are built, as they are built with `notify`."""
         self._stores.update(stores)
 
@@ -128,14 +151,14 @@ class OutboxRelay:
                 await asyncio.sleep(1)
 
     async def _scan(self) -> None:
-        found = dict.fromkeys([*(topic for topic, _ in _RENDERERS.values()), *TOPIC_OF_PREFIX.values()], 0)
+        found = dict.fromkeys([*(topic for topic, _ in _RENDERERS.values() if topic), *TOPIC_OF_PREFIX.values()], 0)
         for collection, (topic, _) in _RENDERERS.items():
-            async for doc_id in self._stores[collection].pending_ids():
+            store = self._stores[collection]
+            pending = (store.pending_topics() if topic is None
+                       else ((doc_id, topic) async for doc_id in store.pending_ids()))
+            async for doc_id, doc_topic in pending:
                 self._pending.add((collection, doc_id))
-                found[topic] += 1
-        async for doc_id, topic in self._stores[REQUESTED].pending_topics():
-            self._pending.add((REQUESTED, doc_id))
-            found[topic] += 1
+                found[doc_topic] += 1
         # Normally near 0 (events leave within milliseconds); a count that stays up means
         # Kafka is not taking them (docs/deployment.md, alert HubOutboxBacklog).
         for topic, count in found.items():
@@ -154,34 +177,22 @@ class OutboxRelay:
                 self._pending.update(failed)
                 raise RuntimeError(f"outbox publish failed: {next(iter(failed.values()))!r}")
 
-    async def publish(self, collection: str, doc_id: str) -> list[dict]:
-        """Publish one document's pending events, then remove them from it; the events."""
+    async def publish(self, collection: str, doc_id: str) -> list[str]:
+        """Publish one document's pending events, then remove them from it; their ids."""
         async with self._slots:
             store = self._stores[collection]
             doc = await store.outbox_of(doc_id)
             if doc is None:
                 return []
-            if collection == REQUESTED:
-                return [await self._publish_requested(store, doc)]
-            topic, render = _RENDERERS[collection]
-            events = render(doc, self.source)
-            values = [(key, json.dumps(event).encode()) for key, event in events]
-            sends = [await self.kafka.producer.send(self.kafka.topic(topic), value, key=key.encode(),
-                                                    headers=self.kafka.signer.headers(value))
-                     for key, value in values]
+            records = _RENDERERS[collection][1](doc, self.source)
+            sends = []
+            for record in records:
+                value = record.value.encode()
+                sends.append(await self.kafka.producer.send(
+                    self.kafka.topic(record.topic), value, key=record.key.encode(),
+                    headers=self.kafka.signer.headers(value) if record.signed else None))
             await asyncio.gather(*sends)
             await store.mark_published(doc_id, doc["outbox"])
-            OUTBOX_PUBLISHED.labels(topic).inc(len(events))
-            return [event for _, event in events]
-
-    async def _publish_requested(self, store, doc: dict) -> dict:
-        """An event accepted over HTTP, stored as the JSON it goes out as; signed only when it is
-        the hub's own (a service's event never carries the hub's signature)."""
-        [entry] = doc["outbox"]
-        value = entry["value"].encode()
-        headers = self.kafka.signer.headers(value) if entry["signed"] else None
-        await self.kafka.producer.send_and_wait(self.kafka.topic(entry["topic"]), value, key=entry["key"].encode(),
-                                                headers=headers)
-        await store.mark_published(doc["_id"], doc["outbox"])
-        OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
-        return json.loads(value)
+            for record in records:
+                OUTBOX_PUBLISHED.labels(record.topic).inc()
+            return [record.id for record in records]
