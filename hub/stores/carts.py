@@ -13,9 +13,7 @@ from datetime import datetime
 
 from pymongo.errors import DuplicateKeyError
 
-from hub.stores.document_outbox import DocumentOutbox
-
-_PUBLIC = {"outbox": 0}
+from hub.stores.document_outbox import WITHOUT_OUTBOX, DocumentOutbox, outbox_entry
 
 
 class CartStore(DocumentOutbox):
@@ -28,7 +26,7 @@ class CartStore(DocumentOutbox):
         await self.create_outbox_index()
 
     async def get(self, user_id: str) -> dict | None:
-        return await self.col.find_one({"_id": user_id}, _PUBLIC)
+        return await self.col.find_one({"_id": user_id}, WITHOUT_OUTBOX)
 
     async def replace(self, user_id: str, version: int, fields: dict) -> bool:
         """Write `fields` as version `version + 1` if the cart is still at `version` (0: no cart yet)."""
@@ -43,7 +41,7 @@ class CartStore(DocumentOutbox):
         return result.modified_count == 1
 
     async def due_reminders(self, now: datetime, limit: int = 100) -> list[dict]:
-        cursor = self.col.find({"remind_at": {"$lte": now}}, _PUBLIC).limit(limit)
+        cursor = self.col.find({"remind_at": {"$lte": now}}, WITHOUT_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
     async def finish_reminder(self, user_id: str, version: int, event: dict | None) -> bool:
@@ -51,7 +49,7 @@ class CartStore(DocumentOutbox):
         conditional update: the reminder is recorded once whatever the number of sweepers)."""
         update: dict = {"$set": {"remind_at": None}}
         if event is not None:
-            update["$push"] = {"outbox": {"id": event["id"], "key": user_id, "event": event}}
+            update["$push"] = {"outbox": outbox_entry(event, user_id)}
         result = await self.col.update_one({"_id": user_id, "version": version, "remind_at": {"$ne": None}}, update)
         if result.modified_count == 1 and event is not None:
             self.on_outbox(user_id)

@@ -15,14 +15,8 @@ from datetime import datetime
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from hub.stores.document_outbox import DocumentOutbox
+from hub.stores.document_outbox import WITHOUT_OUTBOX, DocumentOutbox, outbox_entry
 from hub.wiring.metrics import COUPON_REDEMPTIONS
-
-_PUBLIC = {"outbox": 0}
-
-
-def _outbox(event: dict, key: str) -> dict:
-    return {"id": event["id"], "topic": "orders", "key": key, "event": event}
 
 
 class CouponStore(DocumentOutbox):
@@ -44,16 +38,16 @@ class CouponStore(DocumentOutbox):
         return True
 
     async def get(self, code: str) -> dict | None:
-        return await self.col.find_one({"_id": code}, _PUBLIC)
+        return await self.col.find_one({"_id": code}, WITHOUT_OUTBOX)
 
     async def list(self, *, active: bool | None, skip: int, limit: int) -> tuple[list[dict], int]:
         query = {} if active is None else {"active": active}
-        cursor = self.col.find(query, _PUBLIC).sort([("created_at", DESCENDING), ("_id", 1)]).skip(skip).limit(limit)
+        cursor = self.col.find(query, WITHOUT_OUTBOX).sort([("created_at", DESCENDING), ("_id", 1)]).skip(skip).limit(limit)
         return await cursor.to_list(limit), await self.col.count_documents(query)
 
     async def set_active(self, code: str, active: bool, now: datetime) -> dict | None:
         return await self.col.find_one_and_update({"_id": code}, {"$set": {"active": active, "updated_at": now}},
-                                                  _PUBLIC, return_document=ReturnDocument.AFTER)
+                                                  WITHOUT_OUTBOX, return_document=ReturnDocument.AFTER)
 
     async def _move(self, query: dict, update: dict, code: str, *, outcome: str | None = None) -> bool:
         doc = await self.col.find_one_and_update(query, update, {"_id": 1})
@@ -72,7 +66,7 @@ class CouponStore(DocumentOutbox):
              "$or": [{used: {"$exists": False}}, {used: {"$lt": per_user_limit}}]},
             {"$inc": {"redeemed": 1, used: 1}, "$set": {"updated_at": now},
              "$push": {"holds": {"id": marker, "user_id": user_id, "expires_at": expires_at},
-                       "outbox": _outbox(event, key)}},
+                       "outbox": outbox_entry(event, key)}},
             code)
         COUPON_REDEMPTIONS.labels("redeemed" if taken else "refused").inc()
         return taken
@@ -86,7 +80,7 @@ class CouponStore(DocumentOutbox):
         return await self._move(
             {"_id": code, "holds.id": marker},
             {"$inc": {"redeemed": -1, f"users.{user_id}": -1}, "$pull": {"holds": {"id": marker}},
-             "$set": {"updated_at": now}, "$push": {"outbox": _outbox(event, key)}},
+             "$set": {"updated_at": now}, "$push": {"outbox": outbox_entry(event, key)}},
             code, outcome="released")
 
     async def give_back(self, code: str, user_id: str, marker: str, expires_at: datetime, now: datetime,
@@ -96,7 +90,7 @@ class CouponStore(DocumentOutbox):
             {"_id": code, "holds.id": {"$ne": marker}},
             {"$inc": {"redeemed": -1, f"users.{user_id}": -1}, "$set": {"updated_at": now},
              "$push": {"holds": {"id": marker, "user_id": user_id, "expires_at": expires_at},
-                       "outbox": _outbox(event, key)}},
+                       "outbox": outbox_entry(event, key)}},
             code, outcome="released")
 
     async def settle(self, code: str, marker: str) -> None:

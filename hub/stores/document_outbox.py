@@ -8,6 +8,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 _PENDING = {"outbox.0": {"$exists": True}}
+WITHOUT_OUTBOX = {"outbox": 0}  # the projection of what a store's readers see
+
+
+def outbox_entry(event: dict, key: str) -> dict:
+    """One of the hub's events in a document's outbox, published keyed by `key` (the aggregate id)."""
+    return {"id": event["id"], "key": key, "event": event}
 
 
 class DocumentOutbox:

@@ -9,10 +9,9 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from domain.orders import ABORTED, PLACING
-from hub.stores.document_outbox import DocumentOutbox
+from hub.stores.document_outbox import WITHOUT_OUTBOX, DocumentOutbox, outbox_entry
 
 HIDDEN = {"$nin": [PLACING, ABORTED]}
-_NO_OUTBOX = {"outbox": 0}
 
 
 class OrderStore(DocumentOutbox):
@@ -57,14 +56,14 @@ class OrderStore(DocumentOutbox):
 
     async def get(self, order_id: str, *, include_hidden: bool = False) -> dict | None:
         query = {"_id": order_id} if include_hidden else {"_id": order_id, "status": HIDDEN}
-        return await self.col.find_one(query, _NO_OUTBOX)
+        return await self.col.find_one(query, WITHOUT_OUTBOX)
 
     async def list(self, *, user_id: str | None, status: str | None, skip: int, limit: int) -> tuple[list[dict], int]:
         query: dict = {"status": status or HIDDEN}
         if user_id is not None:
             query["user_id"] = user_id
         total = await self.col.count_documents(query)
-        cursor = self.col.find(query, _NO_OUTBOX).sort([("created_at", DESCENDING), ("_id", 1)]).skip(skip).limit(limit)
+        cursor = self.col.find(query, WITHOUT_OUTBOX).sort([("created_at", DESCENDING), ("_id", 1)]).skip(skip).limit(limit)
         return await cursor.to_list(limit), total
 
     async def move(self, order_id: str, from_status: str, to_status: str, *, history: dict, event: dict | None,
@@ -75,11 +74,11 @@ class OrderStore(DocumentOutbox):
         update: dict = {"$set": {"status": to_status, "updated_at": now, **(extra or {})},
                         "$push": {"status_history": history}}
         if event is not None:
-            update["$push"]["outbox"] = {"id": event["id"], "topic": "orders", "key": order_id, "event": event}
+            update["$push"]["outbox"] = outbox_entry(event, order_id)
         if event_id is not None:
             query["applied_events"] = {"$ne": event_id}
             update["$push"]["applied_events"] = {"$each": [event_id], "$slice": -100}
-        doc = await self.col.find_one_and_update(query, update, _NO_OUTBOX, return_document=ReturnDocument.AFTER)
+        doc = await self.col.find_one_and_update(query, update, WITHOUT_OUTBOX, return_document=ReturnDocument.AFTER)
         if doc is not None and event is not None:
             self.on_outbox(order_id)
         return doc
@@ -115,15 +114,15 @@ class OrderStore(DocumentOutbox):
     # For the sweeper ---------------------------------------------------------------
     async def stale_placing(self, before: datetime, limit: int = 200) -> list[dict]:
         cursor = self.col.find({"status": {"$in": [PLACING, ABORTED]}, "placing_expires_at": {"$lt": before}},
-                               _NO_OUTBOX).limit(limit)
+                               WITHOUT_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
     async def unpaid(self, created_before: datetime, limit: int = 200) -> list[dict]:
-        cursor = self.col.find({"status": "pending", "created_at": {"$lt": created_before}}, _NO_OUTBOX).limit(limit)
+        cursor = self.col.find({"status": "pending", "created_at": {"$lt": created_before}}, WITHOUT_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
     async def restock_unfinished(self, updated_before: datetime, limit: int = 200) -> list[dict]:
-        cursor = self.col.find({"restock_pending": True, "updated_at": {"$lt": updated_before}}, _NO_OUTBOX).limit(limit)
+        cursor = self.col.find({"restock_pending": True, "updated_at": {"$lt": updated_before}}, WITHOUT_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
     # Coupons and points of an order (domain/checkout.py) -----------------------------------
@@ -131,7 +130,7 @@ class OrderStore(DocumentOutbox):
         await self.col.update_one({"_id": order_id}, {"$set": fields})
 
     async def release_unfinished(self, updated_before: datetime, limit: int = 200) -> list[dict]:
-        cursor = self.col.find({"release_pending": True, "updated_at": {"$lt": updated_before}}, _NO_OUTBOX).limit(limit)
+        cursor = self.col.find({"release_pending": True, "updated_at": {"$lt": updated_before}}, WITHOUT_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
     async def placed_since(self, user_id: str, since: datetime) -> bool:

@@ -12,13 +12,7 @@ from datetime import datetime
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from hub.stores.document_outbox import DocumentOutbox
-
-_NO_OUTBOX = {"outbox": 0}
-
-
-def _entry(event: dict, key: str) -> dict:
-    return {"id": event["id"], "topic": "payments", "key": key, "event": event}
+from hub.stores.document_outbox import WITHOUT_OUTBOX, DocumentOutbox, outbox_entry
 
 
 class PaymentStore(DocumentOutbox):
@@ -43,10 +37,10 @@ class PaymentStore(DocumentOutbox):
             pass
 
     async def get(self, payment_key: str) -> dict | None:
-        return await self.col.find_one({"_id": payment_key}, _NO_OUTBOX)
+        return await self.col.find_one({"_id": payment_key}, WITHOUT_OUTBOX)
 
     async def for_order(self, order_id: str) -> list[dict]:
-        return await self.col.find({"order_id": order_id}, _NO_OUTBOX).sort("created_at", 1).to_list(100)
+        return await self.col.find({"order_id": order_id}, WITHOUT_OUTBOX).sort("created_at", 1).to_list(100)
 
     async def _guarded_upsert(self, query: dict, update: dict, payment_key: str) -> dict | None:
         """None when the guard fails on an existing document (the upsert then collides on _id).
@@ -55,7 +49,7 @@ class PaymentStore(DocumentOutbox):
         the _id alone)."""
         for attempt in range(2):
             try:
-                doc = await self.col.find_one_and_update(query, update, _NO_OUTBOX, upsert=True,
+                doc = await self.col.find_one_and_update(query, update, WITHOUT_OUTBOX, upsert=True,
                                                          return_document=ReturnDocument.AFTER)
                 break
             except DuplicateKeyError:
@@ -73,7 +67,7 @@ class PaymentStore(DocumentOutbox):
             {"$setOnInsert": base,
              "$set": {"status": "succeeded", "amount_minor": amount_minor, "succeeded_at": now, "updated_at": now},
              "$addToSet": {"flags": {"$each": flags}},
-             "$push": {"applied_events": event_id, "outbox": _entry(event, base["order_id"])}},
+             "$push": {"applied_events": event_id, "outbox": outbox_entry(event, base["order_id"])}},
             key,
         )
 
@@ -85,7 +79,7 @@ class PaymentStore(DocumentOutbox):
             {"$setOnInsert": {**base, "status": "failed", "amount_minor": amount_minor},
              "$set": {"updated_at": now},
              "$push": {"applied_events": event_id, "failures": {"reason": reason, "at": now},
-                       "outbox": _entry(event, base["order_id"])}},
+                       "outbox": outbox_entry(event, base["order_id"])}},
             key,
         )
 
@@ -95,8 +89,8 @@ class PaymentStore(DocumentOutbox):
         doc = await self.col.find_one_and_update(
             {"_id": key, "refunded_minor": previous, "applied_events": {"$ne": event_id}},
             {"$set": {"refunded_minor": refunded_total, "updated_at": now},
-             "$push": {"applied_events": event_id, "outbox": _entry(event, event["data"]["order_id"])}},
-            _NO_OUTBOX, return_document=ReturnDocument.AFTER,
+             "$push": {"applied_events": event_id, "outbox": outbox_entry(event, event["data"]["order_id"])}},
+            WITHOUT_OUTBOX, return_document=ReturnDocument.AFTER,
         )
         if doc is not None:
             self.on_outbox(key)

@@ -18,7 +18,7 @@ from datetime import datetime
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from hub.stores.document_outbox import DocumentOutbox
+from hub.stores.document_outbox import DocumentOutbox, outbox_entry
 
 
 class PointsStore(DocumentOutbox):
@@ -48,7 +48,7 @@ class PointsStore(DocumentOutbox):
         query: dict = {"_id": user_id, "entry_ids": {"$ne": entry["id"]}, "balance": expected_balance}
         update = {"$inc": {"balance": entry["delta"]}, "$set": {"updated_at": entry["at"]},
                   "$push": {"entries": _encode(entry), "entry_ids": entry["id"],
-                            "outbox": {"id": event["id"], "key": user_id, "event": event}}}
+                            "outbox": outbox_entry(event, user_id)}}
         if hold is not None:
             update["$push"]["holds"] = hold
         if entry.get("expires_at"):
