@@ -4,10 +4,10 @@ per-user cap) and the browser's web push subscriptions."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict, Invalid, NotFound
 
 PLATFORMS = ("apns", "fcm")
 ENVIRONMENTS = ("production", "sandbox")
@@ -32,10 +32,12 @@ def normalize_token(platform: str, token: str) -> str:
 
 
 class Devices:
-    def __init__(self, devices, users, *, clock: Callable[[], datetime]) -> None:
+    def __init__(self, devices, users, *, clock: Callable[[], datetime],
+                 endpoint_refusal: Callable[[str], Awaitable[str | None]]) -> None:
         self.devices = devices
         self.users = users
         self.clock = clock
+        self.endpoint_refusal = endpoint_refusal  # why the outgoing policy refuses a push endpoint, or None
 
     async def register(self, user_id: str, platform: str, token: str, fields: dict) -> tuple[dict, bool]:
         """(device, created): the same token again keeps its id; past MAX_DEVICES_PER_USER the
@@ -50,7 +52,13 @@ class Devices:
             raise NotFound("No such device.", code="device_not_found")
 
     async def subscribe_web_push(self, user_id: str, endpoint: str, keys: dict) -> dict:
-        """Adds (or refreshes) a browser's subscription, keyed by endpoint; the subscription."""
+        """Adds (or refreshes) a browser's subscription, keyed by endpoint; the subscription.
+        Only an endpoint the hub may call: https in production, a listed push service, no
+        private address (hub/adapters/outgoing.py)."""
+        reason = await self.endpoint_refusal(endpoint)
+        if reason is not None:
+            raise Invalid("This push endpoint is not allowed on this hub.",
+                          details=[{"field": "endpoint", "message": f"not allowed: {reason}"}])
         subscription = {"endpoint": endpoint, "keys": keys, "created_at": self.clock()}
         if not await self.users.add_push_subscription(user_id, subscription, MAX_WEB_PUSH_SUBSCRIPTIONS):
             raise Conflict(f"At most {MAX_WEB_PUSH_SUBSCRIPTIONS} devices per user; remove one first.",

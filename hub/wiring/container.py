@@ -42,7 +42,7 @@ from channels.sms import SmsChannel
 from channels.websocket import WebSocketChannel
 from hub.adapters.frequency_caps import FrequencyCaps
 from hub.adapters.kafka import Kafka
-from hub.adapters.outgoing import OutgoingPolicy
+from hub.adapters.outgoing import OutgoingPolicy, OutgoingRefused
 from hub.adapters.ratelimit import RateLimiter
 from hub.adapters.stripe_gateway import StripeGateway
 from hub.live.realtime import Realtime
@@ -118,7 +118,6 @@ class Services:
     stripe: StripeGateway | None  # None without STRIPE_API_KEY
     realtime: Realtime  # the live fan-out (hub/live)
     channels: dict  # the delivery channels configured: name → sender (channels/)
-    outgoing: OutgoingPolicy  # every provider client's HTTP calls
 
 
 def build(settings: Settings, *, db, redis, kafka: Kafka, relay: OutboxRelay) -> tuple[Stores, Services]:
@@ -224,13 +223,23 @@ def _services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Ser
     return Services(
         access_tokens=access_tokens, accounts=accounts, rate_limiter=RateLimiter(redis, settings.redis_prefix),
         service_events=service_events, topics=Topics(stores.topics, stores.users, clock=utcnow),
-        devices=Devices(stores.devices, stores.users, clock=utcnow),
+        devices=Devices(stores.devices, stores.users, clock=utcnow, endpoint_refusal=_refusal_of(outgoing)),
         stock_alerts=StockAlerts(stores.stock_alerts, clock=utcnow), inbox=Inbox(stores.notifications, clock=utcnow),
         delivery_reports=DeliveryReports(stores.notifications, clock=utcnow, on_delivery=count_delivery),
         catalog=catalog, orders=orders, points=points, payments=payments, checkout=checkout, coupons=coupons,
         carts=carts, templates=templates, notifier=notifier, dispatcher=dispatcher, broadcasts=broadcasts,
-        unsubscribe_links=unsubscribe_links, stripe=stripe, realtime=realtime, channels=channels,
-        outgoing=outgoing)
+        unsubscribe_links=unsubscribe_links, stripe=stripe, realtime=realtime, channels=channels)
+
+
+def _refusal_of(outgoing: OutgoingPolicy):
+    """The outgoing policy's check of a push endpoint, as the reason it refuses one (or None)."""
+    async def refusal(url: str) -> str | None:
+        try:
+            await outgoing.check_push_endpoint(url)
+        except OutgoingRefused as exc:
+            return exc.reason
+        return None
+    return refusal
 
 
 def notification_channels(settings: Settings, realtime: Realtime, outgoing: OutgoingPolicy) -> dict:
