@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from domain.errors import Invalid, NotFound
-from domain.events import TOPIC_OF_PREFIX, cloud_event, topic_for
+from domain.events import MAX_ATTRIBUTE_LENGTH, TOPIC_OF_PREFIX, cloud_event, topic_for
 from domain.notification_rules import notification_id
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -49,7 +49,11 @@ class ServiceEvents:
             raise Invalid(f"No topic takes events of type {event['type']!r}.", code="unknown_event_type",
                           details={"known_prefixes": sorted(TOPIC_OF_PREFIX)})
         data = event["data"]
-        key = data.get("order_id") or data.get("product_id") or data.get("user_id") or event.get("subject") or event["id"]
+        # The aggregate's id keys the event (its partition, so its order) when the data names one
+        # as a string of attribute length; anything else there is not a key: the subject or id then.
+        ids = (data.get("order_id"), data.get("product_id"), data.get("user_id"))
+        key = next((value for value in ids if isinstance(value, str) and 0 < len(value) <= MAX_ATTRIBUTE_LENGTH),
+                   event.get("subject") or event["id"])
         topic = topic_for(event["type"])
-        await self.outbox.add(topic, str(key), event, signed=False)
+        await self.outbox.add(topic, key, event, signed=False)
         return topic

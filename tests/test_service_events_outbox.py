@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from domain.service_events import ServiceEvents
 from hub.adapters.kafka import Kafka
 from tests.checkout_helpers import balance
 from tests.conftest import SERVICE_KEY
@@ -52,3 +53,26 @@ async def test_requests_accepted_while_kafka_is_unreachable_are_published_once_w
     points = await topics.read("points", until=lambda events: any(e["id"] == bonus["id"] for e in events))
     assert [e["id"] for e in points].count(bonus["id"]) == 1
     assert await hub.db["outbox"].count_documents({}) == 0
+
+
+class _Outbox:
+    def __init__(self) -> None:
+        self.added: list[tuple] = []
+
+    async def add(self, topic: str, key: str, event: dict, *, signed: bool) -> None:
+        self.added.append((topic, key, signed))
+
+
+@pytest.mark.parametrize("data,key", [
+    ({"order_id": "o-1", "user_id": "u-1"}, "o-1"),
+    ({"order_id": {"not": "an id"}, "user_id": "u-1"}, "u-1"),
+    ({"order_id": "o" * 257}, "the-subject"),
+    ({"order_id": ["o-1"]}, "the-subject"),
+])
+async def test_a_service_event_is_keyed_by_its_aggregate_id_only_when_that_is_a_bounded_string(data, key):
+    """Another service's data is not trusted as a Kafka key of any shape or size."""
+    outbox = _Outbox()
+    event = {"specversion": "1.0", "id": "e-1", "source": "/other", "type": "order.shipped", "subject": "the-subject",
+             "data": data}
+    assert await ServiceEvents(None, outbox, source="/hub").publish(event) == "orders"
+    assert outbox.added == [("orders", key, False)]
