@@ -602,9 +602,10 @@ async def test_events_endpoint_needs_a_service_key_and_a_cloud_event(api, hub_se
     def from_marketing(records):
         return [x for x in records if isinstance(x.value, dict) and x.value.get("source") == "/marketing"]
 
-    # Each call was answered after what it sent (if anything) was on Kafka: read to the end
-    # now, the topics hold all these calls will ever have put there. (The hub's own
-    # points.awarded, once it has credited the event, comes from /hub.)
+    # 202 means in the outbox: once the hub has settled, the topics hold all these calls will
+    # ever have put there. (The hub's own points.awarded, once it has credited the event,
+    # comes from /hub.)
+    await settled(hub_server.hub)
     [record] = from_marketing(await read_records(kafka, "points"))
     assert record.value == event
     assert record.key == user_id

@@ -66,6 +66,7 @@ function parseHash() {
 
 async function route() {
   if (location.hash && !location.hash.startsWith('#/')) return; // an in-page link (skip link)
+  shown = location.hash;
   const { path, query } = parseHash();
   if (scope) scope.dispose();
   scope = new Scope();
@@ -109,6 +110,7 @@ async function route() {
 }
 
 let focusOnRender = false; // not on the first render: the page starts at the top anyway
+let shown = null; // the hash route() last rendered
 let queued = false;
 function scheduleRoute() {
   // A sign-in changes the session and the hash at once: render once.
@@ -200,7 +202,9 @@ session.addEventListener('change', () => {
 session.addEventListener('profile', renderNav);
 cart.addEventListener('change', renderCartCount);
 realtime.addEventListener('state', renderConnection);
-window.addEventListener('hashchange', scheduleRoute);
+// Two quick changes queue two hashchange events, and the first may arrive once the page shows
+// the second hash already: rendering it again would read everything twice.
+window.addEventListener('hashchange', () => { if (location.hash !== shown) scheduleRoute(); });
 window.addEventListener('online', renderConnection);
 window.addEventListener('offline', renderConnection);
 
