@@ -13,7 +13,7 @@ from mongomock.filtering import filter_applies, resolve_sort_key
 from pymongo.errors import DuplicateKeyError
 
 from hub.adapters import embedded_indexes
-from hub.adapters.mongo import _index_id_lookups
+from hub.adapters.embedded_mongo import _index_id_lookups
 
 _index_id_lookups()
 embedded_indexes.install()

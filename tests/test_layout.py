@@ -16,8 +16,8 @@ RULES = [
     ("domain", ("hub", "handlers", "channels", "tornado", "pymongo", "motor", "bson", "mongomock", "redis",
                 "aiokafka")),
     # Handlers reach stores and the broker only through the domain's services.
-    ("handlers", ("hub.stores", "hub.adapters.kafka", "hub.workers", "hub.adapters.mongo", "hub.adapters.redis_client",
-                  "aiokafka", "pymongo", "motor", "bson", "redis", "mongomock")),
+    ("handlers", ("hub.stores", "hub.adapters.kafka", "hub.workers", "hub.adapters.mongo", "hub.adapters.embedded_mongo",
+                  "hub.adapters.redis_client", "aiokafka", "pymongo", "motor", "bson", "redis", "mongomock")),
     ("channels", ("handlers", "hub.wiring")),
     ("hub/live", ("handlers",)),
     ("hub/stores", ("handlers", "channels", "hub.live", "hub.workers")),

@@ -23,7 +23,7 @@ from domain.notification_templates import Templates
 from domain.notifications import LEASE, Notifier, public_notification
 from domain.users import public_user
 from hub.adapters.frequency_caps import FrequencyCaps
-from hub.adapters.mongo import embedded_client
+from hub.adapters.embedded_mongo import embedded_client
 from hub.stores.notifications import NotificationStore
 from hub.stores.stock_alerts import StockAlertStore
 from hub.stores.templates import TemplateStore

@@ -345,7 +345,7 @@ def install() -> None:
         return cached[1]
 
     iter_documents.hub_indexes = True
-    iter_documents.indexed_by_id = getattr(scan, "indexed_by_id", False)  # hub/adapters/mongo.py's id lookups, kept
+    iter_documents.indexed_by_id = getattr(scan, "indexed_by_id", False)  # hub/adapters/embedded_mongo.py's id lookups, kept
     Collection._iter_documents = iter_documents
     Collection._update = update_refiling
     Collection._get_dataset = dataset
