@@ -63,6 +63,8 @@ def random_query(rng: random.Random) -> dict:
         {"deleted": False},
         {"user_id": rng.choice(["u1", "u2"]), "slug": {"$in": [f"s{rng.randint(0, 60)}" for _ in range(30)]}},
         {"n": {"$in": [1, 2]}},
+        {"_id": {"$in": [f"d{rng.randint(0, 130)}" for _ in range(6)] + ["d3", "nobody", 7]}},
+        {"_id": {"$in": [f"new{rng.randint(0, 20)}", "d1", "d2"]}, "user_id": rng.choice(["u1", "u3"])},
         {"text": {"$in": ["mug", 1]}},
         {},
     ])
@@ -135,6 +137,7 @@ def test_lookups_read_candidates_not_every_document():
     assert len(indexes.candidates({"user_id": "u7"})) == 20
     assert [d["_id"] for d in indexes.candidates({"text": {"$regex": "item 1999"}})] == [1999]
     assert indexes.candidates({"price": 5}) is None  # not a declared field: scanned
+    assert [d["_id"] for d in indexes.candidates({"_id": {"$in": [1500, 3, "x", 3]}})] == [3, 1500]
     assert indexed.count_documents({"user_id": "u7"}) == 20
 
 

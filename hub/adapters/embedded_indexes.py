@@ -219,13 +219,17 @@ class StoreIndexes:
         declared = self.declared()
         best = None
         for field, condition in query.items():
-            if field not in declared:
+            if field not in declared and field != "_id":
                 continue
             wanted = _wanted(condition)
             if wanted is None:
                 continue
             kind, values = wanted
-            if kind == "eq":
+            if field == "_id":  # the store's own dict is the _id index (e.g. `{"_id": {"$in": ids}}`)
+                if kind != "eq":
+                    continue
+                ids = set(values)
+            elif kind == "eq":
                 bucket_map = self.maps.get(field) or self._build(field)
                 ids = set().union(*(bucket_map.get(v, ()) for v in values))
             else:

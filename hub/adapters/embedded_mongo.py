@@ -185,11 +185,6 @@ def _index_id_lookups() -> None:
 
     def iter_documents(self, filter):
         doc_id = filter.get("_id") if isinstance(filter, dict) else None
-        if isinstance(doc_id, dict) and list(doc_id) == ["$in"] and isinstance(doc_id["$in"], list) \
-                and all(isinstance(i, (str, int, ObjectId)) for i in doc_id["$in"]):
-            # `{"_id": {"$in": ids}}` (a broadcast's batch of users): each from the id map.
-            found = (self._store[i] for i in dict.fromkeys(doc_id["$in"]) if i in self._store)
-            return iter([document for document in found if filter_applies(filter, document)])
         if not isinstance(doc_id, (str, int, ObjectId)):
             return scan(self, filter)
         try:
