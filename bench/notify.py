@@ -78,7 +78,7 @@ class Bench:
         self.hub = start_hub(self.port, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC_PREFIX=PREFIX,
                              HUB_KAFKA_FETCH_MAX_WAIT_MS="20",
                              HUB_SERVICE_KEYS=SERVICE_KEY, SMTP_URL=f"smtp://127.0.0.1:{ports['smtp']}",
-                             HUB_AUTH_RATE_PER_IP="1000000")
+                             HUB_AUTH_RATE_PER_IP="1000000", HUB_PUSH_ALLOWED_HOSTS="127.0.0.1")
         self.client = Client(f"http://127.0.0.1:{self.port}", 20)
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         await self.producer.start()
@@ -94,8 +94,9 @@ class Bench:
             token = session["access_token"]
             await self.client.call("PUT", "/api/v1/users/me/preferences", {
                 "dnd": dnd, "frequency": {"max_per_hour": 10_000, "max_per_day": 100_000}}, token)
-            await self.client.call("POST", "/api/v1/users/me/push-subscriptions", {
+            status, answer = await self.client.call("POST", "/api/v1/users/me/push-subscriptions", {
                 "endpoint": f"http://127.0.0.1:{ports['push']}/push/{i}", "keys": keys}, token)
+            assert status in (200, 201), f"push subscription refused: {status} {answer}"
             self.users.append((session["user"]["id"], token))
 
         for start in range(0, self.args.users, 20):

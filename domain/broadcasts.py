@@ -59,7 +59,7 @@ class Broadcasts:
         self.publish = publish  # (CloudEvent) → on the `broadcasts` topic
         self.source = source
         self.batch_size = batch_size
-        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)  # notifications sending at once
         self.clock = clock
         self.on_processed = on_processed
         self.on_progress = on_progress  # (public broadcast) → admins' live view
@@ -235,7 +235,7 @@ class Broadcasts:
         fresh = [d["_id"] for d, _ in built if d["_id"] in stored and self.notifier.is_fresh(d["_id"])]
         self._first_round.update(fresh)
         try:
-            await self.notifier.process_many(fresh, self.concurrency)
+            await self.notifier.process_many(fresh, self.slots)
         finally:
             self._first_round.difference_update(fresh)
         counts: Counter = Counter()

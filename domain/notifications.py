@@ -231,11 +231,12 @@ class Notifier:
         """Moves the due deliveries of notification `nid` on; the caller holds its job."""
         await self.process_many([nid])
 
-    async def process_many(self, nids: list[str], concurrency: int | None = None) -> None:
+    async def process_many(self, nids: list[str], slots: asyncio.Semaphore | None = None) -> None:
         """Moves the due deliveries of these notifications on; the caller holds their jobs.
         Those not in hand are read in one query (their users and devices in one more each),
-        the frequency caps of all are counted in one Redis round trip, up to `concurrency`
-        notifications send at once (each channel also bounds its own connections), and the
+        the frequency caps of all are counted in one Redis round trip, as many notifications
+        send at once as `slots` lets (shared with the caller's other batches; each channel
+        also bounds its own connections), and the
         delivery logs and the jobs are written in one bulk write each. A notification that
         fails by our fault (not a provider's) is logged and left to its job's lease."""
         now = self.clock()
@@ -250,7 +251,7 @@ class Notifier:
         jobs: dict[str, tuple[datetime | None, bool]] = {nid: (None, False) for nid in missing if nid not in found}
         screened = {nid: self._screen(doc, user, now) for nid, (doc, user) in found.items()}
         admitted = await self.caps.admit_many([s.caps for s in screened.values() if s.caps is not None], now)
-        slots = asyncio.Semaphore(concurrency or max(1, len(found)))
+        slots = slots or asyncio.Semaphore(max(1, len(found)))
 
         async def advance(nid: str) -> dict[str, dict]:
             (doc, user), step = found[nid], screened[nid]

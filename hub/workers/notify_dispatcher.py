@@ -1,7 +1,9 @@
 """Runs the notification engine's deliveries in the background of each hub process.
 
 - `submit(id)` dispatches a notification just recorded (its job is already leased to
-  this process, so no other process takes it meanwhile).
+  this process, so no other process takes it meanwhile). What is submitted in one turn of
+  the event loop (a fetch of events, a poll's claims) is dispatched as one batch
+  (`Notifier.process_many`: one read, one caps round trip, bulk writes).
 - A poll loop claims due jobs (retries, held messages whose time has come, and work a
   dead process left behind once its lease ran out) with a compare-and-set, so several
   processes share them and each job runs once at a time.
@@ -34,6 +36,7 @@ class Dispatcher:
         self.limit = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[str] = set()
+        self._submitted: list[str] = []  # this turn's, not in a batch yet
         self._tasks: set[asyncio.Task] = set()
         self._room = asyncio.Event()
         self._room.set()
@@ -48,6 +51,7 @@ class Dispatcher:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        self._submitted.clear()  # not started: their leases run out, and a process takes them up
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout_s)
         for task in self._tasks:
@@ -58,10 +62,17 @@ class Dispatcher:
         if notification_id in self._in_flight:
             return
         self._in_flight.add(notification_id)
-        task = asyncio.create_task(self._run(notification_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if not self._submitted:
+            asyncio.get_running_loop().call_soon(self._start_batches)
+        self._submitted.append(notification_id)
         self._update_room()
+
+    def _start_batches(self) -> None:
+        submitted, self._submitted = self._submitted, []
+        for start in range(0, len(submitted), BATCH):
+            task = asyncio.create_task(self._run(submitted[start:start + BATCH]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def room(self) -> None:
         """Returns once this process has fewer than twice its concurrency in hand."""
@@ -74,17 +85,16 @@ class Dispatcher:
         else:
             self._room.set()
 
-    async def _run(self, notification_id: str) -> None:
+    async def _run(self, batch: list[str]) -> None:
         try:
-            async with self._slots:
-                await self.notifier.process(notification_id)
+            await self.notifier.process_many(batch, self._slots)
         except asyncio.CancelledError:
             raise
         except Exception:
-            # Ours (the store unreachable): the job keeps its lease and runs again after it.
-            log.exception("notification dispatch failed; will retry", extra={"notification_id": notification_id})
+            # Ours (the store unreachable): the jobs keep their lease and run again after it.
+            log.exception("notification dispatch failed; will retry", extra={"notifications": len(batch)})
         finally:
-            self._in_flight.discard(notification_id)
+            self._in_flight.difference_update(batch)
             self._update_room()
 
     async def _poll(self) -> None:
