@@ -21,8 +21,12 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 run: $(VENV)/.installed-run
 	$(PY) run.py
 
+# The whole suite in TEST_WORKERS processes (pytest-xdist), each taking a whole file at a time
+# (module-shared hubs stay shared): most of a test's time is a hub starting, a consumer group
+# joining or a peer answering, not CPU, so a two-core machine runs three at once.
+TEST_WORKERS ?= 3
 test: $(VENV)/.installed-dev chromium promtool
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The tests that need no broker, database server or process of their own (markers
 # `services` and `slow`, tests/conftest.py): domain rules, settings, channels against local
