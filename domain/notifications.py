@@ -236,9 +236,9 @@ class Notifier:
         Those not in hand are read in one query (their users and devices in one more each),
         the frequency caps of all are counted in one Redis round trip, as many notifications
         send at once as `slots` lets (shared with the caller's other batches; each channel
-        also bounds its own connections), and the
-        delivery logs and the jobs are written in one bulk write each. A notification that
-        fails by our fault (not a provider's) is logged and left to its job's lease."""
+        also bounds its own connections), and the delivery logs and the jobs are written in
+        one bulk write each. A notification that fails by our fault (not a provider's) is
+        logged and left to its job's lease."""
         now = self.clock()
         found = {nid: self._fresh.pop(nid) for nid in nids if nid in self._fresh}
         missing = [nid for nid in nids if nid not in found]
