@@ -227,10 +227,6 @@ class Notifier:
             return await self.templates.render_parts(default_parts(doc["type"], channel), context)
 
     # Processing ------------------------------------------------------------------------
-    async def process(self, nid: str) -> None:
-        """Moves the due deliveries of notification `nid` on; the caller holds its job."""
-        await self.process_many([nid])
-
     async def process_many(self, nids: list[str], slots: asyncio.Semaphore | None = None) -> None:
         """Moves the due deliveries of these notifications on; the caller holds their jobs.
         Those not in hand are read in one query (their users and devices in one more each),

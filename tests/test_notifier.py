@@ -132,7 +132,7 @@ class Hub:
         before = len(self.recorded)
         ids = await self.notifier.record(event)
         for nid in self.recorded[before:]:
-            await self.notifier.process(nid)
+            await self.notifier.process_many([nid])
         return ids
 
     async def run_due(self) -> list[str]:
@@ -141,7 +141,7 @@ class Hub:
         ran = []
         for nid in await self.store.due_jobs(now, 100):
             if await self.store.claim(nid, now, now + LEASE):
-                await self.notifier.process(nid)
+                await self.notifier.process_many([nid])
                 ran.append(nid)
         return ran
 
@@ -261,7 +261,7 @@ async def test_a_channel_not_configured_is_off_before_anything_else(hub):
     notifier = hub.make_notifier(channels={"websocket": hub.channels["websocket"]})
     user = await hub.user(preferences={"channels": {"sms": {"enabled": True, "types": ["all"]}}}, phone="+3361")
     nid, = await notifier.record(order_event(user["_id"]))
-    await notifier.process(nid)
+    await notifier.process_many([nid])
     assert await hub.statuses(nid) == {"email": ("suppressed", "channel_off"), "sms": ("suppressed", "channel_off"),
                                        "push": ("suppressed", "channel_off"), "websocket": ("sent", None)}
     assert [len(hub.received(c)) for c in ("email", "sms", "push", "websocket")] == [0, 0, 0, 1]
@@ -387,7 +387,7 @@ async def test_dnd_turned_off_while_held_still_waits_for_the_release_then_sends(
     await hub.set_preferences(user["_id"], {})
     hub.clock.advance(hours=1)
     assert await hub.run_due() == []  # the job is due at the end of the window it was held in
-    await hub.notifier.process(nid)   # and a stray dispatch before then releases nothing early
+    await hub.notifier.process_many([nid])   # and a stray dispatch before then releases nothing early
     assert (await hub.statuses(nid))["push"] == ("held", "dnd")
     assert (await hub.deliveries(nid))["push"]["release_at"] == DND_END
     assert hub.channels["push"].calls == []
@@ -505,7 +505,7 @@ async def test_held_messages_released_concurrently_never_go_over_the_cap(hub):
         hub.clock.now = min([(await hub.job(nid))["due_at"] for nid in due])
         now = hub.clock()
         claimed = [nid for nid in await hub.store.due_jobs(now, 100) if await hub.store.claim(nid, now, now + LEASE)]
-        await asyncio.gather(*(hub.notifier.process(nid) for nid in claimed))
+        await asyncio.gather(*(hub.notifier.process_many([nid]) for nid in claimed))
         for nid in claimed:
             push = (await hub.deliveries(nid))["push"]
             assert push["status"] == "sent" or (push["status"], push["reason"]) == ("held", "frequency_cap")
@@ -844,7 +844,7 @@ async def test_a_user_deleted_before_processing_suppresses_with_no_user(hub):
     nid, = await hub.notifier.record(order_event(user["_id"]))
     await hub.users.col.delete_one({"_id": user["_id"]})
     # Processed later, by any process (the recording one would use what it just read).
-    await hub.make_notifier().process(nid)
+    await hub.make_notifier().process_many([nid])
     assert await hub.statuses(nid) == {"email": ("suppressed", "no_user"), "sms": ("suppressed", "preference"),
                                        "push": ("suppressed", "no_user"), "websocket": ("suppressed", "no_user")}
     assert await hub.job(nid) is None
