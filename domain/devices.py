@@ -33,11 +33,12 @@ def normalize_token(platform: str, token: str) -> str:
 
 class Devices:
     def __init__(self, devices, users, *, clock: Callable[[], datetime],
-                 endpoint_refusal: Callable[[str], Awaitable[str | None]]) -> None:
+                 endpoint_refusal: Callable[[str], Awaitable[str | None]], web_push: bool) -> None:
         self.devices = devices
         self.users = users
         self.clock = clock
         self.endpoint_refusal = endpoint_refusal  # why the outgoing policy refuses a push endpoint, or None
+        self.web_push = web_push  # whether this hub sends web push (VAPID configured): else no subscriptions
 
     async def register(self, user_id: str, platform: str, token: str, fields: dict) -> tuple[dict, bool]:
         """(device, created): the same token again keeps its id; past MAX_DEVICES_PER_USER the

@@ -306,6 +306,11 @@ class Notifier:
                          any(d["status"] == HELD for d in deliveries.values()))
         await self.store.set_jobs(jobs)
 
+    async def close(self) -> None:
+        """Closes the delivery channels it sends through (their connections), at shutdown."""
+        for channel in self.channels.values():
+            await channel.close()
+
     async def acknowledge(self, user_id: str, nid: str) -> bool:
         """The user's client received it live (`ack` frame): its websocket delivery moves to
         delivered, once and never back. False when the user has no such notification."""

@@ -29,6 +29,11 @@ class PaymentsUnavailable(DomainError):
     code = "payments_unavailable"
 
 
+class PaymentProviderError(DomainError):
+    """The payment provider refused a call (the gateway raises it); details: its status and code."""
+    code = "payment_provider_error"
+
+
 class NotYet(DomainError):
     """The event refers to something that has not arrived yet: the sender should retry."""
     code = "retry_later"

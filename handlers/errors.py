@@ -1,11 +1,10 @@
-"""The one place where errors become HTTP statuses. The domain's errors (and the payment
-gateway's) carry a code, a sentence and details, never a status: this table maps them."""
+"""The one place where errors become HTTP statuses. The domain's errors carry a code, a
+sentence and details, never a status: this table maps them."""
 
 from __future__ import annotations
 
 from domain.errors import Conflict, DomainError, Forbidden, Invalid, Locked, NotFound, RateLimited, Unauthorized
-from domain.payments import NotYet, PaymentsUnavailable
-from hub.adapters.stripe_gateway import PaymentProviderError
+from domain.payments import NotYet, PaymentProviderError, PaymentsUnavailable
 
 # Looked up along the error's class hierarchy: the most specific class listed wins.
 STATUS_OF = {

@@ -36,18 +36,16 @@ class EndpointBody(Body):
     endpoint: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
-def _push_channel(handler: BaseHandler):
-    channel = handler.services.channels.get("push")
-    if channel is None:
+def _require_web_push(handler: BaseHandler) -> None:
+    if not handler.services.devices.web_push:
         raise ApiError(503, "push_unavailable", "Web push is not configured on this hub.")
-    return channel
 
 
 class VapidKeyHandler(BaseHandler):
     openapi = {"get": {"summary": "The VAPID public key (applicationServerKey) for PushManager.subscribe", "auth": None}}
 
     async def get(self) -> None:
-        _push_channel(self)
+        _require_web_push(self)
         self.send({"key": self.config.vapid_public_key})
 
 
@@ -63,7 +61,7 @@ class PushSubscriptionsHandler(BaseHandler):
     async def post(self) -> None:
         caller = self.require_user()
         body = self.parse(SubscriptionBody)
-        _push_channel(self)
+        _require_web_push(self)
         subscription = await self.services.devices.subscribe_web_push(caller.id, body.endpoint, body.keys.model_dump())
         self.send({"endpoint": body.endpoint, "created_at": subscription["created_at"].isoformat()}, 201)
 

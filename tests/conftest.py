@@ -270,55 +270,56 @@ class KafkaTopics:
         await settled(self.hub)
 
     async def read(self, topic: str, *, until=None, timeout: float | None = None) -> list[dict]:
-        """All events on `topic`, waiting up to `timeout` s (10) for `until(events)` to hold;
-        with neither, those on it now (after `settled`: all there will be)."""
-        from aiokafka import AIOKafkaConsumer
-
-        if until is None and timeout is None:
-            return [json.loads(m.value) for m in await on_kafka(self.kafka, topic)]
-        until = until or (lambda events: False)
-        timeout = 10.0 if timeout is None else timeout
-
-        consumer = AIOKafkaConsumer(self.kafka.topic(topic), bootstrap_servers=self.kafka.bootstrap_servers,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        events: list[dict] = []
-        try:
-            deadline = asyncio.get_running_loop().time() + timeout
-            while asyncio.get_running_loop().time() < deadline:
-                batch = await consumer.getmany(timeout_ms=200)
-                for messages in batch.values():
-                    events.extend(json.loads(m.value) for m in messages)
-                if until(events):
-                    break
-        finally:
-            await consumer.stop()
-        return events
+        """The events on `topic`, as `kafka_records` reads them."""
+        return await kafka_records(self.kafka.bootstrap_servers, self.kafka.topic(topic), until=until,
+                                   timeout=timeout, decode=lambda m: json.loads(m.value))
 
     async def send(self, topic: str, value, key: str = "k") -> None:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         await self.kafka.producer.send_and_wait(self.kafka.topic(topic), raw, key=key.encode())
 
 
-async def on_kafka(kafka, topic: str) -> list:
-    """Every record on the hub's (prefixed) `topic` up to its end as it is now: after
-    `settled`, all there will be."""
+async def kafka_records(bootstrap_servers: str, topic: str, *, until=None, timeout: float | None = None,
+                        linger: float = 0.0, decode=lambda record: record) -> list:
+    """Every record on `topic` (its full name, prefix included) from the beginning, each
+    `decode`d (an aiokafka ConsumerRecord: key, value, headers, partition, offset).
+
+    With `until` or `timeout`: polls until `until(decoded)` holds or `timeout` (10) s pass, then
+    keeps reading `linger` more seconds (where no `settled` barrier can be had: hubs in other
+    processes, or whose relay was stopped). With neither: the records up to the topic's end as
+    it is now (after `settled`: all there will be)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    to_end = until is None and timeout is None
+    consumer = AIOKafkaConsumer(*(() if to_end else (topic,)), bootstrap_servers=bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
+    found: list = []
+
+    async def fetch() -> None:
+        for messages in (await consumer.getmany(timeout_ms=200)).values():
+            found.extend(decode(m) for m in messages)
+
     try:
-        name = kafka.topic(topic)
-        await consumer.topics()  # the metadata of every topic
-        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for messages in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(messages)
-        return records
+        if to_end:
+            await consumer.topics()  # the metadata of every topic
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                await fetch()
+            return found
+        until = until or (lambda decoded: False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (10.0 if timeout is None else timeout)
+        satisfied = False
+        while loop.time() < deadline:
+            await fetch()
+            if not satisfied and until(found):
+                satisfied = True
+                deadline = loop.time() + linger
+        return found
     finally:
         await consumer.stop()
 

@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = [
     ("domain", ("hub", "handlers", "channels", "tornado", "pymongo", "motor", "bson", "mongomock", "redis",
                 "aiokafka")),
-    # Handlers reach stores and the broker only through the domain's services.
-    ("handlers", ("hub.stores", "hub.adapters.kafka", "hub.workers", "hub.adapters.mongo", "hub.adapters.embedded_mongo",
-                  "hub.adapters.redis_client", "aiokafka", "pymongo", "motor", "bson", "redis", "mongomock")),
+    # Handlers reach stores, adapters and the broker only through the domain's services; the
+    # errors they answer with are the domain's (handlers/errors.py).
+    ("handlers", ("hub.stores", "hub.adapters", "hub.workers", "aiokafka", "pymongo", "motor", "bson", "redis",
+                  "mongomock")),
     ("channels", ("handlers", "hub.wiring")),
     ("hub/live", ("handlers",)),
     ("hub/stores", ("handlers", "channels", "hub.live", "hub.workers")),
@@ -70,3 +71,29 @@ def test_workers_index_no_database():
              if isinstance(node, ast.Subscript) and (isinstance(node.value, ast.Name) and node.value.id == "db"
                                                      or isinstance(node.value, ast.Attribute) and node.value.attr == "db")]
     assert found == []
+
+
+# What handlers may call in `services` beside the domain's rules (docs/architecture.md).
+HANDLER_SERVICES_BESIDE_DOMAIN = {"hub.adapters.ratelimit", "hub.live.realtime"}
+
+
+def test_handlers_call_only_domain_services():
+    """Of `services`, handlers use the domain's (and the rate limiter, the live fan-out): never a
+    delivery channel or a gateway. A field's module is read from hub/wiring/container.py."""
+    container = ast.parse((ROOT / "hub" / "wiring" / "container.py").read_text())
+    module_of_name = {alias.asname or alias.name: node.module for node in container.body
+                      if isinstance(node, ast.ImportFrom) for alias in node.names}
+    services = next(node for node in container.body if isinstance(node, ast.ClassDef) and node.name == "Services")
+    module_of_field = {field.target.id: module_of_name.get(next(n.id for n in ast.walk(field.annotation)
+                                                                if isinstance(n, ast.Name)))
+                       for field in services.body if isinstance(field, ast.AnnAssign)}
+    found = set()
+    for path in sorted((ROOT / "handlers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and (
+                    isinstance(node.value, ast.Attribute) and node.value.attr == "services"
+                    or isinstance(node.value, ast.Name) and node.value.id == "services"):
+                module = module_of_field.get(node.attr)
+                if not (module and (under(module, "domain") or module in HANDLER_SERVICES_BESIDE_DOMAIN)):
+                    found.add(f"{path.name} uses services.{node.attr} ({module or 'not a domain service'})")
+    assert not found, "\n".join(sorted(found))

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from tornado.httpclient import AsyncHTTPClient
 
 from config.settings import load_settings
 from hub.wiring.server import HubServer
-from tests.conftest import SERVICE_KEY, SHARED_STORE, Api, on_kafka, settled
+from tests.conftest import SERVICE_KEY, SHARED_STORE, Api, kafka_records, settled
 
 pytestmark = [pytest.mark.stores]
 
@@ -50,33 +49,9 @@ def as_record(m) -> Record:
 
 async def read_records(kafka, topic: str, *, until=None, timeout: float | None = None,
                        linger: float = 0.0) -> list[Record]:
-    """Every message on the hub's (prefixed) `topic`, from the beginning, with its key.
-
-    Polls until `until(records)` holds or `timeout` (10) s pass; then keeps reading `linger`
-    more seconds (where no `settled` barrier can be had: hubs whose relay was stopped).
-    With neither: the messages on it now (after `settled`: all there will be)."""
-    if until is None and timeout is None:
-        return [as_record(m) for m in await on_kafka(kafka, topic)]
-    until = until or (lambda records: False)
-    timeout = 10.0 if timeout is None else timeout
-    consumer = AIOKafkaConsumer(kafka.topic(topic), bootstrap_servers=kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    records: list[Record] = []
-    loop = asyncio.get_running_loop()
-    try:
-        deadline = loop.time() + timeout
-        satisfied = False
-        while loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for messages in batch.values():
-                records.extend(as_record(m) for m in messages)
-            if not satisfied and until(records):
-                satisfied = True
-                deadline = loop.time() + linger
-    finally:
-        await consumer.stop()
-    return records
+    """Every message on the hub's (prefixed) `topic`, with its key, as `kafka_records` reads them."""
+    return await kafka_records(kafka.bootstrap_servers, kafka.topic(topic), until=until, timeout=timeout,
+                               linger=linger, decode=as_record)
 
 
 def events_of(records: list[Record], event_type: str | None = None, **data) -> list[Record]:

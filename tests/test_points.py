@@ -21,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient
 from config.settings import load_settings
 from domain.clock import utcnow
 from hub.wiring.server import HubServer
-from tests.conftest import Api, get_order, on_kafka, placed, settled
+from tests.conftest import Api, get_order, kafka_records, placed, settled
 from tests.stripe_fake import event, refunded_charge, sign, succeeded_intent
 
 pytestmark = [pytest.mark.stores]
@@ -109,31 +109,9 @@ async def redeem(api, token: str, product_id, quantity=1):
 
 
 async def records(hub, topic: str, *, until=None, timeout: float | None = None) -> list[tuple[str | None, dict]]:
-    """(key, event) of everything on `topic` of this hub, from the beginning, waiting up to
-    `timeout` s (10) for `until(records)`; with neither, those on it now (after `settled`: all)."""
-    from aiokafka import AIOKafkaConsumer
-
-    kafka = hub.kafka
-    if until is None and timeout is None:
-        return [(m.key.decode() if m.key else None, json.loads(m.value)) for m in await on_kafka(kafka, topic)]
-    until = until or (lambda rs: False)
-    timeout = 10.0 if timeout is None else timeout
-    consumer = AIOKafkaConsumer(kafka.topic(topic), bootstrap_servers=kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    found: list[tuple[str | None, dict]] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for messages in batch.values():
-                found.extend((m.key.decode() if m.key else None, json.loads(m.value)) for m in messages)
-            if until(found):
-                break
-    finally:
-        await consumer.stop()
-    return found
+    """(key, event) of everything on `topic` of this hub, as `kafka_records` reads them."""
+    return await kafka_records(hub.kafka.bootstrap_servers, hub.kafka.topic(topic), until=until, timeout=timeout,
+                               decode=lambda m: (m.key.decode() if m.key else None, json.loads(m.value)))
 
 
 def of_type(found, event_type: str, **data) -> list[tuple[str | None, dict]]:

@@ -20,12 +20,12 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from tests.broadcast_e2e import announcement, finished, progress, start_broadcast, topic_with
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI, SERVICE_KEY, Api, drop_keys
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MONGODB_URI, SERVICE_KEY, Api, drop_keys, kafka_records
 from tests.peers import SmtpSink
 from tests.test_realtime_processes import HubProcess, Ws, base_environ, group_stable, shared_redis  # noqa: F401
 
@@ -66,20 +66,8 @@ class Deployment:
 
     async def events(self, topic: str, until=lambda events: False, timeout: float = 20.0) -> list[dict]:
         """Every event on the (prefixed) topic, read until `until(events)` holds or the timeout."""
-        consumer = AIOKafkaConsumer(self.env["KAFKA_TOPIC_PREFIX"] + topic, bootstrap_servers=self.bootstrap,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        events: list[dict] = []
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                for messages in (await consumer.getmany(timeout_ms=200)).values():
-                    events.extend(json.loads(m.value) for m in messages)
-                if until(events):
-                    break
-        finally:
-            await consumer.stop()
-        return events
+        return await kafka_records(self.bootstrap, self.env["KAFKA_TOPIC_PREFIX"] + topic, until=until,
+                                   timeout=timeout, decode=lambda m: json.loads(m.value))
 
     async def publish(self, topic: str, events: list[dict], key) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)

@@ -10,15 +10,11 @@ import re
 import anyio
 import stripe
 
-from domain.errors import DomainError
+from domain.payments import PaymentProviderError
 from hub.adapters.outgoing import OutgoingPolicy
 
 log = logging.getLogger(__name__)
 STRIPE_CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # Stripe's error codes, e.g. card_declined
-
-
-class PaymentProviderError(DomainError):
-    code = "payment_provider_error"  # a 502 (handlers/errors.py)
 
 
 class _PolicyHTTPXClient(stripe.HTTPXClient):

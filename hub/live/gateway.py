@@ -120,7 +120,7 @@ class Session:
         try:
             await self._catch_up(key, last, announce=False)
         except Exception:
-            log.exception("could not fill a gap from history", extra={"channel": key})
+            log.exception("could not fill a gap from history", extra={"feed": key})
 
     async def close(self) -> None:
         self.send.close()

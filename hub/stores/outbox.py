@@ -8,10 +8,10 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from hub.stores.document_outbox import DocumentOutbox
+from hub.stores.document_outbox import OutboxSource
 
 
-class OutboxStore(DocumentOutbox):
+class OutboxStore(OutboxSource):
     def __init__(self, db, publish: Callable[[str], Awaitable[None]]) -> None:
         self.col = db["outbox"]
         self.publish = publish  # the relay's: publishes the document now, or has it retried

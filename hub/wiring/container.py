@@ -117,7 +117,6 @@ class Services:
     unsubscribe_links: UnsubscribeLinks
     stripe: StripeGateway | None  # None without STRIPE_API_KEY
     realtime: Realtime  # the live fan-out (hub/live)
-    channels: dict  # the delivery channels configured: name → sender (channels/)
 
 
 def build(settings: Settings, *, db, redis, kafka: Kafka, relay: OutboxRelay) -> tuple[Stores, Services]:
@@ -223,12 +222,13 @@ def _services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Ser
     return Services(
         access_tokens=access_tokens, accounts=accounts, rate_limiter=RateLimiter(redis, settings.redis_prefix),
         service_events=service_events, topics=Topics(stores.topics, stores.users, clock=utcnow),
-        devices=Devices(stores.devices, stores.users, clock=utcnow, endpoint_refusal=_refusal_of(outgoing)),
+        devices=Devices(stores.devices, stores.users, clock=utcnow, endpoint_refusal=_refusal_of(outgoing),
+                        web_push="push" in channels),
         stock_alerts=StockAlerts(stores.stock_alerts, clock=utcnow), inbox=Inbox(stores.notifications, clock=utcnow),
         delivery_reports=DeliveryReports(stores.notifications, clock=utcnow, on_delivery=count_delivery),
         catalog=catalog, orders=orders, points=points, payments=payments, checkout=checkout, coupons=coupons,
         carts=carts, templates=templates, notifier=notifier, dispatcher=dispatcher, broadcasts=broadcasts,
-        unsubscribe_links=unsubscribe_links, stripe=stripe, realtime=realtime, channels=channels)
+        unsubscribe_links=unsubscribe_links, stripe=stripe, realtime=realtime)
 
 
 def _refusal_of(outgoing: OutgoingPolicy):

@@ -141,8 +141,7 @@ class Hub:
         if services is not None:
             await services.dispatcher.stop()
             services.accounts.close()
-            for channel in services.channels.values():
-                await channel.close()
+            await services.notifier.close()
             await services.realtime.stop()
         if self.relay is not None:
             await self.relay.stop()
