@@ -108,6 +108,18 @@ class LocalRedisCluster:
     def state_ok(self, port: int) -> bool:
         return self._state_ok(shutil.which("redis-cli"), port)
 
+    def replicated(self, port: int) -> bool:
+        """Whether master `port`'s replicas have acknowledged every write it took (replicas
+        acknowledge about once a second). Replication is asynchronous: a master killed before
+        this holds loses what it had not passed on, as on any Redis Cluster."""
+        info = subprocess.run([shutil.which("redis-cli"), "-p", str(port), "info", "replication"],
+                              capture_output=True, text=True).stdout
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        offset = int(fields.get("master_repl_offset", "-1"))
+        acked = [int(dict(item.split("=") for item in value.split(","))["offset"])
+                 for key, value in fields.items() if key.startswith("slave") and key[5:].isdigit()]
+        return bool(acked) and min(acked) >= offset
+
     @staticmethod
     def _synced(cli: str, port: int) -> bool:
         info = subprocess.run([cli, "-p", str(port), "info", "replication"], capture_output=True, text=True).stdout
