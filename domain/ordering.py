@@ -12,7 +12,9 @@ If the process dies anywhere in between, the sweeper finds the expired markers o
 stale `placing` order and finishes the job in the right direction.
 
 Cancelling gives stock back the same way: give back under a marker, record the product
-on the order, settle the marker; the status compare-and-set makes it happen once.
+on the order, settle the marker; the status compare-and-set makes it happen once. A paid
+order's cancel also sets `refund_pending` in the same move; the money then goes back
+through domain/payments.py `refund_cancelled`, and the sweeper retries what is left.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("3b0c7c4e-58f4-4e7c-a1f5-0d8f3a6c2b11")
 PLACING_TTL = timedelta(seconds=30)
 MAX_NOTE = 500  # a status change's note, as PATCH /orders/{id} takes it
+PAID_BY_DISCOUNTS = "discounts"  # `paid_by` of an order the coupon and points paid in full: no money to give back
 
 
 class TooManyUnpaidOrders(RateLimited):
@@ -50,6 +53,7 @@ class Orders:
         self.max_unpaid = max_unpaid
         self.products = products
         self.checkout = None  # domain.checkout.Checkout (coupons and points on orders), set by the hub once built
+        self.payments = None  # domain.payments.Payments (refunds of cancelled paid orders), set by the hub once built
         self.source = source
         self.currency = currency
         self.payment_timeout = timedelta(seconds=payment_timeout_s)
@@ -137,7 +141,7 @@ class Orders:
             await self.checkout.settle(placed)
             if placed["total_minor"] == 0:  # nothing left to pay: paid by the coupon and points
                 placed = await self.transition(placed, "confirmed", note="paid with coupon and points", actor="system",
-                                               only_from=frozenset({"pending"}), record={"paid_by": "discounts"})
+                                               only_from=frozenset({"pending"}), record={"paid_by": PAID_BY_DISCOUNTS})
         return placed, True
 
     async def _replay(self, existing: dict | None, fingerprint: str) -> dict:
@@ -214,11 +218,15 @@ class Orders:
             if event_id is not None:
                 event["causationid"] = event_id  # CloudEvents extension: the external event applied
             gives_back = target in ("cancelled", "refunded") and bool(order.get("coupon_code") or order.get("points_used"))
+            refunds = target == "cancelled" and order.get("paid_by") not in (None, PAID_BY_DISCOUNTS)
             moved = await self.orders.move(
                 order["_id"], order["status"], target, history=history_entry(target, now, note, actor), event=event,
                 now=now, extra={**(record or {}), **({"restock_pending": True} if target == "cancelled" else {}),
-                                **({"release_pending": True} if gives_back else {})},
-                event_id=event_id)
+                                **({"release_pending": True} if gives_back else {}),
+                                **({"refund_pending": True} if refunds else {})},
+                event_id=event_id,
+                # A payment claiming the order meanwhile (claim_payment) must not slip past the refund.
+                unchanged={"paid_by": order.get("paid_by")} if target == "cancelled" else None)
             if moved is not None:
                 break
             # Someone moved it first: judge the request against what it is now.
@@ -231,6 +239,8 @@ class Orders:
             await self.restock(moved)
         if moved.get("release_pending"):
             await self.checkout.give_back(moved)
+        if moved.get("refund_pending"):
+            await self.payments.refund_cancelled(moved)
         return moved
 
     async def restock(self, order: dict) -> None:
@@ -290,6 +300,8 @@ class Orders:
             await self._clean_up_placement(order)
         for order in await self.orders.restock_unfinished(now - PLACING_TTL):
             await self.restock(order)
+        for order in await self.orders.refund_unfinished(now - PLACING_TTL):
+            await self.payments.refund_cancelled(order)  # Stripe unreachable before, or the process died
         for order in await self.orders.unpaid(now - self.payment_timeout):
             try:
                 await self.transition(order, "cancelled", note="payment timeout", actor="system",

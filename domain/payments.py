@@ -7,6 +7,10 @@ retry after a crash has no second effect:
 2. reconcile the order with the payment (confirm a pending order; flag a payment that
    cannot apply: wrong amount, order cancelled, order already paid);
 3. (refunds) a full refund of a delivered or returned order moves it to refunded.
+
+A paid order that is cancelled gets its money back from here (`refund_cancelled`): the
+provider is asked once per payment (Stripe: an idempotency key per payment), and the refund
+comes back as a provider event through step 1 like any other, taking back the points then.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class NotYet(DomainError):
 REFUND_WAIT_S = 3600
 MAX_EXTERNAL_ID = 200  # order, provider and payment ids in another service's payment event
 MAX_REASON = 200  # a failure reason from another service, as stored and shown
+# StripeGateway.refund's outcomes: done (now or before), refused for good, or to be tried again later.
+REFUNDED, REFUSED, RETRY = "refunded", "refused", "retry"
 
 
 def payment_key(provider: str, payment_id: str) -> str:
@@ -221,6 +227,33 @@ class Payments:
                                                          only_from=frozenset({source}))
                 except Conflict:
                     return
+
+    async def refund_cancelled(self, order: dict) -> None:
+        """Give back the money of `order`, a paid order just cancelled (its `refund_pending`
+        marker set in the same move), then clear the marker. Stripe payments are refunded in
+        full through the gateway, with a key per payment so that a retry never refunds twice;
+        while Stripe cannot be reached the marker stays and the sweep calls this again. Money
+        the hub cannot give back itself (Stripe refuses, payments are off, offline or another
+        service's payment) is flagged `refund_required` for an operator. The points the order
+        earned are taken back when the refund arrives (`refunded_total`), as for any refund."""
+        payment = await self.store.get(order["paid_by"])
+        left = payment["amount_minor"] - payment.get("refunded_minor", 0) if payment else 0
+        if left > 0:
+            context = {"payment": payment["_id"], "order_id": order["_id"], "amount_minor": left}
+            if payment["provider"] != "stripe" or self.gateway is None:
+                outcome = {"outcome": REFUSED, "reason": "not refundable by the hub"}
+            else:
+                outcome = await self.gateway.refund(payment_intent=payment["payment_id"], amount_minor=left,
+                                                    idempotency_key=f"hub-refund-{payment['payment_id']}")
+            if outcome["outcome"] == RETRY:
+                log.warning("refund of a cancelled order not made yet; the sweep retries", extra={**context, **outcome})
+                return
+            if outcome["outcome"] == REFUSED:
+                await self.store.add_flag(payment["_id"], REFUND_REQUIRED)
+                log.error("refund of a cancelled order needs an operator", extra={**context, **outcome})
+            else:
+                log.info("refund of a cancelled order requested", extra={**context, **outcome})
+        await self.order_store.finish_refund(order["_id"])
 
     async def offline(self, order_id: str, caller: Caller, amount_minor: int, reference: str | None) -> dict:
         """An admin records money taken elsewhere: the same effects as a card payment."""

@@ -1,6 +1,7 @@
 """A Stripe-shaped HTTP server for tests, and helpers to sign and build Stripe webhook events.
 
-`StripeFake` answers `POST /v1/payment_intents` (and `GET /v1/payment_intents/{id}`) the way
+`StripeFake` answers `POST /v1/payment_intents` (and `GET /v1/payment_intents/{id}`) and
+`POST /v1/refunds` (`payment_intent`, `amount`; the refunds made are in `refunds`) the way
 Stripe's API does: form-encoded parameters (`amount`, `currency`, `metadata[order_id]`, ...),
 `Authorization: Bearer sk_...` (or HTTP Basic with the key as user name), and the
 `Idempotency-Key` header (the first response for a key is replayed, byte for byte, for every
@@ -75,6 +76,7 @@ class StripeFake(LocalHttpPeer):
         self.api_key = api_key
         self.requests: list[Recorded] = []
         self.intents: dict[str, dict] = {}
+        self.refunds: list[dict] = []  # refunds made (an idempotent replay makes none)
         self._idempotent: dict[str, _Stored] = {}
         self._errors: list[tuple[int, dict]] = []
         self._outage: tuple[int, dict] | None = None
@@ -85,6 +87,7 @@ class StripeFake(LocalHttpPeer):
         return self._serve([
             (r"/v1/payment_intents", _PaymentIntents, {"fake": self}),
             (r"/v1/payment_intents/([^/]+)", _PaymentIntent, {"fake": self}),
+            (r"/v1/refunds", _Refunds, {"fake": self}),
             (r"/.*", _NotFound, {"fake": self}),
         ])
 
@@ -173,6 +176,30 @@ class StripeFake(LocalHttpPeer):
         return 200, intent
 
 
+    def create_refund(self, params: list[tuple[str, str]]) -> tuple[int, dict]:
+        form = dict(params)
+        intent = self.intents.get(form.get("payment_intent", ""))
+        if intent is None:
+            return 400, {"error": {"type": "invalid_request_error", "code": "resource_missing", "param": "payment_intent",
+                                   "message": f"No such payment_intent: '{form.get('payment_intent')}'"}}
+        left = intent["amount"] - sum(r["amount"] for r in self.refunds if r["payment_intent"] == intent["id"])
+        if left <= 0:
+            return 400, {"error": {"type": "invalid_request_error", "code": "charge_already_refunded",
+                                   "message": "Charge has already been refunded."}}
+        try:
+            amount = int(form.get("amount", left))
+        except ValueError:
+            return 400, _param_error("amount", f"Invalid integer: {form['amount']}")
+        if not 0 < amount <= left:
+            return 400, {"error": {"type": "invalid_request_error", "code": "amount_too_large", "param": "amount",
+                                   "message": f"Refund amount ({amount}) is greater than unrefunded amount ({left})."}}
+        refund = {"id": "re_" + _rand(24), "object": "refund", "amount": amount, "charge": "ch_" + _rand(24),
+                  "created": int(time.time()), "currency": intent["currency"], "metadata": {},
+                  "payment_intent": intent["id"], "reason": form.get("reason"), "status": "succeeded"}
+        self.refunds.append(refund)
+        return 200, refund
+
+
 def _param_error(param: str, message: str, code: str = "parameter_invalid_integer") -> dict:
     return {"error": {"type": "invalid_request_error", "code": code, "param": param, "message": message,
                       "doc_url": f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"}}
@@ -220,8 +247,9 @@ class _Base(RequestHandler):
         return True
 
 
-class _PaymentIntents(_Base):
-    def post(self) -> None:
+class _Creating(_Base):
+    def create(self, make) -> None:
+        """A POST that creates something: the first answer for an Idempotency-Key is replayed."""
         if not self.authenticated():
             return
         key = self.request.headers.get("Idempotency-Key")
@@ -238,11 +266,21 @@ class _PaymentIntents(_Base):
                 self.set_header("Idempotent-Replayed", "true")
                 self.respond(stored.status, stored.body)
                 return
-        status, payload = self.fake.create_intent(self.params)
+        status, payload = make(self.params)
         raw = json.dumps(payload).encode()
         if key is not None and status < 500:
             self.fake._idempotent[key] = _Stored(self.params, self.request.path, status, raw)
         self.respond(status, raw)
+
+
+class _PaymentIntents(_Creating):
+    def post(self) -> None:
+        self.create(self.fake.create_intent)
+
+
+class _Refunds(_Creating):
+    def post(self) -> None:
+        self.create(self.fake.create_refund)
 
 
 class _PaymentIntent(_Base):

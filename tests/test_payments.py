@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -18,6 +18,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from config.settings import load_settings
 from hub.wiring.server import HubServer
+from domain.clock import utcnow
+from tests.checkout_helpers import POINTS, balance
 from tests.conftest import Api, get_order, placed
 from tests.stripe_fake import (
     StripeFake, event, failed_intent, refunded_charge, sign, succeeded_intent,
@@ -267,6 +269,12 @@ async def test_without_a_stripe_key_card_payments_are_unavailable(hub_env, strip
                            token=admin)
         assert r.status == 201, r
         assert (await get_order(api, user["access_token"], order["id"]))["status"] == "confirmed"
+        # Cancelled, that money cannot go back through Stripe: flagged for an operator.
+        r = await api.call("POST", f"{O}/{order['id']}/cancel", {}, token=user["access_token"])
+        assert r.status == 200 and r.data["status"] == "cancelled", r
+        [payment] = await payments_of(api, admin, order["id"])
+        assert payment["flags"] == ["refund_required"] and payment["refunded"] == "0.00", payment
+        assert stripe.requests == []
     finally:
         await server.stop()
 
@@ -631,3 +639,128 @@ async def test_payment_succeeded_from_another_service_confirms_the_order_once(ap
     payments = await topics.read("payments")
     ours = [e for e in of_type(payments, "payment.succeeded", order_id=order["id"]) if e["source"] == "/hub"]
     assert len(ours) <= 1, ours
+
+
+# Cancelling a paid order (an extension of CONTRACT §2: docs/payments.md) ----------------------
+
+def refund_requests(stripe) -> list:
+    return [r for r in stripe.requests if (r.method, r.path) == ("POST", "/v1/refunds")]
+
+
+async def earned(api, token: str, order_id: str) -> list[tuple[int, str]]:
+    """(delta, reason) of the ledger entries of `order_id` in the customer's points."""
+    r = await api.call("GET", POINTS, token=token)
+    assert r.status == 200, r
+    return sorted((e["delta"], e["reason"]) for e in r.data["entries"] if e["order_id"] == order_id)
+
+
+async def test_cancelling_a_paid_order_refunds_it_once_and_the_refund_takes_the_points_back(api, stripe, topics):
+    admin, user, product = await setup(api)
+    token = user["access_token"]
+    unpaid = await placed(api, token, product["id"])
+    r = await api.call("POST", f"{O}/{unpaid['id']}/cancel", {}, token=token)
+    assert r.status == 200 and r.data["status"] == "cancelled", r
+    assert refund_requests(stripe) == []  # nothing was paid
+
+    order = await placed(api, token, product["id"])
+    pi = await paid(api, token, order)
+    assert await earned(api, token, order["id"]) == [(12, "order_paid")]
+    r = await api.call("POST", f"{O}/{order['id']}/cancel", {"reason": "changed my mind"}, token=token)
+    assert r.status == 200 and r.data["status"] == "cancelled", r
+    [request] = refund_requests(stripe)
+    assert (request.form, request.idempotency_key) == ({"payment_intent": pi, "amount": "1250"}, f"hub-refund-{pi}")
+    [refund] = stripe.refunds
+    assert (refund["payment_intent"], refund["amount"], request.status) == (pi, 1250, 200)
+    [payment] = await payments_of(api, token, order["id"])
+    assert payment["flags"] == [] and payment["refunded"] == "0.00", payment  # until Stripe says it is done
+    assert await balance(api, token) == 12
+
+    # Stripe's webhook for that refund (sent twice, as Stripe may): the points go, once; the order stays cancelled.
+    for _ in range(2):
+        r = await webhook(api, event("charge.refunded", refunded_charge(amount=1250, amount_refunded=1250,
+                                                                        payment_intent=pi, order_id=order["id"])))
+        assert r.status == 200 and r.data == {"received": True, "duplicate": False}, r
+    assert await earned(api, token, order["id"]) == [(-12, "order_refunded"), (12, "order_paid")]
+    assert await balance(api, token) == 0
+    after = await get_order(api, token, order["id"])
+    assert after["status"] == "cancelled" and statuses(after) == ["pending", "confirmed", "cancelled"], after
+    [payment] = await payments_of(api, token, order["id"])
+    assert payment["refunded"] == "12.50" and payment["flags"] == [], payment
+    await topics.settled()
+    assert len(of_type(await topics.read("payments"), "payment.refunded", order_id=order["id"])) == 1
+    assert len(refund_requests(stripe)) == 1
+
+    # Stripe refuses the refund of an order an admin cancels while processing: flagged for an operator.
+    refused = await placed(api, token, product["id"])
+    await paid(api, token, refused)
+    assert (await api.call("POST", f"{O}/{refused['id']}/transitions", {"status": "processing"}, token=admin)).status == 200
+    stripe.fail_next(400, {"type": "invalid_request_error", "code": "charge_disputed",
+                           "message": "This charge is disputed."})
+    r = await api.call("POST", f"{O}/{refused['id']}/cancel", {}, token=admin)
+    assert r.status == 200 and r.data["status"] == "cancelled", r
+    [payment] = await payments_of(api, token, refused["id"])
+    assert payment["flags"] == ["refund_required"] and payment["refunded"] == "0.00", payment
+    assert len(stripe.refunds) == 1 and len(refund_requests(stripe)) == 2
+    assert await balance(api, token) == 12  # no refund, no reversal: the operator's refund will take them
+
+
+async def test_a_refund_stripe_could_not_make_is_made_once_by_the_sweep_of_any_process(
+        api, hub_server, hub_env, stripe, monkeypatch):
+    admin, user, product = await setup(api)
+    token = user["access_token"]
+    order = await placed(api, token, product["id"])
+    pi = await paid(api, token, order)
+    stripe.outage(500)
+    r = await api.call("POST", f"{O}/{order['id']}/cancel", {}, token=token)
+    assert r.status == 200 and r.data["status"] == "cancelled", r  # the cancel holds; the refund waits
+    tried = refund_requests(stripe)
+    assert tried and stripe.refunds == []
+    stripe.outage(None)
+
+    # A second process on the same store; both sweep at once, past the grace left to the cancelling process.
+    second = HubServer(load_settings(hub_env), mongo_client=hub_server.hub.mongo_client)
+    await second.start()
+    try:
+        hubs = [hub_server.hub, second.hub]
+        for hub in hubs:
+            monkeypatch.setattr(hub.services.orders, "clock", lambda: utcnow() + timedelta(minutes=5))
+        await asyncio.gather(*(hub.services.orders.sweep() for hub in hubs))
+        [refund] = stripe.refunds
+        assert (refund["payment_intent"], refund["amount"]) == (pi, 1250)
+        assert {r.idempotency_key for r in refund_requests(stripe)} == {f"hub-refund-{pi}"}
+
+        # A process that died after Stripe refunded, before it cleared its marker: the retry
+        # reaches Stripe with the same key and refunds nothing more.
+        await hub_server.hub.stores.orders.set_fields(order["id"], {"refund_pending": True})
+        asked = len(refund_requests(stripe))
+        await second.hub.services.orders.sweep()
+        assert len(refund_requests(stripe)) == asked + 1 and len(stripe.refunds) == 1
+        await asyncio.gather(*(hub.services.orders.sweep() for hub in hubs))
+        assert len(refund_requests(stripe)) == asked + 1  # settled: no more calls
+    finally:
+        await second.stop()
+    [payment] = await payments_of(api, token, order["id"])
+    assert payment["flags"] == [], payment
+    assert (await get_order(api, token, order["id"]))["status"] == "cancelled"
+
+
+
+async def test_a_payment_racing_the_cancel_of_an_order_confirmed_before_the_money_is_given_back(
+        api, stripe, interleaved):
+    """An admin confirmed the orders before the money came; the payment then claims each one
+    while its owner cancels it: whichever wins, the money goes back or is flagged, never neither."""
+    admin, user, product = await setup(api)
+    token = user["access_token"]
+    for _ in range(6):
+        order = await placed(api, token, product["id"])
+        pi = (await intent_for(api, token, order["id"]))["payment_intent_id"]
+        r = await api.call("POST", f"{O}/{order['id']}/transitions", {"status": "confirmed"}, token=admin)
+        assert r.status == 200, r
+        cancel, paying = await asyncio.gather(
+            api.call("POST", f"{O}/{order['id']}/cancel", {}, token=token),
+            webhook(api, event("payment_intent.succeeded", succeeded_intent(amount=1250, order_id=order["id"],
+                                                                            pi_id=pi))))
+        assert (cancel.status, paying.status) == (200, 200), (cancel, paying)
+        [payment] = await payments_of(api, token, order["id"])
+        refunded = [r for r in stripe.refunds if r["payment_intent"] == pi]
+        assert (payment["flags"], len(refunded)) in ((["refund_required"], 0), ([], 1)), (payment, refunded)

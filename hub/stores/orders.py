@@ -34,6 +34,8 @@ class OrderStore(DocumentOutbox):
         await self.create_outbox_index()
         await self.col.create_index("updated_at", name="release_pending",
                                     partialFilterExpression={"release_pending": True})
+        await self.col.create_index("updated_at", name="refund_pending",
+                                    partialFilterExpression={"refund_pending": True})
 
     async def next_number(self) -> int:
         """A unique, increasing sequence from one atomic $inc (no read-max-then-increment)."""
@@ -67,10 +69,12 @@ class OrderStore(DocumentOutbox):
         return await cursor.to_list(limit), total
 
     async def move(self, order_id: str, from_status: str, to_status: str, *, history: dict, event: dict | None,
-                   now: datetime, extra: dict | None = None, event_id: str | None = None) -> dict | None:
+                   now: datetime, extra: dict | None = None, event_id: str | None = None,
+                   unchanged: dict | None = None) -> dict | None:
         """Compare-and-set the status; appends the history entry and the event in the same
-        update. `event_id` (an applied external event) is remembered so a redelivery is a no-op."""
-        query: dict = {"_id": order_id, "status": from_status}
+        update. `event_id` (an applied external event) is remembered so a redelivery is a no-op.
+        `unchanged`: fields that must still have these values (None: absent) for the move."""
+        query: dict = {**(unchanged or {}), "_id": order_id, "status": from_status}
         update: dict = {"$set": {"status": to_status, "updated_at": now, **(extra or {})},
                         "$push": {"status_history": history}}
         if event is not None:
@@ -111,6 +115,9 @@ class OrderStore(DocumentOutbox):
     async def finish_restock(self, order_id: str) -> None:
         await self.col.update_one({"_id": order_id}, {"$set": {"restock_pending": False}})
 
+    async def finish_refund(self, order_id: str) -> None:
+        await self.col.update_one({"_id": order_id}, {"$set": {"refund_pending": False}})
+
     # For the sweeper ---------------------------------------------------------------
     async def stale_placing(self, before: datetime, limit: int = 200) -> list[dict]:
         cursor = self.col.find({"status": {"$in": [PLACING, ABORTED]}, "placing_expires_at": {"$lt": before}},
@@ -123,6 +130,11 @@ class OrderStore(DocumentOutbox):
 
     async def restock_unfinished(self, updated_before: datetime, limit: int = 200) -> list[dict]:
         cursor = self.col.find({"restock_pending": True, "updated_at": {"$lt": updated_before}}, WITHOUT_OUTBOX).limit(limit)
+        return await cursor.to_list(limit)
+
+    async def refund_unfinished(self, updated_before: datetime, limit: int = 200) -> list[dict]:
+        """Cancelled paid orders whose refund is not settled (provider unreachable, or a dead process)."""
+        cursor = self.col.find({"refund_pending": True, "updated_at": {"$lt": updated_before}}, WITHOUT_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
     # Coupons and points of an order (domain/checkout.py) -----------------------------------

@@ -171,6 +171,7 @@ def _services(settings: Settings, stores: Stores, *, redis, kafka: Kafka) -> Ser
     checkout = Checkout(stores.coupons, points, stores.orders, source=source,
                         points_per_currency_unit=settings.points_per_currency_unit, clock=utcnow)
     orders.checkout = checkout
+    orders.payments = payments
 
     realtime = Realtime(redis, settings.redis_prefix, history_size=settings.ws_history_size,
                         history_age_s=settings.ws_history_ttl_s)
