@@ -10,7 +10,7 @@ import re
 import anyio
 import stripe
 
-from domain.payments import PaymentProviderError
+from domain.payments import REFUNDED, REFUSED, RETRY, PaymentProviderError
 from hub.adapters.outgoing import OutgoingPolicy
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,9 @@ class StripeGateway:
 
     async def refund(self, *, payment_intent: str, amount_minor: int, idempotency_key: str) -> dict:
         """Refund `amount_minor` of a payment intent (`POST /v1/refunds`). Stripe's answer as
-        {"outcome": "refunded" | "refused" | "retry", ...} (domain/payments.py REFUNDED, REFUSED,
-        RETRY), never an exception: the caller keeps its marker on "retry" (no answer, a 5xx,
-        409, 429, or a key Stripe does not take, which an operator can fix) and flags the
-        payment on "refused"."""
+        {"outcome": REFUNDED | REFUSED | RETRY, ...} (domain/payments.py), never an exception:
+        the caller keeps its marker on RETRY (no answer, a 5xx, 409, 429, or a key Stripe does
+        not take, which an operator can fix) and flags the payment on REFUSED."""
         try:
             refund = await self.client.v1.refunds.create_async(
                 params={"payment_intent": payment_intent, "amount": amount_minor},
@@ -80,9 +79,9 @@ class StripeGateway:
         except stripe.StripeError as exc:
             code = exc.code if isinstance(exc.code, str) and STRIPE_CODE_RE.match(exc.code) else None
             if code == "charge_already_refunded":  # refunded before (the key expires after 24 h at Stripe)
-                return {"outcome": "refunded", "refund_id": None}
+                return {"outcome": REFUNDED, "refund_id": None}
             status = exc.http_status
             retry = status is None or status in (401, 403, 409, 429) or status >= 500
-            return {"outcome": "retry" if retry else "refused", "provider_status": status, "provider_code": code,
+            return {"outcome": RETRY if retry else REFUSED, "provider_status": status, "provider_code": code,
                     "provider_message": str(exc.user_message or exc)[:300]}
-        return {"outcome": "refunded", "refund_id": refund.id}
+        return {"outcome": REFUNDED, "refund_id": refund.id}
