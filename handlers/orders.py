@@ -129,7 +129,8 @@ class OrderHandler(BaseHandler):
 
 
 class CancelHandler(BaseHandler):
-    openapi = {"post": {"summary": "Cancel (owner while pending/confirmed; admin per the table); stock comes back",
+    openapi = {"post": {"summary": "Cancel (owner while pending/confirmed; admin per the table); stock comes back, "
+                                   "and a paid order's payment is refunded (docs/payments.md)",
                         "body": CancelBody, "auth": "user"}}
 
     async def post(self, order_id: str) -> None:

@@ -1,5 +1,6 @@
 """Runs the clean-ups every few seconds (orders: expired reservations, stalled placements,
-unfinished restocks, unpaid orders; points: interrupted redemptions). Every step is a
+unfinished restocks, refunds of cancelled paid orders not made yet, unpaid orders; points:
+interrupted redemptions). Every step is a
 compare-and-set, so all hub processes may run them at once; jitter keeps them from doing
 so in lockstep."""
 
