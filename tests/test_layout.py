@@ -97,3 +97,13 @@ def test_handlers_call_only_domain_services():
                 if not (module and (under(module, "domain") or module in HANDLER_SERVICES_BESIDE_DOMAIN)):
                     found.add(f"{path.name} uses services.{node.attr} ({module or 'not a domain service'})")
     assert not found, "\n".join(sorted(found))
+
+
+def test_handlers_take_from_the_wiring_only_what_the_architecture_names():
+    """The Prometheus registry (metrics), client_ip, openapi's bounds, and the container's
+    Services as a type; never the Hub, the app or anything that builds (docs/architecture.md)."""
+    allowed = ("hub.wiring.metrics", "hub.wiring.client_ip", "hub.wiring.openapi", "hub.wiring.container.Services")
+    found = sorted(f"{path.name} imports {name}" for path in sorted((ROOT / "handlers").glob("*.py"))
+                   for name in imports(path)
+                   if under(name, "hub.wiring") and not any(under(name, a) or under(a, name) for a in allowed))
+    assert found == []
