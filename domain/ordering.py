@@ -223,7 +223,8 @@ class Orders:
                 order["_id"], order["status"], target, history=history_entry(target, now, note, actor), event=event,
                 now=now, extra={**(record or {}), **({"restock_pending": True} if target == "cancelled" else {}),
                                 **({"release_pending": True} if gives_back else {}),
-                                **({"refund_pending": True} if refunds else {})},
+                                # Due for the sweep once the cancelling process had its chance.
+                                **({"refund_pending": True, "refund_due_at": now + PLACING_TTL} if refunds else {})},
                 event_id=event_id,
                 # A payment claiming the order meanwhile (claim_payment) must not slip past the refund.
                 unchanged={"paid_by": order.get("paid_by")} if target == "cancelled" else None)
@@ -300,7 +301,7 @@ class Orders:
             await self._clean_up_placement(order)
         for order in await self.orders.restock_unfinished(now - PLACING_TTL):
             await self.restock(order)
-        for order in await self.orders.refund_unfinished(now - PLACING_TTL):
+        for order in await self.orders.refund_due(now):
             await self.payments.refund_cancelled(order)  # Stripe unreachable before, or the process died
         for order in await self.orders.unpaid(now - self.payment_timeout):
             try:

@@ -16,7 +16,7 @@ comes back as a provider event through step 1 like any other, taking back the po
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 from domain.callers import Caller
@@ -50,6 +50,8 @@ MAX_EXTERNAL_ID = 200  # order, provider and payment ids in another service's pa
 MAX_REASON = 200  # a failure reason from another service, as stored and shown
 # StripeGateway.refund's outcomes: done (now or before), refused for good, or to be tried again later.
 REFUNDED, REFUSED, RETRY = "refunded", "refused", "retry"
+# A refund Stripe could not make is tried again after 1, 2, 4… minutes, at most hourly.
+REFUND_RETRY_S, REFUND_RETRY_MAX_S = 60, 3600
 
 
 def payment_key(provider: str, payment_id: str) -> str:
@@ -232,7 +234,8 @@ class Payments:
         """Give back the money of `order`, a paid order just cancelled (its `refund_pending`
         marker set in the same move), then clear the marker. Stripe payments are refunded in
         full through the gateway, with a key per payment so that a retry never refunds twice;
-        while Stripe cannot be reached the marker stays and the sweep calls this again. Money
+        while Stripe cannot be reached the marker stays and the sweep calls this again after a
+        wait that doubles each time (REFUND_RETRY_S, at most REFUND_RETRY_MAX_S). Money
         the hub cannot give back itself (Stripe refuses, payments are off, offline or another
         service's payment) is flagged `refund_required` for an operator. The points the order
         earned are taken back when the refund arrives (`refunded_total`), as for any refund."""
@@ -246,7 +249,11 @@ class Payments:
                 outcome = await self.gateway.refund(payment_intent=payment["payment_id"], amount_minor=left,
                                                     idempotency_key=f"hub-refund-{payment['payment_id']}")
             if outcome["outcome"] == RETRY:
-                log.warning("refund of a cancelled order not made yet; the sweep retries", extra={**context, **outcome})
+                attempts = order.get("refund_attempts", 0)
+                wait = timedelta(seconds=min(REFUND_RETRY_S * 2 ** attempts, REFUND_RETRY_MAX_S))
+                await self.order_store.retry_refund(order["_id"], self.clock() + wait)
+                log.warning("refund of a cancelled order not made yet; the sweep retries",
+                            extra={**context, **outcome, "attempts": attempts + 1, "retry_in_s": wait.total_seconds()})
                 return
             if outcome["outcome"] == REFUSED:
                 await self.store.add_flag(payment["_id"], REFUND_REQUIRED)

@@ -745,6 +745,43 @@ async def test_a_refund_stripe_could_not_make_is_made_once_by_the_sweep_of_any_p
 
 
 
+async def test_a_refund_stripe_cannot_make_is_tried_again_after_a_wait_that_doubles(api, hub_server, stripe,
+                                                                                     monkeypatch):
+    admin, user, product = await setup(api)
+    token = user["access_token"]
+    order = await placed(api, token, product["id"])
+    await paid(api, token, order)
+    stripe.outage(500)
+    start = utcnow()
+    services = hub_server.hub.services
+
+    def at(seconds: float) -> None:
+        for service in (services.orders, services.payments):
+            monkeypatch.setattr(service, "clock", lambda: start + timedelta(seconds=seconds))
+
+    at(0)
+    r = await api.call("POST", f"{O}/{order['id']}/cancel", {}, token=token)
+    assert r.status == 200 and r.data["status"] == "cancelled", r
+    assert refund_requests(stripe) and stripe.refunds == []
+
+    async def sweep_at(seconds: float) -> int:
+        """Sweeps at `seconds` after the cancel; the refund requests Stripe got from it."""
+        at(seconds)
+        before = len(refund_requests(stripe))
+        await services.orders.sweep()
+        return len(refund_requests(stripe)) - before
+
+    assert await sweep_at(50) == 0  # the first wait is a minute
+    assert await sweep_at(61) > 0  # due: tried, refused again; the next wait is two minutes
+    assert await sweep_at(170) == 0
+    assert await sweep_at(182) > 0  # and then four
+    assert await sweep_at(400) == 0
+    stripe.outage(None)
+    assert await sweep_at(423) > 0
+    assert len(stripe.refunds) == 1
+    assert await sweep_at(4000) == 0  # settled
+
+
 async def test_a_payment_racing_the_cancel_of_an_order_confirmed_before_the_money_is_given_back(
         api, stripe, interleaved):
     """An admin confirmed the orders before the money came; the payment then claims each one

@@ -34,7 +34,7 @@ class OrderStore(DocumentOutbox):
         await self.create_outbox_index()
         await self.col.create_index("updated_at", name="release_pending",
                                     partialFilterExpression={"release_pending": True})
-        await self.col.create_index("updated_at", name="refund_pending",
+        await self.col.create_index("refund_due_at", name="refund_pending",
                                     partialFilterExpression={"refund_pending": True})
 
     async def next_number(self) -> int:
@@ -118,6 +118,11 @@ class OrderStore(DocumentOutbox):
     async def finish_refund(self, order_id: str) -> None:
         await self.col.update_one({"_id": order_id}, {"$set": {"refund_pending": False}})
 
+    async def retry_refund(self, order_id: str, due_at: datetime) -> None:
+        """The refund could not be made now: the sweep tries again from `due_at`."""
+        await self.col.update_one({"_id": order_id, "refund_pending": True},
+                                  {"$set": {"refund_due_at": due_at}, "$inc": {"refund_attempts": 1}})
+
     # For the sweeper ---------------------------------------------------------------
     async def stale_placing(self, before: datetime, limit: int = 200) -> list[dict]:
         cursor = self.col.find({"status": {"$in": [PLACING, ABORTED]}, "placing_expires_at": {"$lt": before}},
@@ -132,9 +137,10 @@ class OrderStore(DocumentOutbox):
         cursor = self.col.find({"restock_pending": True, "updated_at": {"$lt": updated_before}}, WITHOUT_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
-    async def refund_unfinished(self, updated_before: datetime, limit: int = 200) -> list[dict]:
-        """Cancelled paid orders whose refund is not settled (provider unreachable, or a dead process)."""
-        cursor = self.col.find({"refund_pending": True, "updated_at": {"$lt": updated_before}}, WITHOUT_OUTBOX).limit(limit)
+    async def refund_due(self, now: datetime, limit: int = 200) -> list[dict]:
+        """Cancelled paid orders whose refund is not settled and is due again (the provider was
+        unreachable, or the cancelling process died)."""
+        cursor = self.col.find({"refund_pending": True, "refund_due_at": {"$lte": now}}, WITHOUT_OUTBOX).limit(limit)
         return await cursor.to_list(limit)
 
     # Coupons and points of an order (domain/checkout.py) -----------------------------------
