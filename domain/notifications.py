@@ -247,7 +247,8 @@ class Notifier:
         jobs: dict[str, tuple[datetime | None, bool]] = {nid: (None, False) for nid in missing if nid not in found}
         screened = {nid: self._screen(doc, user, now) for nid, (doc, user) in found.items()}
         admitted = await self.caps.admit_many([s.caps for s in screened.values() if s.caps is not None], now)
-        slots = slots or asyncio.Semaphore(max(1, len(found)))
+        if slots is None:
+            slots = asyncio.Semaphore(max(1, len(found)))
 
         async def advance(nid: str) -> dict[str, dict]:
             (doc, user), step = found[nid], screened[nid]

@@ -70,18 +70,13 @@ class EmbeddedCursor(EmbeddedCommandCursor):
         self._sync = cursor
 
 
-for _name in ("sort", "skip", "limit", "batch_size", "hint", "collation", "max_time_ms", "allow_disk_use"):
+for _name in ("sort", "skip", "limit"):
     setattr(EmbeddedCursor, _name, _chaining(_name))
 
 
 class EmbeddedCollection:
-    def __init__(self, database: "EmbeddedDatabase", collection) -> None:
-        self.database = database
+    def __init__(self, collection) -> None:
         self._sync = collection
-
-    @property
-    def name(self) -> str:
-        return self._sync.name
 
     def find(self, *args, **kwargs) -> EmbeddedCursor:
         return EmbeddedCursor(self._sync.find(*args, **kwargs))
@@ -93,30 +88,23 @@ class EmbeddedCollection:
         return EmbeddedCommandCursor(self._sync.list_indexes())
 
 
-for _name in ("insert_one", "insert_many", "find_one", "find_one_and_update", "find_one_and_replace",
-              "find_one_and_delete", "update_one", "update_many", "replace_one", "delete_one", "delete_many",
-              "bulk_write", "count_documents", "distinct", "create_index", "create_indexes", "drop"):
+for _name in ("insert_one", "insert_many", "find_one", "find_one_and_update", "update_one", "update_many",
+              "replace_one", "delete_one", "delete_many", "bulk_write", "count_documents", "create_index"):
     setattr(EmbeddedCollection, _name, _calling(_name))
 
 
 class EmbeddedDatabase:
-    def __init__(self, client: "EmbeddedClient", database) -> None:
-        self.client = client
+    def __init__(self, database) -> None:
         self._sync = database
 
-    @property
-    def name(self) -> str:
-        return self._sync.name
-
-    def get_collection(self, name: str) -> EmbeddedCollection:
-        return EmbeddedCollection(self, self._sync.get_collection(name))
-
-    __getitem__ = get_collection
+    def __getitem__(self, name: str) -> EmbeddedCollection:
+        return EmbeddedCollection(self._sync[name])
 
     def __getattr__(self, name: str) -> EmbeddedCollection:
+        """`db.orders` as PyMongo has it."""
         if name.startswith("_"):
             raise AttributeError(name)
-        return self.get_collection(name)
+        return self[name]
 
 
 for _name in ("command", "list_collection_names"):
@@ -127,23 +115,11 @@ class EmbeddedClient:
     def __init__(self, **options) -> None:
         self._sync = mongomock.MongoClient(**options)
 
-    def get_database(self, name: str) -> EmbeddedDatabase:
-        return EmbeddedDatabase(self, self._sync.get_database(name))
+    def __getitem__(self, name: str) -> EmbeddedDatabase:
+        return EmbeddedDatabase(self._sync[name])
 
-    __getitem__ = get_database
-
-    def __getattr__(self, name: str) -> EmbeddedDatabase:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self.get_database(name)
-
-    async def drop_database(self, name_or_database) -> None:
-        if isinstance(name_or_database, EmbeddedDatabase):
-            name_or_database = name_or_database.name
-        self._sync.drop_database(name_or_database)
-
-    async def list_database_names(self) -> list[str]:
-        return self._sync.list_database_names()
+    async def drop_database(self, name: str) -> None:
+        self._sync.drop_database(name)
 
     async def close(self) -> None:
         """Nothing to release: the data lives in this process, for as long as it runs."""
