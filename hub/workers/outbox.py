@@ -39,11 +39,11 @@ class _Record(NamedTuple):
 
 
 def _stored(topic: str):
-    """Entries holding one of the hub's own events, all for `topic`."""
+    """(topic, renderer) for entries holding one of the hub's own events, all for `topic`."""
     def render(doc: dict, source: str) -> list[_Record]:
         return [_Record(entry["event"]["id"], topic, entry["key"], json.dumps(entry["event"]), True)
                 for entry in doc.get("outbox", [])]
-    return render
+    return topic, render
 
 
 def _inventory(doc: dict, source: str) -> list[_Record]:
@@ -62,11 +62,11 @@ REQUESTED = "outbox"
 # Each collection's topic (None: each entry names its own) and how its documents' outbox
 # entries become records; its store removes those published.
 _RENDERERS = {
-    "orders": ("orders", _stored("orders")),
-    "payments": ("payments", _stored("payments")),
-    "points_accounts": ("points", _stored("points")),
-    "coupons": ("orders", _stored("orders")),
-    "carts": ("orders", _stored("orders")),
+    "orders": _stored("orders"),
+    "payments": _stored("payments"),
+    "points_accounts": _stored("points"),
+    "coupons": _stored("orders"),
+    "carts": _stored("orders"),
     "products": ("inventory", _inventory),
     REQUESTED: (None, _requested),
 }
