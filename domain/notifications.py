@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)  # a dispatch not finished by then is taken up again
 APPLIED_TOPICS = ("orders", "payments", "points")  # other services' events here are applied, then re-announced
 DEFAULT_PUSH_TTL_S = 24 * 3600
-# A batch's delivery logs are written this many notifications at a time: few writes, and
-# few messages sent but not yet recorded when a process dies (sent again after the lease).
-WRITE_EVERY = 64
 # The `push` channel's targets: kind -> the key of its sender in `channels` (Web Push is "push").
 PUSH_SENDERS = {"webpush": "push", "apns": "apns", "fcm": "fcm"}
 
@@ -233,7 +230,7 @@ class Notifier:
         the frequency caps of all are counted in one Redis round trip, as many notifications
         send at once as `slots` lets (shared with the caller's other batches; each channel
         also bounds its own connections), and the delivery logs and the jobs are written in
-        one bulk write each. A notification that fails by our fault (not a provider's) is
+        bulk as the sends finish. A notification that fails by our fault (not a provider's) is
         logged and left to its job's lease."""
         now = self.clock()
         found = {nid: self._fresh.pop(nid) for nid in nids if nid in self._fresh}
@@ -268,6 +265,7 @@ class Notifier:
             return changes
 
         finished: dict[str, dict[str, dict]] = {}  # changes made, not written yet
+        writing = asyncio.Lock()
 
         async def settle(nid: str) -> None:
             try:
@@ -275,10 +273,14 @@ class Notifier:
             except Exception:  # the store or a bug: the job keeps its lease and runs again after it
                 log.exception("notification dispatch failed; will retry", extra={"notification_id": nid})
                 return
-            if len(finished) >= WRITE_EVERY:
-                written = dict(finished)
-                finished.clear()
-                await asyncio.shield(self._write(found, written, {}))  # a stop must not lose what was sent
+            # Group commit: what was sent is written at once, together with whatever finished
+            # while the write before was under way. A message sent but not yet recorded goes
+            # again if the process dies, so that window is kept to one write.
+            async with writing:
+                if finished:  # else an earlier holder wrote this one with its own
+                    written = dict(finished)
+                    finished.clear()
+                    await asyncio.shield(self._write(found, written, {}))  # a stop must not lose what was sent
 
         try:
             await asyncio.gather(*(settle(nid) for nid in found))

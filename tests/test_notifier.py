@@ -861,6 +861,36 @@ async def test_a_recorded_notification_left_unprocessed_is_taken_up_after_its_le
     assert (await hub.statuses(nid))["push"] == ("sent", None)
 
 
+async def test_what_was_sent_is_recorded_while_the_rest_of_its_batch_is_still_sending(hub):
+    """A message handed to the provider but not yet recorded goes again if the process dies
+    (docs/notifications.md "Exactly once"), so a batch records each send as it finishes,
+    not when its slowest send does."""
+    fast, slow = await hub.user(), await hub.user()
+    email = hub.channels["email"]
+    stalled = asyncio.Event()
+    accept = email.send
+
+    async def send(message):
+        if message.address == slow["email"]:
+            await stalled.wait()
+        return await accept(message)
+    email.send = send
+    first, = await hub.notifier.record(order_event(fast["_id"], number="HUB-1"))
+    second, = await hub.notifier.record(order_event(slow["_id"], number="HUB-2"))
+    batch = asyncio.ensure_future(hub.notifier.process_many([first, second]))
+    try:
+        for _ in range(500):
+            if (await hub.statuses(first))["email"] == ("sent", None):
+                break
+            await asyncio.sleep(0.01)
+        assert (await hub.statuses(first))["email"] == ("sent", None)
+        assert (await hub.statuses(second))["email"] == ("queued", None)
+    finally:
+        stalled.set()
+    await batch
+    assert (await hub.statuses(second))["email"] == ("sent", None)
+
+
 async def test_back_in_stock_goes_to_the_watchers_and_removes_their_alerts(hub):
     ada, bob, carol = await hub.user(name="Ada"), await hub.user(name="Bob"), await hub.user(name="Carol")
     await hub.alerts.add("p-1", ada["_id"], T0)
