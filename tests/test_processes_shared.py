@@ -257,12 +257,13 @@ async def test_an_expired_reservation_is_given_back_once_with_both_sweepers_runn
 
 # 5. SIGKILL ------------------------------------------------------------------------------
 @pytest.mark.timeout(300)
-async def test_a_process_killed_mid_stream_loses_nothing_and_sends_nothing_twice(deployment):
+async def test_a_process_killed_mid_stream_loses_nothing_and_repeats_only_unrecorded_sends(deployment):
     """Orders, payments (another service's events on Kafka) and notifications go to both
     processes; A is killed with SIGKILL half-way and started again. Afterwards: every
     order answered 201 exists, stock equals what the stored orders took, every paid order
     is confirmed and earned its points once, every accepted notification was emailed
-    once, every stored change reached Kafka, and no outbox holds anything."""
+    once (but for the one window of docs/notifications.md "Exactly once"), every stored change
+    reached Kafka, and no outbox holds anything."""
     a, b = deployment.hubs
     sink = deployment.sink
     before = len(sink.messages)
@@ -304,6 +305,10 @@ async def test_a_process_killed_mid_stream_loses_nothing_and_sends_nothing_twice
     assert not streaming.done(), "the stream ended before the kill"
     a.proc.kill()  # SIGKILL: no drain, no offset commit, whatever was in flight stops there
     a.proc.wait(10)
+    # A notification keeps its job from being recorded until its sends are written, so what A
+    # had in hand is among the jobs left now (with B's own in flight).
+    in_hand = [job["_id"] for job in deployment.db.notification_jobs.find({}, {"_id": 1})]
+    in_hand = {doc["title"] for doc in deployment.db.notifications.find({"_id": {"$in": in_hand}}, {"title": 1})}
     await streaming
     deployment.hubs.remove(a)
     a.stop()
@@ -339,14 +344,18 @@ async def test_a_process_killed_mid_stream_loses_nothing_and_sends_nothing_twice
         return True
     await eventually(points_consistent, 30, "10 points per confirmed order, once each")
 
-    # Notifications: each accepted one emailed exactly once.
+    # Notifications: each accepted one emailed, once, except in the window docs/notifications.md
+    # "Exactly once" names: an email A had handed to the server and not yet recorded as sent
+    # (its send and that write are one group commit apart) goes again after its job's lease.
     def ours():
         return [m["Subject"] for m in sink.messages[before:] if m["Subject"].startswith(f"Kill {tag} ")]
     await eventually(lambda: set(ours()) >= set(accepted), 90, "every accepted notification emailed")
     await asyncio.sleep(3)
-    sent = ours()
-    assert len(sent) == len(set(sent)), sorted(s for s in sent if sent.count(s) > 1)
+    emailed = Counter(ours())
+    twice = {title for title, n in emailed.items() if n > 1}
+    assert max(emailed.values()) <= 2 and twice <= in_hand, sorted(twice - in_hand)
     assert len(accepted) >= 60
+    print(f"{len(in_hand)} notifications in hand at the kill; {len(twice)} emails went twice")
 
     # Kafka: every stored order's creation went out (once or again with the same id), and
     # the outboxes are empty.
