@@ -6,10 +6,15 @@ needs them)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
+import types
+from datetime import datetime
+from decimal import Decimal
 
 import mongomock
+from bson import Decimal128, ObjectId
 
 from hub.adapters import embedded_indexes
 
@@ -17,6 +22,7 @@ from hub.adapters import embedded_indexes
 def embedded_client() -> "EmbeddedClient":
     _index_id_lookups()
     _bulk_updates_take_sort()
+    _documents_copied_plainly()
     embedded_indexes.install()
     return EmbeddedClient(tz_aware=True)
 
@@ -141,6 +147,31 @@ def _bulk_updates_take_sort() -> None:
 
     with_sort.takes_sort = True
     BulkOperationBuilder.add_update = with_sort
+
+
+# What a stored document holds that never changes in place: shared by a copy, not copied.
+_SHARED = frozenset({str, int, float, bool, type(None), bytes, datetime, Decimal, Decimal128, ObjectId})
+
+
+def _copy_document(value, memo=None):
+    """`copy.deepcopy` for documents: dicts and lists are copied, the values above shared,
+    anything else deep-copied. Documents hold no cycles or shared parts, so deepcopy's memo
+    and dispatch are cost only: 3.6× as long for a product with 50 holds and 40 outbox entries."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copy_document(item) for key, item in value.items()}
+    if kind is list:
+        return [_copy_document(item) for item in value]
+    return value if kind in _SHARED else copy.deepcopy(value, memo)
+
+
+def _documents_copied_plainly() -> None:
+    """mongomock deep-copies a document before every in-place update (to roll it back on a
+    unique-key clash) and list values as they are set: 15 % of the hub's time on a hot
+    product, whose holds and outbox entries are copied three times per order."""
+    from mongomock import collection
+
+    collection.copy = types.SimpleNamespace(copy=copy.copy, deepcopy=_copy_document)
 
 
 def _index_id_lookups() -> None:
