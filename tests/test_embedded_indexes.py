@@ -13,7 +13,7 @@ from mongomock.filtering import filter_applies, resolve_sort_key
 from pymongo.errors import DuplicateKeyError
 
 from hub.adapters import embedded_indexes
-from hub.adapters.embedded_mongo import _index_id_lookups
+from hub.adapters.embedded_mongo import _index_id_lookups, embedded_client
 
 _index_id_lookups()
 embedded_indexes.install()
@@ -151,3 +151,16 @@ def test_drop_and_reinsert_keep_the_index_right():
     indexed.insert_one({"_id": 1, "slug": "a", "user_id": "u2"})
     assert indexed.count_documents({"user_id": "u1"}) == 0
     assert indexed.count_documents({"user_id": "u2"}) == 1
+
+
+async def test_an_update_a_unique_index_refuses_leaves_the_document_as_it_was():
+    """mongomock rolls such an update back to the copy it took before (embedded_mongo's
+    `_copy_document`): the copy must share no list or sub-document with what it changed."""
+    products = embedded_client()["rollback"]["products"]
+    await products.create_index("slug", unique=True)
+    await products.insert_one({"_id": 1, "slug": "a", "holds": []})
+    await products.insert_one({"_id": 2, "slug": "b", "holds": [{"id": "h1", "qty": 1}], "meta": {"tags": ["x"]}})
+    with pytest.raises(DuplicateKeyError):
+        await products.update_one({"_id": 2}, {"$set": {"slug": "a", "holds.0.qty": 5}, "$push": {"meta.tags": "y"}})
+    assert await products.find_one({"_id": 2}) == {"_id": 2, "slug": "b", "holds": [{"id": "h1", "qty": 1}],
+                                                   "meta": {"tags": ["x"]}}
