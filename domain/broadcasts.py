@@ -293,7 +293,10 @@ def public_broadcast(doc: dict) -> dict:
     spec = doc["notification"]
     return {
         "id": doc["_id"], "status": doc["status"], "recipients": recipients, "processed": doc["processed"],
-        "skipped": doc.get("skipped", 0), "counts": doc.get("counts") or {},
+        "skipped": doc.get("skipped", 0),
+        # A later move takes one from the status it leaves: a status left at 0 is not shown.
+        "counts": {channel: {status: n for status, n in by_status.items() if n}
+                   for channel, by_status in (doc.get("counts") or {}).items() if any(by_status.values())},
         "created_at": doc["created_at"].isoformat(),
         "finished_at": doc["finished_at"].isoformat() if doc.get("finished_at") else None,
         "audience": doc["audience_summary"],
