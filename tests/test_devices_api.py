@@ -1,6 +1,6 @@
 """The devices API (CONTRACT v2 §5) against a running hub: register, list, delete; one
 owner per token; a cap per user with the oldest evicted; validated token formats;
-other users kept out."""
+other users kept out; and web push's endpoints on a hub that has none."""
 
 from __future__ import annotations
 
@@ -131,3 +131,18 @@ async def test_the_devices_api_is_in_openapi(api):
     assert set(paths["/api/v1/users/me/devices/{device_id}"]) == {"delete"}
     schema = r.data["components"]["schemas"]["DeviceBody"]
     assert set(schema["properties"]) >= {"platform", "token", "environment", "locale", "app_version"}
+
+
+async def test_without_web_push_its_endpoints_answer_503_and_store_nothing(hub_server, api):
+    """A production hub without VAPID keys sends no web push (said at start-up): browsers are
+    told so, and no subscription is kept that nothing would ever use."""
+    ann = await customer(api)
+    hub_server.hub.services.devices.web_push = False  # what such a hub is wired with
+    keys = {"p256dh": "B" + "A" * 86, "auth": "A" * 22}
+    for method, path, body in (("GET", "/api/v1/push/vapid-public-key", None),
+                               ("POST", "/api/v1/users/me/push-subscriptions",
+                                {"endpoint": "https://fcm.googleapis.com/fcm/send/abc", "keys": keys})):
+        r = await api.call(method, path, body, token=ann.token)
+        assert (r.status, r.data["error"]["code"]) == (503, "push_unavailable"), (path, r)
+    r = await api.call("GET", "/api/v1/users/me/push-subscriptions", token=ann.token)
+    assert (r.status, r.data["items"]) == (200, [])
