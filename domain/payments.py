@@ -4,13 +4,14 @@ offline payments) and what they do to orders.
 Every entry point ends in the same three idempotent steps, so a duplicate, a replay or a
 retry after a crash has no second effect:
 1. record the payment change, guarded by the causing event's id, with its `payment.*` event;
-2. reconcile the order with the payment (confirm a pending order; flag a payment that
-   cannot apply: wrong amount, order cancelled, order already paid);
+2. reconcile the order with the payment (confirm a pending order; give back a payment for
+   a cancelled order; flag one that cannot apply: wrong amount, order already paid);
 3. (refunds) a full refund of a delivered or returned order moves it to refunded.
 
-A paid order that is cancelled gets its money back from here (`refund_cancelled`): the
-provider is asked once per payment (Stripe: an idempotency key per payment), and the refund
-comes back as a provider event through step 1 like any other, taking back the points then.
+A paid order that is cancelled, or paid after it was, gets its money back from here
+(`refund_cancelled`): the provider is asked once per payment (Stripe: an idempotency key per
+payment), and the refund comes back as a provider event through step 1 like any other, taking
+back the points then.
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ class Payments:
         return await self.store.get(key)
 
     async def _reconcile(self, order: dict, payment: dict) -> None:
-        """Confirm the order a correct payment pays and award its points; flag the payment
-        when it cannot pay the order (a replay after a crash finishes what was left)."""
+        """Confirm the order a correct payment pays and award its points; give back one that
+        came after the order was cancelled; flag one that cannot pay the order (a second
+        payment). A replay after a crash finishes what was left."""
         if AMOUNT_MISMATCH in payment.get("flags", []):
             log.warning("payment amount does not match its order", extra={"payment": payment["_id"]})
             return
@@ -179,11 +181,20 @@ class Payments:
                 and await self.order_store.claim_payment(order["_id"], payment["_id"]):
             order["paid_by"] = payment["_id"]  # an order an admin moved along before the money came
         if order.get("paid_by") == payment["_id"]:
-            await self.points.award_for_order(order)
-        else:
-            # Never resurrect a cancelled order; a second payment for one order is money to give back.
-            await self.store.add_flag(payment["_id"], REFUND_REQUIRED)
-            log.warning("payment needs a refund", extra={"payment": payment["_id"], "order_status": order["status"]})
+            if order["status"] not in ("cancelled", "refunded"):  # a cancelled order earns nothing
+                await self.points.award_for_order(order)
+            return
+        # Never resurrect a cancelled order: money that came after the cancel goes back, as a
+        # paid order's does when it is cancelled (the sweep retries from the due time).
+        claimed = await self.order_store.claim_for_refund(order["_id"], payment["_id"],
+                                                          self.clock() + timedelta(seconds=REFUND_RETRY_S))
+        if claimed is not None:
+            log.info("payment for a cancelled order: refunding", extra={"payment": payment["_id"]})
+            await self.refund_cancelled(claimed)
+            return
+        # A second payment for one order: money an operator gives back.
+        await self.store.add_flag(payment["_id"], REFUND_REQUIRED)
+        log.warning("payment needs a refund", extra={"payment": payment["_id"], "order_status": order["status"]})
 
     async def failed(self, order_id: str | None, provider: str, payment_id: str, amount_minor: int, currency: str,
                      reason: str, event_id: str) -> None:

@@ -98,6 +98,15 @@ class OrderStore(DocumentOutbox):
                                            {"$set": {"paid_by": payment_key}})
         return result.modified_count == 1
 
+    async def claim_for_refund(self, order_id: str, payment_key: str, due_at: datetime) -> dict | None:
+        """A payment that came after its order was cancelled: recorded as paying the order,
+        with its refund due (the sweep's from `due_at`). None if the order is not cancelled or
+        another payment already pays it."""
+        return await self.col.find_one_and_update(
+            {"_id": order_id, "status": "cancelled", "paid_by": None},
+            {"$set": {"paid_by": payment_key, "refund_pending": True, "refund_due_at": due_at}},
+            WITHOUT_OUTBOX, return_document=ReturnDocument.AFTER)
+
     async def has_applied(self, order_id: str, event_id: str) -> bool:
         return await self.col.count_documents({"_id": order_id, "applied_events": event_id}) > 0
 
