@@ -31,6 +31,10 @@ def _recipients(sink) -> Counter:
     return Counter(address for m in sink.messages for address in m.rcpt_tos)
 
 
+# 5,000 sends on a loaded machine: the other tests' 1 s provider timeout (there so that a
+# stalled peer is quick to test) can turn a slow answer into a retry, or a mail accepted while
+# the answer was late into a second one.
+@pytest.mark.parametrize("extra_env", [{"HUB_PROVIDER_TIMEOUT_S": "10"}])
 @pytest.mark.timeout(300)
 async def test_topic_broadcast_reaches_each_member_once_by_their_rules(api, hub_server, sink):
     hub = hub_server.hub
@@ -49,8 +53,14 @@ async def test_topic_broadcast_reaches_each_member_once_by_their_rules(api, hub_
     done = await finished(api, bid, timeout=240)
     assert done["recipients"] == 5_001 and done["processed"] == 5_001 and done["finished_at"]
     sent = len(plain) + 1
-    assert done["counts"]["email"] == {"sent": sent, "held": 30, "suppressed": 30}
-    assert done["counts"]["websocket"] == {"sent": sent + 30, "held": 30}
+
+    async def counted():
+        # A delivery retried after a transient failure is counted as it moves on (every second).
+        counts = (await progress(api, bid))["counts"]
+        assert counts["email"] == {"sent": sent, "held": 30, "suppressed": 30}, counts
+        assert counts["websocket"] == {"sent": sent + 30, "held": 30}, counts
+        return True
+    await eventually(counted, 30, what="every delivery counted where it ended")
     await sink.wait_for(sent, timeout=60)
     await quietly(1.0, lambda: len(sink.messages) == sent)
     by_address = _recipients(sink)
