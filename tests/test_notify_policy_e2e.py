@@ -227,6 +227,9 @@ async def _no_job(store, nid) -> bool:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mongo_uri", [SHARED_STORE], indirect=True)  # the embedded store is per process
+# Every mail counted, each at its first attempt: a timeout well above a loaded machine's
+# slowest answer, not the 1 s that makes the stall tests quick.
+@pytest.mark.parametrize("extra_env", [{"HUB_PROVIDER_TIMEOUT_S": "10"}])
 async def test_two_processes_share_the_work_without_double_sends(hub_env, sink):
     running = []
     try:
