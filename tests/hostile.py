@@ -7,7 +7,10 @@ import asyncio
 import statistics
 import time
 
-HEALTHZ_BUDGET_S = 0.1
+# The median /healthz answer while an attack runs. Well above a loaded machine's (0.11 s was
+# seen with the suite's three workers); an attack that holds the loop adds the time each of
+# its requests holds it to every probe.
+HEALTHZ_BUDGET_S = 0.25
 
 
 async def while_probing(api, attack) -> tuple[object, float]:
@@ -34,3 +37,12 @@ async def snapshot(hub) -> dict:
 
 def fields(r) -> set[str]:
     return {d["field"] for d in r.data["error"]["details"]}
+
+
+async def inside_one_rate_window(window_s: int = 60, margin_s: float = 5.0) -> None:
+    """The rate limits count in fixed windows (hub/adapters/ratelimit.py): requests that
+    straddle a window's edge are counted in two. Returns once a test can send a few well
+    inside one."""
+    left = window_s - time.time() % window_s
+    if left < margin_s:
+        await asyncio.sleep(left + 0.1)

@@ -20,7 +20,7 @@ from config.settings import load_settings
 from hub.wiring.client_ip import client_ip
 from hub.wiring.server import HubServer
 from tests.conftest import Api
-from tests.hostile import HEALTHZ_BUDGET_S, fields, snapshot, while_probing
+from tests.hostile import HEALTHZ_BUDGET_S, fields, inside_one_rate_window, snapshot, while_probing
 
 pytestmark = pytest.mark.timeout(60)
 ORDERS = "/api/v1/orders"
@@ -94,6 +94,7 @@ async def test_order_placements_are_rate_limited_per_user(hub_env):
         admin = await api.admin_token()
         product = await api.product(admin, stock=50)
         eager, other = (await api.register())["access_token"], (await api.register())["access_token"]
+        await inside_one_rate_window()
         for _ in range(3):
             assert (await api.call("POST", ORDERS, line(product["id"]), token=eager)).status == 201
         before = await snapshot(server.hub)
@@ -168,9 +169,11 @@ async def test_rate_limits_count_the_forwarded_client_only_behind_a_trusted_prox
 
     async with hub_with(hub_env, HUB_AUTH_RATE_PER_IP=2) as (_, api):
         # Untrusted: a new made-up address per request buys nothing.
+        await inside_one_rate_window()
         statuses = [(await login(api, f"198.51.100.{n}")).status for n in range(3)]
         assert statuses == [401, 401, 429], statuses
     async with hub_with(hub_env, HUB_AUTH_RATE_PER_IP=2, HUB_TRUSTED_PROXIES="127.0.0.1") as (_, api):
+        await inside_one_rate_window()
         statuses = [(await login(api, "198.51.100.7")).status for _ in range(3)]
         assert statuses == [401, 401, 429], statuses
         assert (await login(api, "198.51.100.8")).status == 401  # another client behind the proxy
