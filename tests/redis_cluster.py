@@ -112,23 +112,26 @@ class LocalRedisCluster:
         """Whether master `port`'s replicas have acknowledged every write it took (replicas
         acknowledge about once a second). Replication is asynchronous: a master killed before
         this holds loses what it had not passed on, as on any Redis Cluster."""
-        info = subprocess.run([shutil.which("redis-cli"), "-p", str(port), "info", "replication"],
-                              capture_output=True, text=True).stdout
-        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        fields = self._info(shutil.which("redis-cli"), port, "info", "replication")
         offset = int(fields.get("master_repl_offset", "-1"))
         acked = [int(dict(item.split("=") for item in value.split(","))["offset"])
                  for key, value in fields.items() if key.startswith("slave") and key[5:].isdigit()]
         return bool(acked) and min(acked) >= offset
 
     @staticmethod
-    def _synced(cli: str, port: int) -> bool:
-        info = subprocess.run([cli, "-p", str(port), "info", "replication"], capture_output=True, text=True).stdout
-        return "role:master" in info or "master_link_status:up" in info
+    def _info(cli: str, port: int, *command: str) -> dict[str, str]:
+        """The `field:value` lines a node answers to `command` (INFO, CLUSTER INFO)."""
+        answer = subprocess.run([cli, "-p", str(port), *command], capture_output=True, text=True).stdout
+        return dict(line.strip().split(":", 1) for line in answer.splitlines() if ":" in line)
 
-    @staticmethod
-    def _state_ok(cli: str, port: int) -> bool:
-        info = subprocess.run([cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True).stdout
-        return "cluster_state:ok" in info
+    @classmethod
+    def _synced(cls, cli: str, port: int) -> bool:
+        fields = cls._info(cli, port, "info", "replication")
+        return fields.get("role") == "master" or fields.get("master_link_status") == "up"
+
+    @classmethod
+    def _state_ok(cls, cli: str, port: int) -> bool:
+        return cls._info(cli, port, "cluster", "info").get("cluster_state") == "ok"
 
     def _logs(self) -> str:
         return " ".join(p.read_text(errors="replace")[-300:] for p in self.dir.glob("*/stderr.log"))
