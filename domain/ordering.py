@@ -32,6 +32,7 @@ from domain.errors import Conflict, Invalid, NotFound, RateLimited
 from domain.events import Rejected, cloud_event
 from domain.orders import (ABORTED, OWNER_CANCELLABLE, PLACING, STATUSES, check_transition, event_data,
                            history_entry, order_number, price_lines, sum_quantities)
+from domain.payments import REFUND_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,7 @@ class Orders:
                 order["_id"], order["status"], target, history=history_entry(target, now, note, actor), event=event,
                 now=now, extra={**(record or {}), **({"restock_pending": True} if target == "cancelled" else {}),
                                 **({"release_pending": True} if gives_back else {}),
-                                # Due for the sweep once the cancelling process had its chance.
-                                **({"refund_pending": True, "refund_due_at": now + PLACING_TTL} if refunds else {})},
+                                **({"refund_pending": True, "refund_due_at": now + REFUND_GRACE} if refunds else {})},
                 event_id=event_id,
                 # A payment claiming the order meanwhile (claim_payment) must not slip past the refund.
                 unchanged={"paid_by": order.get("paid_by")} if target == "cancelled" else None)

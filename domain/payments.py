@@ -53,6 +53,9 @@ MAX_REASON = 200  # a failure reason from another service, as stored and shown
 REFUNDED, REFUSED, RETRY = "refunded", "refused", "retry"
 # A refund Stripe could not make is tried again after 1, 2, 4… minutes, at most hourly.
 REFUND_RETRY_S, REFUND_RETRY_MAX_S = 60, 3600
+# A refund set due (a cancel, a payment after one) is the sweep's this long after, should the
+# process that set it die before asking the provider.
+REFUND_GRACE = timedelta(seconds=30)
 
 
 def payment_key(provider: str, payment_id: str) -> str:
@@ -186,8 +189,7 @@ class Payments:
             return
         # Never resurrect a cancelled order: money that came after the cancel goes back, as a
         # paid order's does when it is cancelled (the sweep retries from the due time).
-        claimed = await self.order_store.claim_for_refund(order["_id"], payment["_id"],
-                                                          self.clock() + timedelta(seconds=REFUND_RETRY_S))
+        claimed = await self.order_store.claim_for_refund(order["_id"], payment["_id"], self.clock() + REFUND_GRACE)
         if claimed is not None:
             log.info("payment for a cancelled order: refunding", extra={"payment": payment["_id"]})
             await self.refund_cancelled(claimed)
